@@ -1,0 +1,92 @@
+//! Command-line definitions (clap). Raw values only: `config::Config` validates and merges them
+//! with the environment and notes.toml.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "notesctl",
+    version,
+    about = "The Notes web app, its command line, and a supervisor for many instances, sharing one SQLite file",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Configuration file [default: ./notes.toml when it exists]
+    #[arg(long, global = true, env = "NOTES_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// SQLite database file (overrides `database` in notes.toml)
+    #[arg(long, global = true, env = "NOTES_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one instance of the Notes web app
+    Serve(ServeArgs),
+    /// Read and write notes from the command line (running instances see the changes)
+    Notes {
+        #[command(subcommand)]
+        command: NotesCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Port to listen on (0 picks a free one) [notes.toml: serve.port; default: 3000]
+    #[arg(long, short, env = "PORT")]
+    pub port: Option<u16>,
+
+    /// Address to bind [notes.toml: serve.host; default: 127.0.0.1]
+    #[arg(long, env = "NOTES_HOST")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotesCommand {
+    /// Add a note and print its key
+    Add {
+        title: String,
+        /// The body; "-" reads it from standard input
+        body: String,
+        /// Key to use [default: generated from the title]
+        #[arg(long, short)]
+        key: Option<String>,
+    },
+    /// List notes, newest first
+    #[command(alias = "ls")]
+    List {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Show at most N notes
+        #[arg(long, short = 'n', default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        limit: u32,
+    },
+    /// Show one note
+    Show {
+        key: String,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a note's title and/or body
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true).args(["title", "body"]))]
+    Edit {
+        key: String,
+        /// New title
+        #[arg(long, short)]
+        title: Option<String>,
+        /// New body; "-" reads it from standard input
+        #[arg(long, short)]
+        body: Option<String>,
+    },
+    /// Delete a note
+    #[command(alias = "delete")]
+    Rm { key: String },
+}

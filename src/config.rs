@@ -1,0 +1,398 @@
+//! Configuration: `notes.toml`, environment variables and flags resolved into one validated
+//! `Config`, built once at start-up.
+//!
+//! Precedence, for every value: flag > environment variable > notes.toml > built-in default.
+//! Clap merges a flag with its environment variable (`--port` / `PORT`), so this module sees
+//! `Option`s for those two levels and fills the rest from the file. Unknown keys in the file are
+//! errors: a typo must not be silently ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::store::{StoreOptions, Synchronous};
+
+/// The file looked for in the current directory when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "notes.toml";
+pub const DEFAULT_DATABASE: &str = "notes.db";
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 3000;
+pub const DEFAULT_CLUSTER_PORTS: [u16; 2] = [3001, 3002];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid configuration ({origin}): {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// Values given on the command line or in the environment; `None` means "not set there".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub database: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+/// The validated configuration every subcommand works from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file the values came from, if any.
+    pub file: Option<PathBuf>,
+    pub database: PathBuf,
+    pub store: StoreOptions,
+    pub serve: ServeConfig,
+    pub cluster: ClusterConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub host: String,
+    pub port: u16,
+    /// How long a stopping instance waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+}
+
+/// The supervisor's settings; see the README for what each policy value does.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub ports: Vec<u16>,
+    pub ready_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub backoff_reset_after: Duration,
+    pub crash_window: Duration,
+    pub crash_limit: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            ports: DEFAULT_CLUSTER_PORTS.to_vec(),
+            ready_timeout: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            backoff_reset_after: Duration::from_secs(30),
+            crash_window: Duration::from_secs(60),
+            crash_limit: 5,
+        }
+    }
+}
+
+// ---- the file, as written -------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database: Option<DatabaseSetting>,
+    serve: Option<ServeFile>,
+    cluster: Option<ClusterFile>,
+}
+
+/// `database = "notes.db"`, or a `[database]` table with a path and tuning.
+#[derive(Debug)]
+enum DatabaseSetting {
+    Path(String),
+    Table(DatabaseFile),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatabaseFile {
+    path: Option<String>,
+    synchronous: Option<Synchronous>,
+    busy_timeout: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for DatabaseSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(path) => Ok(Self::Path(path)),
+            table @ toml::Value::Table(_) => DatabaseFile::deserialize(table)
+                .map(Self::Table)
+                .map_err(|e| D::Error::custom(e.message())),
+            other => Err(D::Error::custom(format!(
+                "`database` must be a path string or a [database] table, not a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeFile {
+    host: Option<String>,
+    port: Option<u16>,
+    shutdown_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    ports: Option<Vec<u16>>,
+    ready_timeout: Option<String>,
+    stop_timeout: Option<String>,
+    backoff_initial: Option<String>,
+    backoff_max: Option<String>,
+    backoff_reset_after: Option<String>,
+    crash_window: Option<String>,
+    crash_limit: Option<u32>,
+}
+
+// ---- resolution ------------------------------------------------------------------------------
+
+impl Config {
+    /// Loads `explicit` (an error if missing) or `./notes.toml` (skipped if missing), then
+    /// applies `overrides`.
+    pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let (file, parsed) = match explicit {
+            Some(path) => (Some(path.to_owned()), Some(read_file(path)?)),
+            None => {
+                let default = Path::new(DEFAULT_CONFIG_FILE);
+                if default.is_file() {
+                    (Some(default.to_owned()), Some(read_file(default)?))
+                } else {
+                    (None, None)
+                }
+            }
+        };
+        let origin = file
+            .as_ref()
+            .map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string());
+        Self::resolve(file, parsed.unwrap_or_default(), overrides, &origin)
+    }
+
+    /// Builds a configuration from TOML text, as if read from `path` (used by tests).
+    pub fn from_toml(text: &str, path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let parsed = parse(text, path)?;
+        Self::resolve(Some(path.to_owned()), parsed, overrides, &path.display().to_string())
+    }
+
+    fn resolve(
+        file: Option<PathBuf>,
+        parsed: FileConfig,
+        overrides: &Overrides,
+        origin: &str,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        };
+        let duration = |key: &str, value: Option<&String>, default: Duration| match value {
+            Some(text) => parse_duration(text).map_err(|m| invalid(format!("{key}: {m}"))),
+            None => Ok(default),
+        };
+
+        let (db_path, db) = match parsed.database {
+            None => (None, DatabaseFile::default()),
+            Some(DatabaseSetting::Path(p)) => (Some(p), DatabaseFile::default()),
+            Some(DatabaseSetting::Table(t)) => (t.path.clone(), t),
+        };
+        // A path in the file is relative to the file's folder, so `--config elsewhere/notes.toml`
+        // finds the same database from any working directory.
+        let base = file
+            .as_ref()
+            .and_then(|f| f.parent())
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        let database = match (&overrides.database, db_path) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => base.join(p),
+            (None, None) => PathBuf::from(DEFAULT_DATABASE),
+        };
+        if database.as_os_str().is_empty() {
+            return Err(invalid("the database path is empty".into()));
+        }
+        let defaults = StoreOptions::default();
+        let store = StoreOptions {
+            synchronous: db.synchronous.unwrap_or_default(),
+            busy_timeout: duration(
+                "database.busy_timeout",
+                db.busy_timeout.as_ref(),
+                defaults.busy_timeout,
+            )?,
+            readers: defaults.readers,
+        };
+
+        let serve_file = parsed.serve.unwrap_or_default();
+        let host = overrides
+            .host
+            .clone()
+            .or(serve_file.host)
+            .unwrap_or_else(|| DEFAULT_HOST.to_owned());
+        if host.trim().is_empty() {
+            return Err(invalid("serve.host is empty".into()));
+        }
+        let serve = ServeConfig {
+            host,
+            port: overrides.port.or(serve_file.port).unwrap_or(DEFAULT_PORT),
+            shutdown_timeout: duration(
+                "serve.shutdown_timeout",
+                serve_file.shutdown_timeout.as_ref(),
+                Duration::from_secs(10),
+            )?,
+        };
+
+        let c = parsed.cluster.unwrap_or_default();
+        let d = ClusterConfig::default();
+        let cluster = ClusterConfig {
+            ports: c.ports.unwrap_or(d.ports),
+            ready_timeout: duration("cluster.ready_timeout", c.ready_timeout.as_ref(), d.ready_timeout)?,
+            stop_timeout: duration("cluster.stop_timeout", c.stop_timeout.as_ref(), d.stop_timeout)?,
+            backoff_initial: duration(
+                "cluster.backoff_initial",
+                c.backoff_initial.as_ref(),
+                d.backoff_initial,
+            )?,
+            backoff_max: duration("cluster.backoff_max", c.backoff_max.as_ref(), d.backoff_max)?,
+            backoff_reset_after: duration(
+                "cluster.backoff_reset_after",
+                c.backoff_reset_after.as_ref(),
+                d.backoff_reset_after,
+            )?,
+            crash_window: duration("cluster.crash_window", c.crash_window.as_ref(), d.crash_window)?,
+            crash_limit: c.crash_limit.unwrap_or(d.crash_limit),
+        };
+        validate_cluster(&cluster).map_err(invalid)?;
+        Ok(Self {
+            file,
+            database,
+            store,
+            serve,
+            cluster,
+        })
+    }
+}
+
+fn validate_cluster(c: &ClusterConfig) -> Result<(), String> {
+    if c.ports.is_empty() {
+        return Err("cluster.ports is empty; list at least one port, e.g. ports = [3001, 3002]".into());
+    }
+    if c.ports.contains(&0) {
+        return Err("cluster.ports contains 0; every instance needs a fixed port".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &c.ports {
+        if !seen.insert(p) {
+            return Err(format!("cluster.ports lists port {p} twice"));
+        }
+    }
+    if c.backoff_initial > c.backoff_max {
+        return Err("cluster.backoff_initial is larger than cluster.backoff_max".into());
+    }
+    if c.crash_limit == 0 {
+        return Err("cluster.crash_limit must be at least 1".into());
+    }
+    if c.ready_timeout.is_zero() {
+        return Err("cluster.ready_timeout must be more than 0".into());
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    // toml's message names the line and column and quotes the offending text.
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// "250ms", "10s", "2m", "1h". A bare number is refused: the unit must be explicit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write e.g. \"250ms\", \"10s\" or \"2m\""))?;
+    let millis = match unit.trim() {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is not a duration; write e.g. \"250ms\", \"10s\" or \"2m\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/notes/notes.toml"), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_apply_when_the_file_is_empty() {
+        let c = load("").expect("valid");
+        assert_eq!(c.database, PathBuf::from("/etc/notes/notes.db"));
+        assert_eq!((c.serve.host.as_str(), c.serve.port), ("127.0.0.1", 3000));
+        assert_eq!(c.cluster.ports, vec![3001, 3002]);
+        assert_eq!(c.store.synchronous, Synchronous::Normal);
+    }
+
+    #[test]
+    fn both_database_forms_are_accepted() {
+        assert_eq!(load("database = \"a.db\"").expect("valid").database, PathBuf::from("/etc/notes/a.db"));
+        let c = load("[database]\npath = \"/data/b.db\"\nsynchronous = \"full\"").expect("valid");
+        assert_eq!(c.database, PathBuf::from("/data/b.db"));
+        assert_eq!(c.store.synchronous, Synchronous::Full);
+    }
+
+    #[test]
+    fn flags_and_environment_beat_the_file() {
+        let o = Overrides {
+            database: Some("x.db".into()),
+            host: Some("0.0.0.0".into()),
+            port: Some(4000),
+        };
+        let c = Config::from_toml("database = \"a.db\"\n[serve]\nport = 3002", Path::new("n.toml"), &o)
+            .expect("valid");
+        assert_eq!(c.database, PathBuf::from("x.db"));
+        assert_eq!((c.serve.host.as_str(), c.serve.port), ("0.0.0.0", 4000));
+    }
+
+    #[test]
+    fn mistakes_name_the_line_and_reason() {
+        let e = load("[serve]\nprot = 3002\n").expect_err("unknown key").to_string();
+        assert!(e.contains("line 2") && e.contains("unknown field `prot`"), "{e}");
+        let e = load("[serve]\nport = \"x\"\n").expect_err("bad type").to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = load("[database]\nsynchronous = \"sometimes\"\n").expect_err("bad enum").to_string();
+        assert!(e.contains("sometimes"), "{e}");
+        let e = load("[cluster]\nports = [3001, 3001]\n").expect_err("dup").to_string();
+        assert!(e.contains("3001 twice"), "{e}");
+        let e = load("[cluster]\nstop_timeout = \"10\"\n").expect_err("unitless").to_string();
+        assert!(e.contains("cluster.stop_timeout"), "{e}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("fast").is_err());
+    }
+}

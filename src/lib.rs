@@ -1,0 +1,73 @@
+//! notesctl: the Notes web app, its command line and (later) its supervisor, as a library the
+//! binary, the tests and the examples share.
+//!
+//! Layout: `config` resolves settings; `store` owns the data rules; `web` serves pages and the
+//! JSON API; `server` binds and runs one instance; `notes_cmd` is the `notes` subcommand.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod net;
+pub mod notes_cmd;
+pub mod server;
+pub mod store;
+pub mod timefmt;
+pub mod web;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cli::{Cli, Command};
+use config::{Config, Overrides};
+use store::SqliteStore;
+
+/// Runs a parsed command line. Errors are printed by `main` with exit code 1.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let overrides = match &cli.command {
+        Command::Serve(args) => Overrides {
+            database: cli.db.clone(),
+            host: args.host.clone(),
+            port: args.port,
+        },
+        Command::Notes { .. } => Overrides {
+            database: cli.db.clone(),
+            ..Overrides::default()
+        },
+    };
+    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    match cli.command {
+        Command::Serve(_) => {
+            logging::init("info");
+            server::run(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notes { command } => {
+            logging::init("warn");
+            let store = open_store(&config)?;
+            notes_cmd::run(store.as_ref(), command)
+        }
+    }
+}
+
+/// Opens the configured database (creating and migrating it if needed).
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
+    match SqliteStore::open(&config.database, &config.store) {
+        Ok(store) => Ok(Arc::new(store)),
+        Err(e @ store::StoreError::Open { .. }) => Err(anyhow::anyhow!(
+            "{e}\n  (the database is set by --db, NOTES_DB or `database` in notes.toml)"
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True when the error is a write to a closed pipe (`notesctl notes list | head`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == BrokenPipe)
+            // serde_json hides the io::Error it wraps from `source()`.
+            || e.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(BrokenPipe))
+    })
+}

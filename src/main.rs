@@ -1,0 +1,21 @@
+//! The `notesctl` binary: parse the command line, run, turn the outcome into an exit code.
+//! Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = notesctl::cli::Cli::parse(); // exits 2 on a usage error
+    match notesctl::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if notesctl::is_broken_pipe(&err) {
+                // `notesctl notes list | head` is not a failure.
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("notesctl: error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `notesctl notes ...`: the same notes from the command line, through the same store API the
+//! web app uses. Output meant for scripts (a key, JSON) goes to standard output; messages go to
+//! standard error. A missing note is exit 1 with a message.
+
+use std::io::{self, Read, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::NotesCommand;
+use crate::store::{
+    ListPosition, ListQuery, NewNote, Note, NoteContent, NoteStore, NoteUpdate,
+};
+use crate::timefmt;
+
+pub fn run(store: &dyn NoteStore, command: NotesCommand) -> anyhow::Result<ExitCode> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match command {
+        NotesCommand::Add { title, body, key } => {
+            let body = read_body_arg(body)?;
+            let note = NewNote::parse(key.as_deref(), &title, &body)?;
+            let created = store.create(note)?;
+            writeln!(out, "{}", created.key)?;
+        }
+        NotesCommand::List { json, limit } => {
+            let page = store.list(ListQuery {
+                limit,
+                position: ListPosition::Page(1),
+            })?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &page.notes)?;
+                writeln!(out)?;
+            } else {
+                write_table(&mut out, &page.notes)?;
+                let shown = page.notes.len() as u64;
+                if shown < page.total {
+                    eprintln!("(showing {shown} of {} notes; use --limit N for more)", page.total);
+                }
+            }
+        }
+        NotesCommand::Show { key, json } => {
+            let note = store.get(&key)?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &note)?;
+                writeln!(out)?;
+            } else {
+                write_note(&mut out, &note)?;
+            }
+        }
+        NotesCommand::Edit { key, title, body } => {
+            let current = store.get(&key)?;
+            let title = title.unwrap_or_else(|| current.title.clone());
+            let body = match body {
+                Some(b) => read_body_arg(b)?,
+                None => current.body.clone(),
+            };
+            let updated = store.update(
+                &key,
+                NoteUpdate {
+                    content: NoteContent::new(&title, &body)?,
+                    // Detects an edit made elsewhere between our read and our write.
+                    expected_version: Some(current.version),
+                },
+            )?;
+            eprintln!("updated {:?} (version {})", updated.key, updated.version);
+        }
+        NotesCommand::Rm { key } => {
+            let deleted = store.delete(&key)?;
+            eprintln!("deleted {:?} ({})", deleted.key, deleted.title);
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A body argument of "-" means: read standard input.
+fn read_body_arg(body: String) -> anyhow::Result<String> {
+    if body != "-" {
+        return Ok(body);
+    }
+    let mut text = String::new();
+    io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the body from standard input")?;
+    Ok(text)
+}
+
+fn write_table(out: &mut impl Write, notes: &[Note]) -> io::Result<()> {
+    if notes.is_empty() {
+        eprintln!("no notes yet; add one with: notesctl notes add \"title\" \"body\"");
+        return Ok(());
+    }
+    let key_width = notes
+        .iter()
+        .map(|n| display_width(&n.key, 40))
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    writeln!(out, "{:<key_width$}  {:<20}  {:>3}  TITLE", "KEY", "UPDATED", "VER")?;
+    for n in notes {
+        writeln!(
+            out,
+            "{:<key_width$}  {:<20}  {:>3}  {}",
+            truncate(&n.key, 40),
+            timefmt::human(n.updated_at),
+            n.version,
+            truncate(&n.title, 60)
+        )?;
+    }
+    Ok(())
+}
+
+fn write_note(out: &mut impl Write, n: &Note) -> io::Result<()> {
+    writeln!(out, "{}", n.title)?;
+    writeln!(
+        out,
+        "key: {}  version: {}  created: {}  updated: {}",
+        n.key,
+        n.version,
+        timefmt::human(n.created_at),
+        timefmt::human(n.updated_at)
+    )?;
+    writeln!(out)?;
+    writeln!(out, "{}", n.body)
+}
+
+fn display_width(s: &str, max: usize) -> usize {
+    s.chars().count().min(max)
+}
+
+/// At most `max` characters, ending in "…" when cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}

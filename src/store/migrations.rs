@@ -1,0 +1,87 @@
+//! Schema migrations, numbered by `PRAGMA user_version`.
+//!
+//! Many processes may open a new database file at the same moment (a cluster starting, the CLI
+//! beside it). Each pending step is applied inside one `BEGIN IMMEDIATE` transaction that first
+//! re-reads the version, so exactly one process applies each step; the others wait for the
+//! write lock, see the new version and apply nothing. `schema_migrations` records who applied what.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Each entry moves the schema from version `index` to `index + 1`. Append only.
+const STEPS: &[&str] = &[
+    // 1: notes, a cheap running count, and the migration log.
+    r#"
+    CREATE TABLE schema_migrations (
+        version        INTEGER PRIMARY KEY,
+        applied_at     INTEGER NOT NULL,
+        applied_by_pid INTEGER NOT NULL
+    );
+    -- `id` orders the list (newest first) and backs cursors; AUTOINCREMENT never reuses an id.
+    CREATE TABLE notes (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        key        TEXT NOT NULL UNIQUE,
+        title      TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        version    INTEGER NOT NULL DEFAULT 1,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    -- The home page shows a count; COUNT(*) would scan every note, so triggers keep it.
+    CREATE TABLE note_stats (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        note_count INTEGER NOT NULL
+    );
+    INSERT INTO note_stats (id, note_count) VALUES (1, 0);
+    CREATE TRIGGER notes_count_insert AFTER INSERT ON notes
+        BEGIN UPDATE note_stats SET note_count = note_count + 1 WHERE id = 1; END;
+    CREATE TRIGGER notes_count_delete AFTER DELETE ON notes
+        BEGIN UPDATE note_stats SET note_count = note_count - 1 WHERE id = 1; END;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = STEPS.len() as i64;
+
+/// Brings the schema up to `SCHEMA_VERSION`; returns how many steps this call applied.
+pub fn migrate(conn: &mut Connection, path: &str) -> Result<usize, StoreError> {
+    // Fast path without the write lock: the usual case is an up-to-date file.
+    let current = user_version(conn)?;
+    check_not_newer(current, path)?;
+    if current == SCHEMA_VERSION {
+        return Ok(0);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current = user_version(&tx)?;
+    check_not_newer(current, path)?;
+    let pid = i64::from(std::process::id());
+    let mut applied = 0;
+    for (index, sql) in STEPS.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at, applied_by_pid) VALUES (?1, ?2, ?3)",
+            (version, crate::timefmt::now_millis(), pid),
+        )?;
+        applied += 1;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(applied)
+}
+
+fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+}
+
+fn check_not_newer(found: i64, path: &str) -> Result<(), StoreError> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The notes store: the one narrow API that the web app and the command line use to read and
+//! write notes.
+//!
+//! `NoteStore` is deliberately small and speaks only in validated domain types, so another backend
+//! (PostgreSQL, say) can be added beside `sqlite` without touching the web or CLI code. Every
+//! method is blocking; async callers run it in `spawn_blocking`.
+
+mod migrations;
+mod model;
+mod sqlite;
+
+pub use migrations::SCHEMA_VERSION;
+pub use model::{
+    MAX_BODY_BYTES, MAX_KEY_CHARS, MAX_TITLE_CHARS, NewNote, Note, NoteContent, NoteKey,
+    ValidationError, slug_from_title,
+};
+pub use sqlite::{SqliteStore, StoreOptions, Synchronous};
+
+/// Which slice of the list to return, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListPosition {
+    /// 1-based page number, `limit` notes per page.
+    Page(u64),
+    /// The notes after an opaque cursor from a previous `NotePage::next_cursor`: stable while
+    /// notes are being added, unlike page numbers.
+    After(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListQuery {
+    pub limit: u32,
+    pub position: ListPosition,
+}
+
+/// One slice of the list of notes.
+#[derive(Debug, Clone)]
+pub struct NotePage {
+    pub notes: Vec<Note>,
+    /// All notes in the store, not just this page.
+    pub total: u64,
+    /// Present when more notes follow this page.
+    pub next_cursor: Option<i64>,
+}
+
+/// An update: new content, optionally only if the note is still at `expected_version`.
+#[derive(Debug, Clone)]
+pub struct NoteUpdate {
+    pub content: NoteContent,
+    /// `None` updates unconditionally (the book's form, curl); `Some(v)` detects concurrent edits.
+    pub expected_version: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("no note with key {0:?}")]
+    NotFound(String),
+    #[error("a note with key {0:?} already exists")]
+    KeyExists(String),
+    /// The note changed since the version the user edited; `current` is what is stored now.
+    #[error(
+        "note {:?} was changed by someone else (you edited version {expected}, it is now at version {})",
+        current.key, current.version
+    )]
+    Conflict { expected: i64, current: Box<Note> },
+    #[error("cannot open database {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error(
+        "database {path} has schema version {found}, newer than this notesctl understands ({known}); upgrade notesctl"
+    )]
+    SchemaTooNew { path: String, found: i64, known: i64 },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+}
+
+/// The store API shared by every frontend.
+pub trait NoteStore: Send + Sync + 'static {
+    fn list(&self, query: ListQuery) -> Result<NotePage, StoreError>;
+    fn get(&self, key: &str) -> Result<Note, StoreError>;
+    fn create(&self, note: NewNote) -> Result<Note, StoreError>;
+    fn update(&self, key: &str, update: NoteUpdate) -> Result<Note, StoreError>;
+    /// Deletes and returns the deleted note.
+    fn delete(&self, key: &str) -> Result<Note, StoreError>;
+    /// Succeeds when the store can be read: what `/healthz` reports.
+    fn check_health(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,207 @@
+//! The note model and its validation rules.
+//!
+//! Every value that reaches a store has passed through the constructors here, so the rules
+//! (key length and characters, title length, body size) hold for the web pages, the JSON API and
+//! the command line alike, whatever backend stores the notes.
+
+use serde::Serialize;
+
+/// Longest key, in characters.
+pub const MAX_KEY_CHARS: usize = 100;
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Largest body, in bytes of UTF-8.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A stored note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Note {
+    pub key: String,
+    pub title: String,
+    pub body: String,
+    /// Incremented by every update; an edit that names an older version is a conflict.
+    pub version: i64,
+    #[serde(serialize_with = "crate::timefmt::serialize_millis")]
+    pub created_at: i64,
+    #[serde(serialize_with = "crate::timefmt::serialize_millis")]
+    pub updated_at: i64,
+}
+
+/// What a user typed wrongly. The message is shown to the user as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("the title must not be empty")]
+    EmptyTitle,
+    #[error("the title is {0} characters long; the limit is {MAX_TITLE_CHARS}")]
+    TitleTooLong(usize),
+    #[error("the title must not contain control characters")]
+    TitleControl,
+    #[error("the body is {0} bytes; the limit is {MAX_BODY_BYTES} bytes (64 KiB)")]
+    BodyTooLarge(usize),
+    #[error("the key must not be empty")]
+    EmptyKey,
+    #[error("the key is {0} characters long; the limit is {MAX_KEY_CHARS}")]
+    KeyTooLong(usize),
+    #[error("the key must not contain control characters (such as tabs or line breaks)")]
+    KeyControl,
+    #[error("the key must not start or end with spaces")]
+    KeySpaces,
+}
+
+/// A validated key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteKey(String);
+
+impl NoteKey {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        if raw.is_empty() {
+            return Err(ValidationError::EmptyKey);
+        }
+        let chars = raw.chars().count();
+        if chars > MAX_KEY_CHARS {
+            return Err(ValidationError::KeyTooLong(chars));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(ValidationError::KeyControl);
+        }
+        // Leading or trailing blanks make keys that look identical but are not.
+        if raw.trim() != raw {
+            return Err(ValidationError::KeySpaces);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated title and body: the content of a note, for a create or an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteContent {
+    title: String,
+    body: String,
+}
+
+impl NoteContent {
+    /// Validates a title and body. The title is trimmed; line endings in the body become `\n`.
+    pub fn new(title: &str, body: &str) -> Result<Self, ValidationError> {
+        let title = title.trim();
+        if title.is_empty() {
+            return Err(ValidationError::EmptyTitle);
+        }
+        let chars = title.chars().count();
+        if chars > MAX_TITLE_CHARS {
+            return Err(ValidationError::TitleTooLong(chars));
+        }
+        if title.chars().any(char::is_control) {
+            return Err(ValidationError::TitleControl);
+        }
+        let body = body.replace("\r\n", "\n");
+        if body.len() > MAX_BODY_BYTES {
+            return Err(ValidationError::BodyTooLarge(body.len()));
+        }
+        Ok(Self {
+            title: title.to_owned(),
+            body,
+        })
+    }
+
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+}
+
+/// A note to create: an optional user-chosen key, and its content.
+#[derive(Debug, Clone)]
+pub struct NewNote {
+    /// `None`: the store generates a unique key from the title.
+    pub key: Option<NoteKey>,
+    pub content: NoteContent,
+}
+
+impl NewNote {
+    /// Validates user input; an empty or blank key means "generate one".
+    pub fn parse(key: Option<&str>, title: &str, body: &str) -> Result<Self, ValidationError> {
+        let key = match key {
+            Some(k) if !k.trim().is_empty() => Some(NoteKey::parse(k)?),
+            _ => None,
+        };
+        Ok(Self {
+            key,
+            content: NoteContent::new(title, body)?,
+        })
+    }
+}
+
+/// A base key made from a title: lower-case letters and digits joined by dashes ("Hello, World!"
+/// gives "hello-world"). The store appends "-2", "-3", ... while the key is taken.
+pub fn slug_from_title(title: &str) -> String {
+    let mut slug = String::new();
+    let mut dash_pending = false;
+    for c in title.chars().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            if dash_pending && !slug.is_empty() {
+                slug.push('-');
+            }
+            dash_pending = false;
+            slug.push(c);
+        } else {
+            dash_pending = true;
+        }
+        // Leave room for a "-NNNNNN" suffix within MAX_KEY_CHARS.
+        if slug.chars().count() >= 60 {
+            break;
+        }
+    }
+    if slug.is_empty() {
+        "note".to_owned()
+    } else {
+        slug
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_readable_and_never_empty() {
+        assert_eq!(slug_from_title("Hello, World!"), "hello-world");
+        assert_eq!(slug_from_title("  Ünïcode   ok "), "ünïcode-ok");
+        assert_eq!(slug_from_title("!!!"), "note");
+        assert!(slug_from_title(&"x".repeat(500)).chars().count() <= 60);
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(NoteKey::parse("ok key").is_ok());
+        assert_eq!(NoteKey::parse(""), Err(ValidationError::EmptyKey));
+        assert_eq!(NoteKey::parse("a\tb"), Err(ValidationError::KeyControl));
+        assert_eq!(NoteKey::parse(" a"), Err(ValidationError::KeySpaces));
+        assert_eq!(
+            NoteKey::parse(&"k".repeat(101)),
+            Err(ValidationError::KeyTooLong(101))
+        );
+        assert!(NoteKey::parse(&"k".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn content_is_checked() {
+        assert_eq!(NoteContent::new("  ", "b"), Err(ValidationError::EmptyTitle));
+        assert_eq!(
+            NoteContent::new(&"t".repeat(201), "b"),
+            Err(ValidationError::TitleTooLong(201))
+        );
+        assert_eq!(
+            NoteContent::new("t", &"b".repeat(MAX_BODY_BYTES + 1)),
+            Err(ValidationError::BodyTooLarge(MAX_BODY_BYTES + 1))
+        );
+        let c = NoteContent::new(" t ", "a\r\nb").expect("valid");
+        assert_eq!((c.title(), c.body()), ("t", "a\nb"));
+    }
+}

@@ -1,0 +1,340 @@
+//! The SQLite implementation of `NoteStore`: one file in WAL mode shared by every process.
+//!
+//! Invariants: WAL is switched on when the file is opened; each process has exactly one writer
+//! connection (writers queue on its mutex, inside the process, rather than in SQLite's busy
+//! polling) and a small pool of `query_only` readers; every write runs in `BEGIN IMMEDIATE`, so
+//! a writer takes the lock before reading what it will change and never fails part-way with
+//! "database is locked"; a busy timeout covers the wait for other processes' writers.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+
+use super::migrations::migrate;
+use super::{
+    ListPosition, ListQuery, NewNote, Note, NotePage, NoteStore, NoteUpdate, StoreError,
+    slug_from_title,
+};
+use crate::timefmt::now_millis;
+
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// WAL + NORMAL: a committed write survives any process crash; the last commits may be lost
+    /// if the machine loses power.
+    #[default]
+    Normal,
+    /// WAL + FULL: every commit is fsynced; survives power loss, slower writes.
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub synchronous: Synchronous,
+    /// How long a writer waits for another process's write to finish.
+    pub busy_timeout: Duration,
+    /// Reader connections in the pool.
+    pub readers: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(30),
+            readers: 4,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Pool<SqliteConnectionManager>,
+}
+
+const NOTE_COLUMNS: &str = "key, title, body, version, created_at, updated_at";
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file, switches it to WAL and migrates the schema.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let open_error = |reason: String| StoreError::Open {
+            path: shown.clone(),
+            reason,
+        };
+        if path.is_dir() {
+            return Err(open_error("it is a directory".into()));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(open_error(format!(
+                "the folder {} does not exist",
+                parent.display()
+            )));
+        }
+        create_private(path).map_err(|e| open_error(e.to_string()))?;
+
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut writer =
+            Connection::open_with_flags(path, flags).map_err(|e| open_error(e.to_string()))?;
+        writer.busy_timeout(options.busy_timeout)?;
+        enable_wal(&writer, options.busy_timeout).map_err(|e| open_error(e.to_string()))?;
+        let sync = match options.synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        writer.pragma_update(None, "synchronous", sync)?;
+        migrate(&mut writer, &shown)?;
+
+        let busy = options.busy_timeout;
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(flags)
+            .with_init(move |c| {
+                c.busy_timeout(busy)?;
+                c.pragma_update(None, "query_only", true)
+            });
+        let readers = Pool::builder()
+            .max_size(options.readers.max(1))
+            // Connections open on demand: an idle instance keeps one.
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock dropped its transaction (rolled back), so the
+        // connection is still usable.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first free key among `slug`, `slug-2`, `slug-3`, ...
+    fn free_key(tx: &Connection, slug: &str) -> Result<String, StoreError> {
+        let mut exists = tx.prepare_cached("SELECT 1 FROM notes WHERE key = ?1")?;
+        let mut candidate = slug.to_owned();
+        let mut n = 1u64;
+        while exists.exists([&candidate])? {
+            n += 1;
+            candidate = format!("{slug}-{n}");
+        }
+        Ok(candidate)
+    }
+}
+
+/// Creates the file owner-only (0600) if it is missing, so SQLite's -wal and -shm files, which
+/// copy its mode, are private too.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Switching to WAL needs a moment of exclusive access; when many processes open a new file at
+/// once SQLite may answer "busy" without waiting, so retry until the busy timeout.
+fn enable_wal(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("the file refused WAL mode (journal_mode is {mode})")),
+                ));
+            }
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
+fn note_from_row(row: &Row<'_>) -> rusqlite::Result<Note> {
+    Ok(Note {
+        key: row.get(0)?,
+        title: row.get(1)?,
+        body: row.get(2)?,
+        version: row.get(3)?,
+        created_at: row.get(4)?,
+        updated_at: row.get(5)?,
+    })
+}
+
+fn find(conn: &Connection, key: &str) -> Result<Option<Note>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {NOTE_COLUMNS} FROM notes WHERE key = ?1"))?;
+    Ok(stmt.query_row([key], note_from_row).optional()?)
+}
+
+impl NoteStore for SqliteStore {
+    fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
+        let conn = self.readers.get()?;
+        // One read transaction: the count and the page come from the same snapshot.
+        conn.execute_batch("BEGIN")?;
+        let result = (|| {
+            let total: i64 = conn
+                .prepare_cached("SELECT note_count FROM note_stats WHERE id = 1")?
+                .query_row([], |r| r.get(0))?;
+            // One extra row tells whether a next page exists.
+            let fetch = i64::from(query.limit) + 1;
+            let mut rows = Vec::with_capacity(query.limit as usize + 1);
+            let mut push = |row: &Row<'_>| -> rusqlite::Result<()> {
+                rows.push((row.get::<_, i64>(6)?, note_from_row(row)?));
+                Ok(())
+            };
+            match query.position {
+                ListPosition::Page(page) => {
+                    let offset = page.saturating_sub(1).saturating_mul(u64::from(query.limit));
+                    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {NOTE_COLUMNS}, id FROM notes ORDER BY id DESC LIMIT ?1 OFFSET ?2"
+                    ))?;
+                    let mut q = stmt.query((fetch, offset))?;
+                    while let Some(row) = q.next()? {
+                        push(row)?;
+                    }
+                }
+                ListPosition::After(cursor) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {NOTE_COLUMNS}, id FROM notes WHERE id < ?2 ORDER BY id DESC LIMIT ?1"
+                    ))?;
+                    let mut q = stmt.query((fetch, cursor))?;
+                    while let Some(row) = q.next()? {
+                        push(row)?;
+                    }
+                }
+            }
+            let more = rows.len() > query.limit as usize;
+            rows.truncate(query.limit as usize);
+            let next_cursor = if more { rows.last().map(|(id, _)| *id) } else { None };
+            Ok(NotePage {
+                notes: rows.into_iter().map(|(_, n)| n).collect(),
+                total: total.max(0) as u64,
+                next_cursor,
+            })
+        })();
+        conn.execute_batch("COMMIT")?;
+        result
+    }
+
+    fn get(&self, key: &str) -> Result<Note, StoreError> {
+        let conn = self.readers.get()?;
+        find(&conn, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
+    }
+
+    fn create(&self, note: NewNote) -> Result<Note, StoreError> {
+        let mut writer = self.writer();
+        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let key = match &note.key {
+            Some(k) => k.as_str().to_owned(),
+            None => Self::free_key(&tx, &slug_from_title(note.content.title()))?,
+        };
+        let now = now_millis();
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO notes (key, title, body, version, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?4)",
+            )?
+            .execute((&key, note.content.title(), note.content.body(), now));
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::KeyExists(key)),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit()?;
+        Ok(Note {
+            key,
+            title: note.content.title().to_owned(),
+            body: note.content.body().to_owned(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    fn update(&self, key: &str, update: NoteUpdate) -> Result<Note, StoreError> {
+        let mut writer = self.writer();
+        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = find(&tx, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+        if let Some(expected) = update.expected_version
+            && expected != current.version
+        {
+            return Err(StoreError::Conflict {
+                expected,
+                current: Box::new(current),
+            });
+        }
+        let now = now_millis();
+        let version = current.version + 1;
+        tx.prepare_cached(
+            "UPDATE notes SET title = ?2, body = ?3, version = ?4, updated_at = ?5 WHERE key = ?1",
+        )?
+        .execute((
+            key,
+            update.content.title(),
+            update.content.body(),
+            version,
+            now,
+        ))?;
+        tx.commit()?;
+        Ok(Note {
+            title: update.content.title().to_owned(),
+            body: update.content.body().to_owned(),
+            version,
+            updated_at: now,
+            ..current
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<Note, StoreError> {
+        let mut writer = self.writer();
+        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = find(&tx, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+        tx.prepare_cached("DELETE FROM notes WHERE key = ?1")?
+            .execute([key])?;
+        tx.commit()?;
+        Ok(current)
+    }
+
+    fn check_health(&self) -> Result<(), StoreError> {
+        let conn = self.readers.get()?;
+        conn.prepare_cached("SELECT note_count FROM note_stats WHERE id = 1")?
+            .query_row([], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! `AppError`: every way a request can fail, and how it looks to the user.
+//!
+//! The user's mistakes get a 4xx with a message saying what was wrong (as an HTML page, or as
+//! `{"error": "..."}` for the JSON API); our own failures get a generic 500 page and the real
+//! error goes to the log. A uniqueness violation is 409 and invalid input 422, never 500.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::{Note, StoreError};
+
+#[derive(Debug)]
+pub enum AppError {
+    BadRequest(String),
+    Forbidden(String),
+    NotFound(String),
+    MethodNotAllowed(String),
+    Conflict { message: String, current: Option<Box<Note>> },
+    PayloadTooLarge,
+    UnsupportedMediaType(String),
+    Invalid(String),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The text shown to the user. Internal details are never shown.
+    pub fn message(&self) -> String {
+        match self {
+            Self::BadRequest(m)
+            | Self::Forbidden(m)
+            | Self::NotFound(m)
+            | Self::UnsupportedMediaType(m)
+            | Self::Invalid(m)
+            | Self::Unavailable(m)
+            | Self::MethodNotAllowed(m) => m.clone(),
+            Self::Conflict { message, .. } => message.clone(),
+            Self::PayloadTooLarge => format!(
+                "the request is larger than the limit of {} KiB",
+                super::MAX_REQUEST_BYTES / 1024
+            ),
+            Self::Internal(_) => "something went wrong on our side; it has been logged".into(),
+        }
+    }
+
+    fn log(&self) {
+        if let Self::Internal(detail) = self {
+            tracing::error!("internal error: {detail}");
+        }
+    }
+
+    /// The JSON form: `{"error": "..."}`, plus the stored note for a conflict.
+    pub fn into_json_response(self) -> Response {
+        self.log();
+        let status = self.status();
+        let mut body = json!({ "error": self.message() });
+        if let Self::Conflict {
+            current: Some(note),
+            ..
+        } = &self
+        {
+            body["current"] = json!(note);
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(v) => Self::Invalid(v.to_string()),
+            StoreError::NotFound(_) => Self::NotFound(e.to_string()),
+            StoreError::KeyExists(_) => Self::Conflict {
+                message: e.to_string(),
+                current: None,
+            },
+            StoreError::Conflict { ref current, .. } => Self::Conflict {
+                current: Some(current.clone()),
+                message: e.to_string(),
+            },
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The HTML form: an error page.
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.log();
+        super::pages::error_page(self.status(), &self.message())
+    }
+}
+
+/// An error answered as JSON: what the `/api` handlers return.
+pub struct ApiError(pub AppError);
+
+impl<E: Into<AppError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.into_json_response()
+    }
+}

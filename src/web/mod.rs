@@ -1,0 +1,90 @@
+//! The Notes web app: `app(state)` builds the router; binding and serving live in `server`.
+//!
+//! Pages keep the book's URLs and form field names (`pages`), the JSON API lives under `/api`
+//! (`api`), and every response passes through the guards (`guard`): request log, security
+//! headers, cross-site form refusal. Store calls run in `spawn_blocking` (`blocking`).
+
+mod api;
+mod assets;
+mod body;
+mod error;
+mod guard;
+mod pages;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+
+pub use error::AppError;
+
+use crate::store::{NoteStore, StoreError};
+
+/// Largest request body accepted; larger ones get 413.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn NoteStore>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn NoteStore>) -> Self {
+        Self { store }
+    }
+
+    /// Runs a store call on the blocking pool (pool checkout included), so SQLite never blocks
+    /// the async runtime.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn NoteStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+            Ok(result) => result,
+            // A panic in a store call is our bug; surface it as an internal error, not a crash.
+            Err(join) => Err(StoreError::Open {
+                path: "(store task)".into(),
+                reason: join.to_string(),
+            }),
+        }
+    }
+}
+
+/// The whole application, ready to be served.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/notes/add", get(pages::add_form))
+        .route("/notes/save", post(pages::save))
+        .route("/notes/view", get(pages::view))
+        .route("/notes/edit", get(pages::edit_form))
+        .route("/notes/destroy", get(pages::destroy_form))
+        .route("/notes/destroy/confirm", post(pages::destroy_confirm))
+        .route("/healthz", get(pages::healthz))
+        .route("/static/{file}", get(assets::serve))
+        .nest("/api", api::router())
+        .fallback(pages::not_found)
+        .method_not_allowed_fallback(pages::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn(guard::refuse_cross_site))
+        .layer(middleware::from_fn(guard::security_headers))
+        .layer(middleware::from_fn(guard::log_request))
+        .with_state(state)
+}
+
+/// Percent-encodes one URL component (query value or path segment): everything but
+/// unreserved characters.
+pub fn encode_component(s: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    utf8_percent_encode(s, COMPONENT).to_string()
+}

@@ -1,0 +1,422 @@
+//! The HTML pages, on the book's URLs with the book's form fields (`notekey`, `title`, `body`,
+//! `docreate`). One askama template struct per page. A mistake in a form re-renders the form
+//! with the user's text kept and the reason shown.
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+
+use super::body::{self, BodyFormat};
+use super::{AppError, AppState, encode_component};
+use crate::store::{
+    ListPosition, ListQuery, NewNote, Note, NoteContent, NoteUpdate, StoreError,
+};
+use crate::timefmt;
+
+/// Notes per page on the home page.
+const PER_PAGE: u32 = 20;
+
+/// A note as the templates show it.
+pub struct NoteView {
+    pub key: String,
+    /// The key, percent-encoded for a query string.
+    pub key_q: String,
+    pub title: String,
+    pub body: String,
+    pub version: i64,
+    pub updated: String,
+}
+
+impl From<Note> for NoteView {
+    fn from(n: Note) -> Self {
+        Self {
+            key_q: encode_component(&n.key),
+            updated: timefmt::human(n.updated_at),
+            key: n.key,
+            title: n.title,
+            body: n.body,
+            version: n.version,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct IndexPage {
+    notes: Vec<NoteView>,
+    total: u64,
+    page: u64,
+    pages: u64,
+    prev: Option<u64>,
+    next: Option<u64>,
+}
+
+#[derive(Template)]
+#[template(path = "view.html")]
+struct ViewPage {
+    note: NoteView,
+}
+
+#[derive(Template)]
+#[template(path = "form.html")]
+struct FormPage {
+    page_title: String,
+    docreate: &'static str,
+    notekey: String,
+    title: String,
+    body: String,
+    version: String,
+    error: Option<String>,
+    cancel_url: String,
+}
+
+#[derive(Template)]
+#[template(path = "destroy.html")]
+struct DestroyPage {
+    note: NoteView,
+}
+
+#[derive(Template)]
+#[template(path = "conflict.html")]
+struct ConflictPage {
+    message: String,
+    current: NoteView,
+    mine_title: String,
+    mine_body: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// Renders a page with a status. A template that fails to render is our bug: plain 500.
+fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!("template failed to render: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+pub fn error_page(status: StatusCode, message: &str) -> Response {
+    let page = ErrorPage {
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("Error"),
+        message,
+    };
+    render(status, &page)
+}
+
+fn found(location: &str) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, location.to_owned())]).into_response()
+}
+
+fn view_url(key: &str) -> String {
+    format!("/notes/view?key={}", encode_component(key))
+}
+
+// ---- query parameters ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+pub struct KeyParam {
+    key: Option<String>,
+}
+
+/// The `key` query parameter, required.
+fn required_key(query: Result<Query<KeyParam>, QueryRejection>) -> Result<String, AppError> {
+    let Query(params) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    params
+        .key
+        .ok_or_else(|| AppError::Invalid("the URL is missing the key parameter (?key=...)".into()))
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    page: Option<String>,
+}
+
+// ---- handlers --------------------------------------------------------------------------------
+
+pub async fn index(
+    State(state): State<AppState>,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let Query(params) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let page = match params.page.as_deref().map(str::trim) {
+        None | Some("") => 1,
+        Some(p) => p.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            AppError::Invalid(format!("page must be a number from 1 up, not {p:?}"))
+        })?,
+    };
+    let list = state
+        .blocking(move |s| {
+            s.list(ListQuery {
+                limit: PER_PAGE,
+                position: ListPosition::Page(page),
+            })
+        })
+        .await?;
+    let pages = list.total.div_ceil(u64::from(PER_PAGE)).max(1);
+    let view = IndexPage {
+        notes: list.notes.into_iter().map(NoteView::from).collect(),
+        total: list.total,
+        page,
+        pages,
+        prev: (page > 1).then(|| (page - 1).min(pages)),
+        next: (page < pages).then_some(page + 1),
+    };
+    Ok(render(StatusCode::OK, &view))
+}
+
+pub async fn add_form() -> Response {
+    render(StatusCode::OK, &blank_form())
+}
+
+fn blank_form() -> FormPage {
+    FormPage {
+        page_title: "Add a Note".into(),
+        docreate: "create",
+        notekey: String::new(),
+        title: String::new(),
+        body: String::new(),
+        version: String::new(),
+        error: None,
+        cancel_url: "/".into(),
+    }
+}
+
+pub async fn view(
+    State(state): State<AppState>,
+    query: Result<Query<KeyParam>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let key = required_key(query)?;
+    let note = state.blocking(move |s| s.get(&key)).await?;
+    Ok(render(StatusCode::OK, &ViewPage { note: note.into() }))
+}
+
+pub async fn edit_form(
+    State(state): State<AppState>,
+    query: Result<Query<KeyParam>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let key = required_key(query)?;
+    let note = state.blocking(move |s| s.get(&key)).await?;
+    Ok(render(StatusCode::OK, &edit_page(&note)))
+}
+
+fn edit_page(note: &Note) -> FormPage {
+    FormPage {
+        page_title: format!("Edit {}", note.title),
+        docreate: "update",
+        notekey: note.key.clone(),
+        title: note.title.clone(),
+        body: note.body.clone(),
+        version: note.version.to_string(),
+        error: None,
+        cancel_url: view_url(&note.key),
+    }
+}
+
+pub async fn destroy_form(
+    State(state): State<AppState>,
+    query: Result<Query<KeyParam>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let key = required_key(query)?;
+    let note = state.blocking(move |s| s.get(&key)).await?;
+    Ok(render(StatusCode::OK, &DestroyPage { note: note.into() }))
+}
+
+/// The save form's fields. All optional so a missing one is reported with the rest kept.
+#[derive(Debug, Default, Deserialize)]
+pub struct SaveForm {
+    docreate: Option<String>,
+    notekey: Option<String>,
+    title: Option<String>,
+    body: Option<String>,
+    /// Absent (the book's form, curl): update unconditionally.
+    #[serde(default, deserialize_with = "loose_string")]
+    version: Option<String>,
+}
+
+/// Accepts a version as a JSON number or a string.
+fn loose_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Loose {
+        Number(i64),
+        Text(String),
+    }
+    Ok(Option::<Loose>::deserialize(d)?.map(|v| match v {
+        Loose::Number(n) => n.to_string(),
+        Loose::Text(t) => t,
+    }))
+}
+
+/// `POST /notes/save`: create (`docreate=create`) or update (`docreate=update`), then 302 to
+/// the note. Accepts a form or JSON; a JSON request gets JSON errors.
+pub async fn save(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let format = match body::format_of(&headers) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let respond_error = |e: AppError| match format {
+        BodyFormat::Json => e.into_json_response(),
+        BodyFormat::Form => e.into_response(),
+    };
+    let form: SaveForm = match body::bytes(raw).and_then(|b| body::parse(format, &b)) {
+        Ok(f) => f,
+        Err(e) => return respond_error(e),
+    };
+    match save_form(&state, &form).await {
+        Ok(key) => found(&view_url(&key)),
+        Err(e) if format == BodyFormat::Json => e.into_json_response(),
+        Err(e) => form_error_page(form, e),
+    }
+}
+
+async fn save_form(state: &AppState, form: &SaveForm) -> Result<String, AppError> {
+    let missing = |field: &str| AppError::Invalid(format!("the form is missing the {field} field"));
+    let docreate = form.docreate.as_deref().ok_or_else(|| missing("docreate"))?;
+    let title = form.title.as_deref().ok_or_else(|| missing("title"))?;
+    let body_text = form.body.as_deref().ok_or_else(|| missing("body"))?;
+    match docreate {
+        "create" => {
+            let note = NewNote::parse(form.notekey.as_deref(), title, body_text)
+                .map_err(StoreError::from)?;
+            let created = state.blocking(move |s| s.create(note)).await?;
+            Ok(created.key)
+        }
+        "update" => {
+            let key = form
+                .notekey
+                .clone()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| missing("notekey"))?;
+            let update = NoteUpdate {
+                content: NoteContent::new(title, body_text).map_err(StoreError::from)?,
+                expected_version: body::optional_version(form.version.as_deref())?,
+            };
+            let updated = state.blocking(move |s| s.update(&key, update)).await?;
+            Ok(updated.key)
+        }
+        other => Err(AppError::Invalid(format!(
+            "docreate must be \"create\" or \"update\", not {other:?}"
+        ))),
+    }
+}
+
+/// A failed save, shown so that nothing the user typed is lost.
+fn form_error_page(form: SaveForm, error: AppError) -> Response {
+    let status = error.status();
+    let message = error.message();
+    let mine_title = form.title.unwrap_or_default();
+    let mine_body = form.body.unwrap_or_default();
+    match error {
+        AppError::Conflict {
+            current: Some(current),
+            ..
+        } => render(
+            status,
+            &ConflictPage {
+                message,
+                current: (*current).into(),
+                mine_title,
+                mine_body,
+            },
+        ),
+        AppError::Invalid(_) | AppError::Conflict { .. } => {
+            let updating = form.docreate.as_deref() == Some("update");
+            let notekey = form.notekey.unwrap_or_default();
+            let page = FormPage {
+                page_title: if updating {
+                    format!("Edit {mine_title}")
+                } else {
+                    "Add a Note".into()
+                },
+                docreate: if updating { "update" } else { "create" },
+                cancel_url: if updating && !notekey.is_empty() {
+                    view_url(&notekey)
+                } else {
+                    "/".into()
+                },
+                notekey,
+                title: mine_title,
+                body: mine_body,
+                version: form.version.unwrap_or_default(),
+                error: Some(message),
+            };
+            render(status, &page)
+        }
+        other => other.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DestroyForm {
+    notekey: Option<String>,
+}
+
+/// `POST /notes/destroy/confirm`: delete, then 302 to the list.
+pub async fn destroy_confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let format = body::format_of(&headers)?;
+    let form: DestroyForm = body::parse(format, &body::bytes(raw)?)?;
+    let key = form
+        .notekey
+        .ok_or_else(|| AppError::Invalid("the form is missing the notekey field".into()))?;
+    state.blocking(move |s| s.delete(&key)).await?;
+    Ok(found("/"))
+}
+
+/// 200 when this instance can read the database; the supervisor's readiness probe.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    match state.blocking(|s| s.check_health()).await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            tracing::warn!("health check failed: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("database unavailable: {e}\n"),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn not_found(uri: Uri) -> Response {
+    let error = AppError::NotFound(format!("there is no page at {}", uri.path()));
+    respond_for_path(&uri, error)
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let error = AppError::MethodNotAllowed(format!(
+        "{} does not accept {method} requests",
+        uri.path()
+    ));
+    respond_for_path(&uri, error)
+}
+
+/// JSON for the API's URLs, a page for the rest.
+fn respond_for_path(uri: &Uri, error: AppError) -> Response {
+    if uri.path().starts_with("/api/") {
+        error.into_json_response()
+    } else {
+        error.into_response()
+    }
+}
