@@ -29,6 +29,16 @@ pub struct Cli {
 pub enum Command {
     /// Run one instance of the Notes web app
     Serve(ServeArgs),
+    /// Run and supervise several instances on the ports of notes.toml ([cluster] ports)
+    Cluster(ClusterArgs),
+    /// Show what the running cluster is doing
+    Status {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the running cluster's instances one at a time, without dropping requests
+    Reload,
     /// Read and write notes from the command line (running instances see the changes)
     Notes {
         #[command(subcommand)]
@@ -41,6 +51,17 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one) [notes.toml: serve.port; default: 3000]
     #[arg(long, short, env = "PORT")]
     pub port: Option<u16>,
+
+    /// Address to bind [notes.toml: serve.host; default: 127.0.0.1]
+    #[arg(long, env = "NOTES_HOST")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Number of instances [default: one per port in cluster.ports]
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub instances: Option<u16>,
 
     /// Address to bind [notes.toml: serve.host; default: 127.0.0.1]
     #[arg(long, env = "NOTES_HOST")]

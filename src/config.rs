@@ -71,6 +71,9 @@ pub struct ClusterConfig {
     pub backoff_reset_after: Duration,
     pub crash_window: Duration,
     pub crash_limit: u32,
+    /// Where `status` and `reload` reach the supervisor [default: .notesctl.sock beside
+    /// notes.toml].
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -84,6 +87,7 @@ impl Default for ClusterConfig {
             backoff_reset_after: Duration::from_secs(30),
             crash_window: Duration::from_secs(60),
             crash_limit: 5,
+            control_socket: None,
         }
     }
 }
@@ -148,6 +152,7 @@ struct ClusterFile {
     backoff_reset_after: Option<String>,
     crash_window: Option<String>,
     crash_limit: Option<u32>,
+    control_socket: Option<String>,
 }
 
 // ---- resolution ------------------------------------------------------------------------------
@@ -263,6 +268,7 @@ impl Config {
             )?,
             crash_window: duration("cluster.crash_window", c.crash_window.as_ref(), d.crash_window)?,
             crash_limit: c.crash_limit.unwrap_or(d.crash_limit),
+            control_socket: c.control_socket.map(|p| base.join(p)),
         };
         validate_cluster(&cluster).map_err(invalid)?;
         Ok(Self {

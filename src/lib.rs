@@ -5,6 +5,7 @@
 //! JSON API; `server` binds and runs one instance; `notes_cmd` is the `notes` subcommand.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod logging;
 pub mod net;
@@ -29,7 +30,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             host: args.host.clone(),
             port: args.port,
         },
-        Command::Notes { .. } => Overrides {
+        Command::Cluster(args) => Overrides {
+            database: cli.db.clone(),
+            host: args.host.clone(),
+            port: None,
+        },
+        Command::Notes { .. } | Command::Status { .. } | Command::Reload => Overrides {
             database: cli.db.clone(),
             ..Overrides::default()
         },
@@ -40,6 +46,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init("info");
             server::run(config)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster(args) => {
+            logging::init("info");
+            cluster::run(config, args.instances.map(usize::from))
+        }
+        Command::Status { json } => {
+            let report = cluster::request_status(&cluster::control::socket_path(&config))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", cluster::control::format_status(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload => {
+            let socket = cluster::control::socket_path(&config);
+            // Each instance may take its readiness timeout plus its stop timeout.
+            let per_instance = config.cluster.ready_timeout + config.cluster.stop_timeout;
+            let timeout = per_instance * 64;
+            let report = cluster::request_reload(&socket, timeout)?;
+            for step in &report.steps {
+                println!("{step}");
+            }
+            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Notes { command } => {
             logging::init("warn");

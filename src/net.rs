@@ -2,7 +2,7 @@
 //! by a supervisor (the systemd `LISTEN_FDS` convention), and finding which process holds a port.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 /// The first inherited descriptor, per the `LISTEN_FDS` convention.
 const LISTEN_FDS_START: RawFd = 3;
@@ -34,13 +34,8 @@ pub fn bind(host: &str, port: u16) -> Result<TcpListener, BindError> {
     let addr = addrs
         .first()
         .ok_or_else(|| address_error("the name has no address".into()))?;
-    match TcpListener::bind(addr) {
-        Ok(listener) => {
-            listener
-                .set_nonblocking(true)
-                .map_err(|e| address_error(e.to_string()))?;
-            Ok(listener)
-        }
+    match listen(*addr) {
+        Ok(listener) => Ok(listener),
         Err(e) => Err(match e.kind() {
             std::io::ErrorKind::AddrInUse => BindError::InUse {
                 host: host.to_owned(),
@@ -58,13 +53,43 @@ pub fn bind(host: &str, port: u16) -> Result<TcpListener, BindError> {
     }
 }
 
-/// The listening socket handed down by a supervisor, if this process was given one: the
-/// environment names this pid in `LISTEN_PID` and `LISTEN_FDS` ≥ 1. The variables are removed so
-/// children of this process do not take the socket for theirs.
-pub fn inherited_listener() -> Option<TcpListener> {
+/// Connections the kernel queues while no instance is accepting (a restart, a reload).
+/// std's `TcpListener::bind` allows only 128.
+const BACKLOG: i32 = 1024;
+
+/// socket + SO_REUSEADDR + bind + listen, close-on-exec and non-blocking.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket,
+        sockopt,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    // A restarted supervisor must not wait for old connections in TIME_WAIT.
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    nix::sys::socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
+    Ok(TcpListener::from(fd))
+}
+
+/// Sockets handed down by a supervisor, per the systemd `LISTEN_FDS` convention: the
+/// environment names this pid in `LISTEN_PID`, descriptor 3 is the public socket and, when
+/// `LISTEN_FDS` is 2, descriptor 4 is a private socket on which the supervisor probes this very
+/// instance's health (the public socket is shared with other instances during a reload). The
+/// variables are removed so that children of this process do not take the sockets for theirs.
+pub fn inherited_listeners() -> Option<Inherited> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
-    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
-    // SAFETY: single-threaded at this point of start-up (called before the runtime starts).
+    let fds: i32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    // SAFETY: called at start-up before any other thread exists.
     unsafe {
         std::env::remove_var("LISTEN_PID");
         std::env::remove_var("LISTEN_FDS");
@@ -73,12 +98,24 @@ pub fn inherited_listener() -> Option<TcpListener> {
     if pid != std::process::id() || fds < 1 {
         return None;
     }
-    // SAFETY: by the LISTEN_FDS convention, descriptor 3 is an open listening socket that this
-    // process now owns and nothing else in the process refers to.
-    let listener = unsafe { TcpListener::from_raw_fd(LISTEN_FDS_START) };
-    set_cloexec(LISTEN_FDS_START);
-    listener.set_nonblocking(true).ok()?;
-    Some(listener)
+    let take = |fd: RawFd| -> Option<TcpListener> {
+        set_cloexec(fd);
+        // SAFETY: by the LISTEN_FDS convention, descriptors 3.. are open listening sockets that
+        // this process now owns and nothing else in the process refers to.
+        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+        listener.set_nonblocking(true).ok()?;
+        Some(listener)
+    };
+    Some(Inherited {
+        public: take(LISTEN_FDS_START)?,
+        health: if fds >= 2 { take(LISTEN_FDS_START + 1) } else { None },
+    })
+}
+
+/// What `inherited_listeners` found.
+pub struct Inherited {
+    pub public: TcpListener,
+    pub health: Option<TcpListener>,
 }
 
 fn set_cloexec(fd: RawFd) {

@@ -9,12 +9,15 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
+use std::future::IntoFuture;
+
 use crate::config::Config;
+use crate::net::Inherited;
 use crate::web::{AppState, app};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     // Take an inherited socket before any thread exists (it edits the environment).
-    let inherited = crate::net::inherited_listener();
+    let inherited = crate::net::inherited_listeners();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // SQLite calls run here; a small pool bounds memory under load.
@@ -24,11 +27,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(serve(config, inherited))
 }
 
-async fn serve(config: Config, inherited: Option<std::net::TcpListener>) -> anyhow::Result<()> {
+async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<()> {
     let from_supervisor = inherited.is_some();
-    let std_listener = match inherited {
-        Some(l) => l,
-        None => crate::net::bind(&config.serve.host, config.serve.port)?,
+    let (std_listener, health) = match inherited {
+        Some(i) => (i.public, i.health),
+        None => (crate::net::bind(&config.serve.host, config.serve.port)?, None),
     };
     let store = {
         let config = config.clone();
@@ -44,17 +47,43 @@ async fn serve(config: Config, inherited: Option<std::net::TcpListener>) -> anyh
     );
     tracing::debug!("database {}", config.database.display());
 
+    // Two steps on a stop signal: first stop accepting, then, once connections accepted just
+    // before have had time to send their request, close idle connections and drain.
+    let (accepting_tx, accepting_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         let signal = wait_for_stop_signal().await;
         tracing::info!("{signal}: finishing in-flight requests, then exiting");
+        let _ = accepting_tx.send(true);
+        tokio::time::sleep(ACCEPT_GRACE).await;
         let _ = stop_tx.send(true);
     });
-    let mut graceful = stop_rx.clone();
-    let server = axum::serve(listener, app(AppState::new(store)))
-        .with_graceful_shutdown(async move {
-            let _ = graceful.wait_for(|stop| *stop).await;
-        });
+    let listener = StoppableListener {
+        inner: listener,
+        stopped: accepting_rx.clone(),
+    };
+    let router = app(AppState::new(store));
+    let graceful = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let public = axum::serve(listener, router.clone()).with_graceful_shutdown(graceful(stop_rx.clone()));
+    // The supervisor's private probe socket serves the same app; it is closed with the rest.
+    let private_stop = stop_rx.clone();
+    let private = async move {
+        match health {
+            Some(h) => {
+                let health = StoppableListener {
+                    inner: tokio::net::TcpListener::from_std(h)?,
+                    stopped: accepting_rx,
+                };
+                axum::serve(health, router)
+                    .with_graceful_shutdown(graceful(private_stop))
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
+    let server = async { tokio::try_join!(public.into_future(), private).map(|_| ()) };
     let deadline = drain_deadline(stop_rx, config.serve.shutdown_timeout);
     tokio::select! {
         result = server => result.context("serving HTTP")?,
@@ -65,6 +94,42 @@ async fn serve(config: Config, inherited: Option<std::net::TcpListener>) -> anyh
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long a stopping instance keeps its accepted-but-silent connections open before closing
+/// idle ones: a request already on its way is served, not cut off (a reload must not fail one).
+const ACCEPT_GRACE: Duration = Duration::from_millis(150);
+
+/// A TCP listener that stops accepting when told, leaving new connections in the kernel's queue
+/// of the shared socket for the next instance. Accepted sockets get TCP_NODELAY.
+struct StoppableListener {
+    inner: tokio::net::TcpListener,
+    stopped: watch::Receiver<bool>,
+}
+
+impl axum::serve::Listener for StoppableListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if *self.stopped.borrow() {
+                return std::future::pending().await;
+            }
+            tokio::select! {
+                biased;
+                _ = self.stopped.wait_for(|s| *s) => continue,
+                (io, addr) = axum::serve::Listener::accept(&mut self.inner) => {
+                    let _ = io.set_nodelay(true);
+                    return (io, addr);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
 
 /// Completes `timeout` after the stop signal: the bound on draining.
