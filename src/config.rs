@@ -172,16 +172,22 @@ impl Config {
                 }
             }
         };
-        let origin = file
-            .as_ref()
-            .map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string());
+        let origin = file.as_ref().map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        );
         Self::resolve(file, parsed.unwrap_or_default(), overrides, &origin)
     }
 
     /// Builds a configuration from TOML text, as if read from `path` (used by tests).
     pub fn from_toml(text: &str, path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
         let parsed = parse(text, path)?;
-        Self::resolve(Some(path.to_owned()), parsed, overrides, &path.display().to_string())
+        Self::resolve(
+            Some(path.to_owned()),
+            parsed,
+            overrides,
+            &path.display().to_string(),
+        )
     }
 
     fn resolve(
@@ -253,8 +259,16 @@ impl Config {
         let d = ClusterConfig::default();
         let cluster = ClusterConfig {
             ports: c.ports.unwrap_or(d.ports),
-            ready_timeout: duration("cluster.ready_timeout", c.ready_timeout.as_ref(), d.ready_timeout)?,
-            stop_timeout: duration("cluster.stop_timeout", c.stop_timeout.as_ref(), d.stop_timeout)?,
+            ready_timeout: duration(
+                "cluster.ready_timeout",
+                c.ready_timeout.as_ref(),
+                d.ready_timeout,
+            )?,
+            stop_timeout: duration(
+                "cluster.stop_timeout",
+                c.stop_timeout.as_ref(),
+                d.stop_timeout,
+            )?,
             backoff_initial: duration(
                 "cluster.backoff_initial",
                 c.backoff_initial.as_ref(),
@@ -266,7 +280,11 @@ impl Config {
                 c.backoff_reset_after.as_ref(),
                 d.backoff_reset_after,
             )?,
-            crash_window: duration("cluster.crash_window", c.crash_window.as_ref(), d.crash_window)?,
+            crash_window: duration(
+                "cluster.crash_window",
+                c.crash_window.as_ref(),
+                d.crash_window,
+            )?,
             crash_limit: c.crash_limit.unwrap_or(d.crash_limit),
             control_socket: c.control_socket.map(|p| base.join(p)),
         };
@@ -283,7 +301,9 @@ impl Config {
 
 fn validate_cluster(c: &ClusterConfig) -> Result<(), String> {
     if c.ports.is_empty() {
-        return Err("cluster.ports is empty; list at least one port, e.g. ports = [3001, 3002]".into());
+        return Err(
+            "cluster.ports is empty; list at least one port, e.g. ports = [3001, 3002]".into(),
+        );
     }
     if c.ports.contains(&0) {
         return Err("cluster.ports contains 0; every instance needs a fixed port".into());
@@ -327,9 +347,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; write e.g. \"250ms\", \"10s\" or \"2m\""))?;
+    let n: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a duration; write e.g. \"250ms\", \"10s\" or \"2m\"")
+    })?;
     let millis = match unit.trim() {
         "ms" => Some(n),
         "s" => n.checked_mul(1000),
@@ -337,9 +357,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => n.checked_mul(3_600_000),
         _ => None,
     };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is not a duration; write e.g. \"250ms\", \"10s\" or \"2m\""))
+    millis.map(Duration::from_millis).ok_or_else(|| {
+        format!("{text:?} is not a duration; write e.g. \"250ms\", \"10s\" or \"2m\"")
+    })
 }
 
 #[cfg(test)]
@@ -347,7 +367,11 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, Path::new("/etc/notes/notes.toml"), &Overrides::default())
+        Config::from_toml(
+            text,
+            Path::new("/etc/notes/notes.toml"),
+            &Overrides::default(),
+        )
     }
 
     #[test]
@@ -361,7 +385,10 @@ mod tests {
 
     #[test]
     fn both_database_forms_are_accepted() {
-        assert_eq!(load("database = \"a.db\"").expect("valid").database, PathBuf::from("/etc/notes/a.db"));
+        assert_eq!(
+            load("database = \"a.db\"").expect("valid").database,
+            PathBuf::from("/etc/notes/a.db")
+        );
         let c = load("[database]\npath = \"/data/b.db\"\nsynchronous = \"full\"").expect("valid");
         assert_eq!(c.database, PathBuf::from("/data/b.db"));
         assert_eq!(c.store.synchronous, Synchronous::Full);
@@ -374,23 +401,40 @@ mod tests {
             host: Some("0.0.0.0".into()),
             port: Some(4000),
         };
-        let c = Config::from_toml("database = \"a.db\"\n[serve]\nport = 3002", Path::new("n.toml"), &o)
-            .expect("valid");
+        let c = Config::from_toml(
+            "database = \"a.db\"\n[serve]\nport = 3002",
+            Path::new("n.toml"),
+            &o,
+        )
+        .expect("valid");
         assert_eq!(c.database, PathBuf::from("x.db"));
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("0.0.0.0", 4000));
     }
 
     #[test]
     fn mistakes_name_the_line_and_reason() {
-        let e = load("[serve]\nprot = 3002\n").expect_err("unknown key").to_string();
-        assert!(e.contains("line 2") && e.contains("unknown field `prot`"), "{e}");
-        let e = load("[serve]\nport = \"x\"\n").expect_err("bad type").to_string();
+        let e = load("[serve]\nprot = 3002\n")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("unknown field `prot`"),
+            "{e}"
+        );
+        let e = load("[serve]\nport = \"x\"\n")
+            .expect_err("bad type")
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
-        let e = load("[database]\nsynchronous = \"sometimes\"\n").expect_err("bad enum").to_string();
+        let e = load("[database]\nsynchronous = \"sometimes\"\n")
+            .expect_err("bad enum")
+            .to_string();
         assert!(e.contains("sometimes"), "{e}");
-        let e = load("[cluster]\nports = [3001, 3001]\n").expect_err("dup").to_string();
+        let e = load("[cluster]\nports = [3001, 3001]\n")
+            .expect_err("dup")
+            .to_string();
         assert!(e.contains("3001 twice"), "{e}");
-        let e = load("[cluster]\nstop_timeout = \"10\"\n").expect_err("unitless").to_string();
+        let e = load("[cluster]\nstop_timeout = \"10\"\n")
+            .expect_err("unitless")
+            .to_string();
         assert!(e.contains("cluster.stop_timeout"), "{e}");
     }
 

@@ -69,7 +69,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for step in &report.steps {
                 println!("{step}");
             }
-            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Notes { command } => {
             logging::init("warn");

@@ -15,7 +15,11 @@ pub fn filter_from_env(default: &str) -> EnvFilter {
         d.split(',')
             .any(|part| part.trim() == "*" || part.trim().starts_with("notes"))
     });
-    EnvFilter::new(if debug { "notesctl=debug,info" } else { default })
+    EnvFilter::new(if debug {
+        "notesctl=debug,info"
+    } else {
+        default
+    })
 }
 
 /// Installs the global subscriber. Safe to call once per process.

@@ -9,13 +9,17 @@ const LISTEN_FDS_START: RawFd = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("port {port} is already in use on {host}{owner}; choose another port (--port, PORT or notes.toml) or stop that process")]
+    #[error(
+        "port {port} is already in use on {host}{owner}; choose another port (--port, PORT or notes.toml) or stop that process"
+    )]
     InUse {
         host: String,
         port: u16,
         owner: String,
     },
-    #[error("not allowed to listen on port {port}: ports below 1024 need privileges; choose a port from 1024 up")]
+    #[error(
+        "not allowed to listen on port {port}: ports below 1024 need privileges; choose a port from 1024 up"
+    )]
     Denied { port: u16 },
     #[error("cannot listen on {host}: {reason}")]
     Address { host: String, reason: String },
@@ -29,7 +33,11 @@ pub fn bind(host: &str, port: u16) -> Result<TcpListener, BindError> {
     };
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| address_error(format!("{host:?} is not a valid host name or address ({e})")))?
+        .map_err(|e| {
+            address_error(format!(
+                "{host:?} is not a valid host name or address ({e})"
+            ))
+        })?
         .collect();
     let addr = addrs
         .first()
@@ -108,7 +116,11 @@ pub fn inherited_listeners() -> Option<Inherited> {
     };
     Some(Inherited {
         public: take(LISTEN_FDS_START)?,
-        health: if fds >= 2 { take(LISTEN_FDS_START + 1) } else { None },
+        health: if fds >= 2 {
+            take(LISTEN_FDS_START + 1)
+        } else {
+            None
+        },
     })
 }
 
@@ -134,7 +146,11 @@ pub fn port_owner(port: u16) -> Option<String> {
         .find_map(|table| listening_inode(&table, port))?;
     let target = format!("socket:[{inode}]");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
@@ -173,7 +189,13 @@ mod tests {
         let port = held.local_addr().expect("addr").port();
         let err = bind("127.0.0.1", port).expect_err("in use");
         let text = err.to_string();
-        assert!(text.contains(&format!("port {port} is already in use")), "{text}");
-        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(
+            text.contains(&format!("port {port} is already in use")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
     }
 }

@@ -8,9 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::NotesCommand;
-use crate::store::{
-    ListPosition, ListQuery, NewNote, Note, NoteContent, NoteStore, NoteUpdate,
-};
+use crate::store::{ListPosition, ListQuery, NewNote, Note, NoteContent, NoteStore, NoteUpdate};
 use crate::timefmt;
 
 pub fn run(store: &dyn NoteStore, command: NotesCommand) -> anyhow::Result<ExitCode> {
@@ -35,7 +33,10 @@ pub fn run(store: &dyn NoteStore, command: NotesCommand) -> anyhow::Result<ExitC
                 write_table(&mut out, &page.notes)?;
                 let shown = page.notes.len() as u64;
                 if shown < page.total {
-                    eprintln!("(showing {shown} of {} notes; use --limit N for more)", page.total);
+                    eprintln!(
+                        "(showing {shown} of {} notes; use --limit N for more)",
+                        page.total
+                    );
                 }
             }
         }
@@ -97,7 +98,11 @@ fn write_table(out: &mut impl Write, notes: &[Note]) -> io::Result<()> {
         .max()
         .unwrap_or(3)
         .max(3);
-    writeln!(out, "{:<key_width$}  {:<20}  {:>3}  TITLE", "KEY", "UPDATED", "VER")?;
+    writeln!(
+        out,
+        "{:<key_width$}  {:<20}  {:>3}  TITLE",
+        "KEY", "UPDATED", "VER"
+    )?;
     for n in notes {
         writeln!(
             out,

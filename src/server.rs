@@ -31,7 +31,10 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     let from_supervisor = inherited.is_some();
     let (std_listener, health) = match inherited {
         Some(i) => (i.public, i.health),
-        None => (crate::net::bind(&config.serve.host, config.serve.port)?, None),
+        None => (
+            crate::net::bind(&config.serve.host, config.serve.port)?,
+            None,
+        ),
     };
     let store = {
         let config = config.clone();
@@ -43,7 +46,11 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     let addr = listener.local_addr()?;
     tracing::info!(
         "listening on http://{addr}{}",
-        if from_supervisor { " (socket from the supervisor)" } else { "" }
+        if from_supervisor {
+            " (socket from the supervisor)"
+        } else {
+            ""
+        }
     );
     tracing::debug!("database {}", config.database.display());
 
@@ -66,7 +73,8 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     let graceful = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let public = axum::serve(listener, router.clone()).with_graceful_shutdown(graceful(stop_rx.clone()));
+    let public =
+        axum::serve(listener, router.clone()).with_graceful_shutdown(graceful(stop_rx.clone()));
     // The supervisor's private probe socket serves the same app; it is closed with the rest.
     let private_stop = stop_rx.clone();
     let private = async move {

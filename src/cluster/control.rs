@@ -205,7 +205,8 @@ pub fn format_status(r: &StatusReport) -> String {
         "cluster pid {}, up {}, {} MB, database {}\n",
         r.supervisor_pid,
         human_duration(Duration::from_millis(r.uptime_ms)),
-        r.rss_bytes.map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1e6)),
+        r.rss_bytes
+            .map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1e6)),
         r.database
     );
     text.push_str(&format!(

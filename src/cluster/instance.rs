@@ -155,19 +155,26 @@ impl Instance {
                     }
                     Err(StartError::Stopped) => return self.finish(),
                     Err(e) => {
-                        let (reason, uptime) = match e {
-                            StartError::Exited(d) => (format!("{d} before it was ready"), Duration::ZERO),
-                            StartError::NotReady(t) => (
-                                format!("not ready within {}", human_duration(t)),
-                                Duration::ZERO,
-                            ),
-                            StartError::Spawn(e) => (format!("could not be started: {e}"), Duration::ZERO),
+                        // `last_exit` is how the process ended; the log line says when.
+                        let (last_exit, reason) = match e {
+                            StartError::Exited(d) => {
+                                (d.clone(), format!("{d} before it was ready"))
+                            }
+                            StartError::NotReady(t) => {
+                                let r = format!("not ready within {}", human_duration(t));
+                                (r.clone(), r)
+                            }
+                            StartError::Spawn(e) => {
+                                let r = format!("could not be started: {e}");
+                                (r.clone(), r)
+                            }
                             StartError::Stopped => unreachable!("handled above"),
                         };
                         self.update(|s| {
                             s.pid = None;
-                            s.last_exit = Some(reason.clone());
+                            s.last_exit = Some(last_exit);
                         });
+                        let uptime = Duration::ZERO;
                         if !self.after_crash(&mut policy, &reason, uptime).await {
                             return self.finish();
                         }
@@ -215,7 +222,12 @@ impl Instance {
 
     /// Records a crash and waits out the backoff. False when the instance is given up or the
     /// supervisor is stopping.
-    async fn after_crash(&mut self, policy: &mut RestartPolicy, reason: &str, uptime: Duration) -> bool {
+    async fn after_crash(
+        &mut self,
+        policy: &mut RestartPolicy,
+        reason: &str,
+        uptime: Duration,
+    ) -> bool {
         if self.stop_mode() != StopMode::Run {
             return false;
         }
@@ -252,7 +264,10 @@ impl Instance {
                 } else {
                     format!("in {}", human_duration(delay))
                 };
-                self.out.event(&format!("{} exited ({reason}); restarting {when}", self.port));
+                self.out.event(&format!(
+                    "{} exited ({reason}); restarting {when}",
+                    self.port
+                ));
                 self.update(|s| s.state = State::Backoff);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => true,
@@ -380,7 +395,8 @@ impl Instance {
         }
         // Anything the instance started in its group goes with it.
         kill_group(r.pid, Signal::SIGKILL);
-        self.out.event(&format!("{} pid {} stopped", self.port, r.pid));
+        self.out
+            .event(&format!("{} pid {} stopped", self.port, r.pid));
     }
 
     /// Prefixes the child's output lines and keeps the last few for failure reports.

@@ -31,7 +31,10 @@ pub use control::{StatusReport, request_reload, request_status};
 
 /// The instances' ports: the first `n` of `configured`, continuing after the last one when `n`
 /// is larger. The second value explains the extension, for the log.
-pub fn plan_ports(configured: &[u16], n: Option<usize>) -> Result<(Vec<u16>, Option<String>), String> {
+pub fn plan_ports(
+    configured: &[u16],
+    n: Option<usize>,
+) -> Result<(Vec<u16>, Option<String>), String> {
     let n = n.unwrap_or(configured.len());
     if n == 0 {
         return Err("--instances must be at least 1".into());
@@ -40,7 +43,8 @@ pub fn plan_ports(configured: &[u16], n: Option<usize>) -> Result<(Vec<u16>, Opt
     let mut next = u32::from(*configured.iter().max().unwrap_or(&3000)) + 1;
     let mut extra = Vec::new();
     while ports.len() < n {
-        let port = u16::try_from(next).map_err(|_| "not enough ports above the listed ones".to_owned())?;
+        let port =
+            u16::try_from(next).map_err(|_| "not enough ports above the listed ones".to_owned())?;
         ports.push(port);
         extra.push(port.to_string());
         next += 1;
@@ -118,7 +122,11 @@ async fn supervise(config: Config, instances: Option<usize>) -> anyhow::Result<E
     out.event(&format!(
         "starting {} instance(s) on port(s) {} with database {}",
         ports.len(),
-        ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         database.display()
     ));
     for (index, (port, listener)) in ports.iter().zip(&listeners).enumerate() {
@@ -197,7 +205,10 @@ async fn supervise(config: Config, instances: Option<usize>) -> anyhow::Result<E
     control_task.abort();
     let _ = std::fs::remove_file(&socket_path);
     drop(listeners);
-    out.event(&format!("stopped after {}", human_duration(began.elapsed())));
+    out.event(&format!(
+        "stopped after {}",
+        human_duration(began.elapsed())
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -277,7 +288,11 @@ async fn report_startup(
         ready.len(),
         supervisor.handles.len(),
         human_duration(began.elapsed()),
-        if ready.is_empty() { "none".to_owned() } else { ready.join("  ") }
+        if ready.is_empty() {
+            "none".to_owned()
+        } else {
+            ready.join("  ")
+        }
     ));
 }
 

@@ -119,9 +119,15 @@ mod tests {
                 panic!("gave up too early")
             };
             let base = Duration::from_millis(ms);
-            assert!(d >= base.mul_f64(0.8) && d < base.mul_f64(1.2), "{d:?} vs {base:?}");
+            assert!(
+                d >= base.mul_f64(0.8) && d < base.mul_f64(1.2),
+                "{d:?} vs {base:?}"
+            );
         }
-        assert!(matches!(p.on_crash(t, short), Verdict::GiveUp { crashes: 6, .. }));
+        assert!(matches!(
+            p.on_crash(t, short),
+            Verdict::GiveUp { crashes: 6, .. }
+        ));
     }
 
     #[test]

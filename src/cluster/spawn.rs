@@ -151,7 +151,6 @@ fn format_pid(mut pid: u32, buf: &mut [u8; 16]) -> *const nix::libc::c_char {
     buf[i..].as_ptr().cast()
 }
 
-
 /// "exit code 1", "killed by SIGKILL", "exit code 0": how a process ended, truthfully.
 pub fn describe_exit(status: &ExitStatus) -> String {
     if let Some(code) = status.code() {
@@ -160,7 +159,14 @@ pub fn describe_exit(status: &ExitStatus) -> String {
         let name = nix::sys::signal::Signal::try_from(sig)
             .map(|s| s.as_str().to_owned())
             .unwrap_or_else(|_| format!("signal {sig}"));
-        format!("killed by {name}{}", if status.core_dumped() { " (core dumped)" } else { "" })
+        format!(
+            "killed by {name}{}",
+            if status.core_dumped() {
+                " (core dumped)"
+            } else {
+                ""
+            }
+        )
     } else {
         format!("{status}")
     }

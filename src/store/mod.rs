@@ -69,7 +69,11 @@ pub enum StoreError {
     #[error(
         "database {path} has schema version {found}, newer than this notesctl understands ({known}); upgrade notesctl"
     )]
-    SchemaTooNew { path: String, found: i64, known: i64 },
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database connection pool: {0}")]

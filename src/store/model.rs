@@ -192,7 +192,10 @@ mod tests {
 
     #[test]
     fn content_is_checked() {
-        assert_eq!(NoteContent::new("  ", "b"), Err(ValidationError::EmptyTitle));
+        assert_eq!(
+            NoteContent::new("  ", "b"),
+            Err(ValidationError::EmptyTitle)
+        );
         assert_eq!(
             NoteContent::new(&"t".repeat(201), "b"),
             Err(ValidationError::TitleTooLong(201))

@@ -164,7 +164,9 @@ fn enable_wal(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
             Ok(mode) => {
                 return Err(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                    Some(format!("the file refused WAL mode (journal_mode is {mode})")),
+                    Some(format!(
+                        "the file refused WAL mode (journal_mode is {mode})"
+                    )),
                 ));
             }
             Err(e) if is_busy(&e) && Instant::now() < deadline => {
@@ -176,7 +178,10 @@ fn enable_wal(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -219,7 +224,9 @@ impl NoteStore for SqliteStore {
             };
             match query.position {
                 ListPosition::Page(page) => {
-                    let offset = page.saturating_sub(1).saturating_mul(u64::from(query.limit));
+                    let offset = page
+                        .saturating_sub(1)
+                        .saturating_mul(u64::from(query.limit));
                     let offset = i64::try_from(offset).unwrap_or(i64::MAX);
                     let mut stmt = conn.prepare_cached(&format!(
                         "SELECT {NOTE_COLUMNS}, id FROM notes ORDER BY id DESC LIMIT ?1 OFFSET ?2"
@@ -241,7 +248,11 @@ impl NoteStore for SqliteStore {
             }
             let more = rows.len() > query.limit as usize;
             rows.truncate(query.limit as usize);
-            let next_cursor = if more { rows.last().map(|(id, _)| *id) } else { None };
+            let next_cursor = if more {
+                rows.last().map(|(id, _)| *id)
+            } else {
+                None
+            };
             Ok(NotePage {
                 notes: rows.into_iter().map(|(_, n)| n).collect(),
                 total: total.max(0) as u64,

@@ -92,8 +92,8 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let format = body::format_of(&headers)?;
     let input: CreateBody = body::parse(format, &body::bytes(raw)?)?;
-    let note =
-        NewNote::parse(input.key.as_deref(), &input.title, &input.body).map_err(StoreError::from)?;
+    let note = NewNote::parse(input.key.as_deref(), &input.title, &input.body)
+        .map_err(StoreError::from)?;
     let created = state.blocking(move |s| s.create(note)).await?;
     let location = format!("/api/notes/{}", encode_component(&created.key));
     Ok((

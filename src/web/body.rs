@@ -71,8 +71,9 @@ pub fn parse<T: DeserializeOwned>(format: BodyFormat, bytes: &[u8]) -> Result<T,
 pub fn optional_version(raw: Option<&str>) -> Result<Option<i64>, AppError> {
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            AppError::Invalid(format!("version must be a whole number, not {v:?}"))
-        }),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| AppError::Invalid(format!("version must be a whole number, not {v:?}"))),
     }
 }

@@ -17,7 +17,10 @@ pub enum AppError {
     Forbidden(String),
     NotFound(String),
     MethodNotAllowed(String),
-    Conflict { message: String, current: Option<Box<Note>> },
+    Conflict {
+        message: String,
+        current: Option<Box<Note>>,
+    },
     PayloadTooLarge,
     UnsupportedMediaType(String),
     Invalid(String),

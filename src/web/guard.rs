@@ -33,7 +33,10 @@ pub async fn log_request(request: Request, next: Next) -> Response {
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -66,12 +69,18 @@ pub async fn refuse_cross_site(request: Request, next: Next) -> Response {
 }
 
 fn same_origin(headers: &HeaderMap) -> Result<(), String> {
-    let get = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let get = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     if let Some(site) = get("sec-fetch-site") {
         // "none": typed in the address bar or a bookmark; "same-origin": our own pages.
         return match site {
             "same-origin" | "none" => Ok(()),
-            other => Err(format!("the form was sent from another site (Sec-Fetch-Site: {other})")),
+            other => Err(format!(
+                "the form was sent from another site (Sec-Fetch-Site: {other})"
+            )),
         };
     }
     if let Some(origin) = get(header::ORIGIN.as_str()) {
@@ -108,12 +117,18 @@ mod tests {
         assert!(same_origin(&headers(&[("sec-fetch-site", "cross-site")])).is_err());
         assert!(same_origin(&headers(&[("sec-fetch-site", "same-site")])).is_err());
         assert!(
-            same_origin(&headers(&[("origin", "http://127.0.0.1:3001"), ("host", "127.0.0.1:3001")]))
-                .is_ok()
+            same_origin(&headers(&[
+                ("origin", "http://127.0.0.1:3001"),
+                ("host", "127.0.0.1:3001")
+            ]))
+            .is_ok()
         );
         assert!(
-            same_origin(&headers(&[("origin", "http://evil.example"), ("host", "127.0.0.1:3001")]))
-                .is_err()
+            same_origin(&headers(&[
+                ("origin", "http://evil.example"),
+                ("host", "127.0.0.1:3001")
+            ]))
+            .is_err()
         );
         assert!(same_origin(&headers(&[("origin", "null"), ("host", "127.0.0.1:3001")])).is_err());
     }

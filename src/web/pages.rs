@@ -12,9 +12,7 @@ use serde::Deserialize;
 
 use super::body::{self, BodyFormat};
 use super::{AppError, AppState, encode_component};
-use crate::store::{
-    ListPosition, ListQuery, NewNote, Note, NoteContent, NoteUpdate, StoreError,
-};
+use crate::store::{ListPosition, ListQuery, NewNote, Note, NoteContent, NoteUpdate, StoreError};
 use crate::timefmt;
 
 /// Notes per page on the home page.
@@ -289,7 +287,10 @@ pub async fn save(
 
 async fn save_form(state: &AppState, form: &SaveForm) -> Result<String, AppError> {
     let missing = |field: &str| AppError::Invalid(format!("the form is missing the {field} field"));
-    let docreate = form.docreate.as_deref().ok_or_else(|| missing("docreate"))?;
+    let docreate = form
+        .docreate
+        .as_deref()
+        .ok_or_else(|| missing("docreate"))?;
     let title = form.title.as_deref().ok_or_else(|| missing("title"))?;
     let body_text = form.body.as_deref().ok_or_else(|| missing("body"))?;
     match docreate {
@@ -405,10 +406,8 @@ pub async fn not_found(uri: Uri) -> Response {
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    let error = AppError::MethodNotAllowed(format!(
-        "{} does not accept {method} requests",
-        uri.path()
-    ));
+    let error =
+        AppError::MethodNotAllowed(format!("{} does not accept {method} requests", uri.path()));
     respond_for_path(&uri, error)
 }
 

@@ -1,0 +1,506 @@
+//! `notesctl cluster` with real processes on real ports: start-up and shared data, restart of a
+//! killed instance without a refused connection, graceful stop, no orphans after `kill -9` of
+//! the supervisor, the crash-loop breaker, a port taken by another program, a rolling reload
+//! under load with zero failed requests, and `status --json`. Every wait has a hard deadline.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use common::{PROCESS_DEADLINE, get, notesctl, post_form, wait_until};
+
+const READY_LINE: &str = "instance(s) ready in";
+
+/// `n` ports that are free right now.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// A running `notesctl cluster`, killed on drop (its instances die with it).
+struct Cluster {
+    child: Child,
+    dir: tempfile::TempDir,
+    ports: Vec<u16>,
+    log: Arc<Mutex<Vec<String>>>,
+    done: bool,
+}
+
+impl Cluster {
+    fn config(ports: &[u16], extra: &str) -> String {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        format!(
+            "database = \"data/notes.db\"\n[cluster]\nports = [{}]\nstop_timeout = \"5s\"\n{extra}",
+            list.join(", ")
+        )
+    }
+
+    /// Spawns the supervisor; does not wait for readiness.
+    fn spawn(ports: &[u16], extra: &str) -> (Cluster, mpsc::Receiver<String>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("data")).expect("data dir");
+        for name in ["notes.toml", "status.toml"] {
+            std::fs::write(dir.path().join(name), Self::config(ports, extra))
+                .expect("write config");
+        }
+        let mut child = notesctl(dir.path())
+            .args(["--config", "notes.toml", "cluster"])
+            .spawn()
+            .expect("run notesctl cluster");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let pid = child.id();
+        for pipe in [
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("piped")),
+        ] {
+            let (log, tx) = (Arc::clone(&log), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[cluster {pid}] {line}");
+                    log.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let cluster = Cluster {
+            child,
+            dir,
+            ports: ports.to_vec(),
+            log,
+            done: false,
+        };
+        (cluster, rx)
+    }
+
+    fn start(n: usize, extra: &str) -> Cluster {
+        let (cluster, rx) = Self::spawn(&free_ports(n), extra);
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(READY_LINE) => {
+                    assert!(
+                        line.contains(&format!("{n} of {n} instance(s) ready")),
+                        "not every instance became ready: {line}"
+                    );
+                    return cluster;
+                }
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "the cluster did not report readiness within {PROCESS_DEADLINE:?}:\n{}",
+                    cluster.output()
+                ),
+            }
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn output(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// `notesctl status --json`, run the way a user would, from the config's folder. It reads a
+    /// copy of notes.toml, which a test may break on purpose.
+    fn status(&self) -> Value {
+        let out = common::run_in(
+            self.dir.path(),
+            &["--config", "status.toml", "status", "--json"],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            common::describe(&out)
+        );
+        serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+    }
+
+    fn instance_pids(&self) -> Vec<u32> {
+        self.status()["instances"]
+            .as_array()
+            .expect("instances array")
+            .iter()
+            .map(|i| i["pid"].as_u64().expect("every instance has a pid") as u32)
+            .collect()
+    }
+
+    /// Polls `status` until `pred` holds for it, or fails with the last status and the log.
+    fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        loop {
+            let status = self.status();
+            if pred(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last status {status:#}\nlog:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let status = wait_until(&mut self.child, Instant::now() + PROCESS_DEADLINE);
+        self.done = true;
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!("the supervisor did not exit in time:\n{}", self.output())
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// True while `pid` is a live (non-zombie) process.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+fn wait_gone(pids: &[u32], within: Duration) -> Result<Duration, Vec<u32>> {
+    let start = Instant::now();
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > within {
+            return Err(left);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One GET that reports failure instead of panicking: Err says how it failed.
+fn try_get(port: u16, path: &str) -> Result<u16, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    let head = String::from_utf8_lossy(&raw[..raw.len().min(16)]).into_owned();
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no HTTP response (got {} bytes)", raw.len()))
+}
+
+/// Clients sending requests to `ports` in a loop until stopped: (successes, failures).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(ports: &[u16], per_port: usize, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for &port in ports {
+            for _ in 0..per_port {
+                let (stop, ok, failures) =
+                    (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failures));
+                threads.push(std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match try_get(port, path) {
+                            Ok(200) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(code) => failures
+                                .lock()
+                                .expect("lock")
+                                .push(format!("{port}: status {code}")),
+                            Err(e) => failures.lock().expect("lock").push(format!("{port}: {e}")),
+                        }
+                    }
+                }));
+            }
+        }
+        Load {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+        let failures = self.failures.lock().expect("lock").clone();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[test]
+fn two_instances_start_and_share_notes() {
+    let cluster = Cluster::start(2, "");
+    let (a, b) = (cluster.ports[0], cluster.ports[1]);
+    let saved = post_form(
+        a,
+        "/notes/save",
+        &[
+            ("docreate", "create"),
+            ("notekey", "shared"),
+            ("title", "Made on A"),
+            ("body", "hello"),
+        ],
+    );
+    assert_eq!(saved.status, 302, "{saved}");
+    let view = get(b, "/notes/view?key=shared");
+    assert_eq!(view.status, 200, "{view}");
+    assert!(view.body.contains("Made on A"), "{view}");
+    // The supervisor migrated the file before starting instances: it exists, in WAL mode.
+    let conn = rusqlite::Connection::open(cluster.path("data/notes.db")).expect("open db");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("mode");
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn a_killed_instance_comes_back_on_its_port_without_refusing_connections() {
+    let cluster = Cluster::start(2, "");
+    let before = cluster.instance_pids();
+    let load = Load::start(&cluster.ports[..1], 2, "/healthz");
+    std::thread::sleep(Duration::from_millis(200));
+    kill(Pid::from_raw(before[0] as i32), Signal::SIGKILL).expect("kill -9 the instance");
+    let status = cluster.wait_status("the killed instance to be ready again", |s| {
+        let i = &s["instances"][0];
+        i["state"] == "ready" && i["pid"].as_u64() != Some(u64::from(before[0]))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, failures) = load.finish();
+    // A refused connection would mean the port was closed. The only requests allowed to fail
+    // are those the killed process was in the middle of: at most one per client thread.
+    let refused: Vec<&String> = failures.iter().filter(|f| f.contains("connect")).collect();
+    assert!(
+        refused.is_empty(),
+        "connections refused during the restart: {refused:?}"
+    );
+    assert!(
+        failures.len() <= 2,
+        "more failures than requests in flight: {failures:?}"
+    );
+    assert!(ok > 0, "the load client made no request");
+    // `status --json` tells the restart truthfully; the other instance was not touched.
+    let first = &status["instances"][0];
+    assert_eq!(first["restarts"], 1, "{status:#}");
+    assert_eq!(first["last_exit"], "killed by SIGKILL", "{status:#}");
+    assert_eq!(first["port"], cluster.ports[0]);
+    let second = &status["instances"][1];
+    assert_eq!(
+        second["pid"].as_u64(),
+        Some(u64::from(before[1])),
+        "{status:#}"
+    );
+    assert_eq!(second["restarts"], 0);
+    assert_eq!(get(cluster.ports[0], "/healthz").status, 200);
+}
+
+#[test]
+fn sigterm_stops_every_instance_and_exits_zero() {
+    let mut cluster = Cluster::start(2, "");
+    let pids = cluster.instance_pids();
+    kill(cluster.pid(), Signal::SIGTERM).expect("SIGTERM the supervisor");
+    let status = cluster.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", cluster.output());
+    assert!(
+        wait_gone(&pids, Duration::from_secs(1)).is_ok(),
+        "instances outlived the supervisor"
+    );
+    for port in &cluster.ports {
+        TcpListener::bind(("127.0.0.1", *port)).expect("the port is free again");
+    }
+    assert!(
+        !cluster.path(".notesctl.sock").exists(),
+        "the control socket was left behind"
+    );
+}
+
+#[test]
+fn kill_9_of_the_supervisor_leaves_no_instance_running() {
+    let mut cluster = Cluster::start(2, "");
+    let pids = cluster.instance_pids();
+    kill(cluster.pid(), Signal::SIGKILL).expect("kill -9 the supervisor");
+    cluster.wait_exit();
+    let gone = wait_gone(&pids, Duration::from_secs(1));
+    assert!(
+        gone.is_ok(),
+        "instances still running a second after kill -9: {gone:?}"
+    );
+    for port in &cluster.ports {
+        TcpListener::bind(("127.0.0.1", *port)).expect("no orphan holds the port");
+    }
+    // A new cluster starts over the stale control socket.
+    drop(cluster);
+}
+
+#[test]
+fn an_instance_that_keeps_crashing_is_given_up_and_the_other_keeps_serving() {
+    let cluster = Cluster::start(
+        2,
+        "crash_limit = 3\ncrash_window = \"60s\"\nbackoff_initial = \"20ms\"\n",
+    );
+    let pids = cluster.instance_pids();
+    // From now on every new instance fails at start-up: its configuration is broken. The
+    // running ones already read theirs.
+    let path = cluster.path("notes.toml");
+    let text = std::fs::read_to_string(&path).expect("read notes.toml");
+    std::fs::write(&path, format!("{text}\nbogus_key = 1\n")).expect("break notes.toml");
+    kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).expect("kill the first instance");
+    let status = cluster.wait_status("the first instance to be marked failed", |s| {
+        s["instances"][0]["state"] == "failed"
+    });
+    let first = &status["instances"][0];
+    assert_eq!(first["last_exit"], "exit code 1", "{status:#}");
+    let failure = first["failure"].as_str().expect("a failure reason");
+    assert!(failure.contains("gave up after 3 crashes"), "{failure}");
+    let log = cluster.output();
+    assert!(
+        log.contains("unknown field `bogus_key`"),
+        "the instance's own error is shown:\n{log}"
+    );
+    assert!(log.contains("gave up"), "{log}");
+    // The supervisor and the other instance are unaffected.
+    assert_eq!(status["instances"][1]["state"], "ready");
+    assert_eq!(
+        status["instances"][1]["pid"].as_u64(),
+        Some(u64::from(pids[1]))
+    );
+    assert_eq!(get(cluster.ports[1], "/healthz").status, 200);
+    assert!(alive(cluster.child.id()));
+}
+
+#[test]
+fn a_port_taken_by_another_program_fails_the_start_cleanly() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let port = taken.local_addr().expect("addr").port();
+    let other = free_ports(1)[0];
+    let (mut cluster, _rx) = Cluster::spawn(&[other, port], "");
+    let status = cluster.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", cluster.output());
+    let log = cluster.output();
+    assert!(
+        log.contains(&format!("port {port} is already in use")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("pid {}", std::process::id())),
+        "names the holder: {log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("restarting"), "no restart loop: {log}");
+    TcpListener::bind(("127.0.0.1", other)).expect("the other port was released");
+}
+
+#[test]
+fn a_rolling_reload_under_load_fails_no_request_and_replaces_every_pid() {
+    let cluster = Cluster::start(2, "");
+    let before = cluster.instance_pids();
+    let load = Load::start(&cluster.ports, 2, "/");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = common::run_in(
+        cluster.dir.path(),
+        &["--config", "notes.toml", "reload"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "reload failed: {}",
+        common::describe(&out)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during the reload: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(ok > 20, "too little load to mean anything: {ok} requests");
+    let after = cluster.instance_pids();
+    for (old, new) in before.iter().zip(&after) {
+        assert_ne!(old, new, "every instance is replaced");
+        assert!(!alive(*old), "old instance {old} was stopped");
+    }
+    // SIGHUP does the same.
+    kill(cluster.pid(), Signal::SIGHUP).expect("SIGHUP");
+    cluster.wait_status("SIGHUP to replace every pid", |s| {
+        s["instances"].as_array().is_some_and(|is| {
+            is.iter().zip(&after).all(|(i, old)| {
+                i["state"] == "ready" && i["pid"].as_u64().is_some_and(|p| p != u64::from(*old))
+            })
+        })
+    });
+}
+
+#[test]
+fn status_without_a_cluster_says_so_and_exits_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = common::run_in(dir.path(), &["status"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", common::describe(&out));
+    assert!(
+        common::stderr_of(&out).contains("no cluster is running"),
+        "{}",
+        common::describe(&out)
+    );
+}
