@@ -69,7 +69,7 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         inner: listener,
         stopped: accepting_rx.clone(),
     };
-    let router = app(AppState::new(store));
+    let router = app(AppState::new(store, accepting_rx.clone())?);
     let graceful = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };

@@ -39,6 +39,19 @@ const STEPS: &[&str] = &[
     CREATE TRIGGER notes_count_delete AFTER DELETE ON notes
         BEGIN UPDATE note_stats SET note_count = note_count - 1 WHERE id = 1; END;
     "#,
+    // 2: the changes log behind live updates. Each note write appends its change in the same
+    // transaction, so an instance that reads the log after a commit misses nothing, and the
+    // monotonic id lets a client resume exactly where it stopped.
+    r#"
+    CREATE TABLE changes (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind    TEXT NOT NULL CHECK (kind IN ('created', 'updated', 'deleted')),
+        key     TEXT NOT NULL,
+        title   TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        at      INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -11,8 +11,8 @@ mod sqlite;
 
 pub use migrations::SCHEMA_VERSION;
 pub use model::{
-    MAX_BODY_BYTES, MAX_KEY_CHARS, MAX_TITLE_CHARS, NewNote, Note, NoteContent, NoteKey,
-    ValidationError, slug_from_title,
+    Change, ChangeKind, MAX_BODY_BYTES, MAX_KEY_CHARS, MAX_TITLE_CHARS, NewNote, Note, NoteContent,
+    NoteKey, ValidationError, slug_from_title,
 };
 pub use sqlite::{SqliteStore, StoreOptions, Synchronous};
 
@@ -90,4 +90,17 @@ pub trait NoteStore: Send + Sync + 'static {
     fn delete(&self, key: &str) -> Result<Note, StoreError>;
     /// Succeeds when the store can be read: what `/healthz` reports.
     fn check_health(&self) -> Result<(), StoreError>;
+
+    /// Changes with an id above `after`, oldest first, at most `limit`.
+    fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError>;
+    /// The id of the newest change (0 when there is none).
+    fn last_change_id(&self) -> Result<i64, StoreError>;
+    /// A cheap way to notice writes by any process, for the change feed.
+    fn change_watcher(&self) -> Result<Box<dyn ChangeWatcher>, StoreError>;
+}
+
+/// Notices that the store was written, by this process or any other.
+pub trait ChangeWatcher: Send {
+    /// True when something was committed since the previous call.
+    fn changed(&mut self) -> Result<bool, StoreError>;
 }

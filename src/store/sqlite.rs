@@ -16,8 +16,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transac
 
 use super::migrations::migrate;
 use super::{
-    ListPosition, ListQuery, NewNote, Note, NotePage, NoteStore, NoteUpdate, StoreError,
-    slug_from_title,
+    Change, ChangeKind, ChangeWatcher, ListPosition, ListQuery, NewNote, Note, NotePage, NoteStore,
+    NoteUpdate, StoreError, slug_from_title,
 };
 use crate::timefmt::now_millis;
 
@@ -189,6 +189,66 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
+/// Changes kept in the log: enough for any client that was away for a while to resume; one
+/// that was away longer reloads its page.
+const KEPT_CHANGES: i64 = 10_000;
+
+/// Appends a change in the caller's write transaction, and drops the oldest beyond
+/// `KEPT_CHANGES` (a range delete on the primary key: at most one row per write).
+fn log_change(
+    tx: &Connection,
+    kind: ChangeKind,
+    key: &str,
+    title: &str,
+    version: i64,
+    at: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO changes (kind, key, title, version, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute((kind.as_str(), key, title, version, at))?;
+    let id = tx.last_insert_rowid();
+    tx.prepare_cached("DELETE FROM changes WHERE id <= ?1")?
+        .execute([id - KEPT_CHANGES])?;
+    Ok(())
+}
+
+fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
+    let kind: String = row.get(1)?;
+    Ok(Change {
+        id: row.get(0)?,
+        kind: ChangeKind::parse(&kind).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("unknown change kind {kind:?}").into(),
+            )
+        })?,
+        key: row.get(2)?,
+        title: row.get(3)?,
+        version: row.get(4)?,
+        at: row.get(5)?,
+    })
+}
+
+/// Watches `PRAGMA data_version` on a connection of its own: the value changes whenever
+/// another connection (of any process) commits to the file. One query, no table read.
+struct DataVersionWatcher {
+    conn: Connection,
+    last: Option<i64>,
+}
+
+impl ChangeWatcher for DataVersionWatcher {
+    fn changed(&mut self) -> Result<bool, StoreError> {
+        let now: i64 = self
+            .conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))?;
+        let changed = self.last.is_some_and(|last| last != now);
+        self.last = Some(now);
+        Ok(changed)
+    }
+}
+
 fn note_from_row(row: &Row<'_>) -> rusqlite::Result<Note> {
     Ok(Note {
         key: row.get(0)?,
@@ -287,6 +347,7 @@ impl NoteStore for SqliteStore {
             Err(e) if is_unique_violation(&e) => return Err(StoreError::KeyExists(key)),
             Err(e) => return Err(e.into()),
         }
+        log_change(&tx, ChangeKind::Created, &key, note.content.title(), 1, now)?;
         tx.commit()?;
         Ok(Note {
             key,
@@ -322,6 +383,14 @@ impl NoteStore for SqliteStore {
             version,
             now,
         ))?;
+        log_change(
+            &tx,
+            ChangeKind::Updated,
+            key,
+            update.content.title(),
+            version,
+            now,
+        )?;
         tx.commit()?;
         Ok(Note {
             title: update.content.title().to_owned(),
@@ -338,8 +407,43 @@ impl NoteStore for SqliteStore {
         let current = find(&tx, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
         tx.prepare_cached("DELETE FROM notes WHERE key = ?1")?
             .execute([key])?;
+        log_change(
+            &tx,
+            ChangeKind::Deleted,
+            key,
+            &current.title,
+            current.version,
+            now_millis(),
+        )?;
         tx.commit()?;
         Ok(current)
+    }
+
+    fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        let conn = self.readers.get()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, kind, key, title, version, at FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map((after, limit), change_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn last_change_id(&self) -> Result<i64, StoreError> {
+        let conn = self.readers.get()?;
+        Ok(conn
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM changes")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    fn change_watcher(&self) -> Result<Box<dyn ChangeWatcher>, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.pragma_update(None, "query_only", true)?;
+        let mut watcher = DataVersionWatcher { conn, last: None };
+        watcher.changed()?; // the baseline
+        Ok(Box::new(watcher))
     }
 
     fn check_health(&self) -> Result<(), StoreError> {

@@ -8,6 +8,8 @@ mod api;
 mod assets;
 mod body;
 mod error;
+mod events;
+pub mod feed;
 mod guard;
 mod pages;
 
@@ -17,8 +19,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
+use tokio::sync::watch;
 
 pub use error::AppError;
+pub use feed::ChangeFeed;
 
 use crate::store::{NoteStore, StoreError};
 
@@ -29,11 +33,22 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn NoteStore>,
+    pub feed: Arc<ChangeFeed>,
+    /// Becomes true when the instance starts stopping: long-lived responses end.
+    pub closing: watch::Receiver<bool>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn NoteStore>) -> Self {
-        Self { store }
+    /// Starts the change feed for `store`.
+    pub fn new(
+        store: Arc<dyn NoteStore>,
+        closing: watch::Receiver<bool>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            feed: ChangeFeed::start(Arc::clone(&store))?,
+            store,
+            closing,
+        })
     }
 
     /// Runs a store call on the blocking pool (pool checkout included), so SQLite never blocks
@@ -66,6 +81,7 @@ pub fn app(state: AppState) -> Router {
         .route("/notes/destroy", get(pages::destroy_form))
         .route("/notes/destroy/confirm", post(pages::destroy_confirm))
         .route("/healthz", get(pages::healthz))
+        .route("/events", get(events::events))
         .route("/static/{file}", get(assets::serve))
         .nest("/api", api::router())
         .fallback(pages::not_found)

@@ -46,6 +46,7 @@ impl From<Note> for NoteView {
 #[template(path = "index.html")]
 struct IndexPage {
     notes: Vec<NoteView>,
+    per_page: u32,
     total: u64,
     page: u64,
     pages: u64,
@@ -167,6 +168,7 @@ pub async fn index(
     let pages = list.total.div_ceil(u64::from(PER_PAGE)).max(1);
     let view = IndexPage {
         notes: list.notes.into_iter().map(NoteView::from).collect(),
+        per_page: PER_PAGE,
         total: list.total,
         page,
         pages,

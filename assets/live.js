@@ -1,0 +1,115 @@
+// notesctl live updates: listens to /events (server-sent events, fed by writes from every
+// instance and the CLI) and updates the open page. Pages work without it; nothing here is
+// needed to read or write notes.
+(function () {
+  'use strict';
+  if (!window.EventSource) return;
+  var list = document.getElementById('notes');
+  var article = document.querySelector('article.note[data-key]');
+  var form = document.querySelector('form.note-form[data-key]');
+  if (!list && !article && !form) return;
+
+  var source = new EventSource('/events');
+  function on(kind, handle) {
+    source.addEventListener(kind, function (e) {
+      try { handle(JSON.parse(e.data)); } catch (err) { /* a malformed event changes nothing */ }
+    });
+  }
+  function notice(text) {
+    var n = document.getElementById('live-notice');
+    if (!n) return;
+    n.textContent = text;
+    n.hidden = false;
+  }
+  function viewUrl(key) { return '/notes/view?key=' + encodeURIComponent(key); }
+
+  if (list) {
+    var count = document.getElementById('note-count');
+    var firstPage = list.getAttribute('data-page') === '1';
+    var perPage = parseInt(list.getAttribute('data-per-page') || '20', 10);
+    var itemFor = function (key) {
+      var items = list.querySelectorAll('li[data-key]');
+      for (var i = 0; i < items.length; i++) {
+        if (items[i].getAttribute('data-key') === key) return items[i];
+      }
+      return null;
+    };
+    var setTotal = function (delta) {
+      if (!count) return;
+      var total = Math.max(0, parseInt(count.getAttribute('data-total'), 10) + delta);
+      count.setAttribute('data-total', String(total));
+      count.textContent = total + (total === 1 ? ' note' : ' notes');
+      var empty = document.getElementById('empty');
+      if (empty) empty.hidden = total > 0;
+    };
+    on('created', function (c) {
+      setTotal(1);
+      if (!firstPage || itemFor(c.key)) return;
+      var li = document.createElement('li');
+      li.setAttribute('data-key', c.key);
+      var a = document.createElement('a');
+      a.href = viewUrl(c.key);
+      var title = document.createElement('span');
+      title.className = 'title';
+      title.textContent = c.title;
+      a.appendChild(title);
+      var meta = document.createElement('span');
+      meta.className = 'meta';
+      meta.textContent = 'just now';
+      li.appendChild(a);
+      li.appendChild(meta);
+      list.insertBefore(li, list.firstChild);
+      while (list.children.length > perPage) list.removeChild(list.lastChild);
+    });
+    on('updated', function (c) {
+      var li = itemFor(c.key);
+      if (!li) return;
+      li.querySelector('.title').textContent = c.title;
+      li.querySelector('.meta').textContent = 'just now';
+    });
+    on('deleted', function (c) {
+      setTotal(-1);
+      var li = itemFor(c.key);
+      if (li) li.parentNode.removeChild(li);
+    });
+  }
+
+  if (article) {
+    var key = article.getAttribute('data-key');
+    on('updated', function (c) {
+      if (c.key !== key || c.version <= parseInt(article.getAttribute('data-version'), 10)) return;
+      fetch('/api/notes/' + encodeURIComponent(key), { headers: { Accept: 'application/json' } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (note) {
+          if (!note) return;
+          article.setAttribute('data-version', String(note.version));
+          document.getElementById('note-title').textContent = note.title;
+          document.getElementById('note-body').textContent = note.body;
+          document.title = note.title;
+          var version = document.getElementById('note-version');
+          if (version) version.textContent = String(note.version);
+          notice('This note was just edited elsewhere; you are seeing version ' + note.version + '.');
+        });
+    });
+    on('deleted', function (c) {
+      if (c.key !== key) return;
+      article.classList.add('deleted');
+      var actions = article.querySelector('.actions');
+      if (actions) actions.hidden = true;
+      notice('This note was deleted elsewhere.');
+    });
+  }
+
+  if (form) {
+    var formKey = form.getAttribute('data-key');
+    on('updated', function (c) {
+      if (c.key !== formKey || c.version <= parseInt(form.getAttribute('data-version'), 10)) return;
+      notice('This note was changed elsewhere since you opened it (now version ' + c.version +
+        ', "' + c.title + '"). If you save, you will see both versions and can choose.');
+    });
+    on('deleted', function (c) {
+      if (c.key !== formKey) return;
+      notice('This note was deleted elsewhere; saving will not bring it back.');
+    });
+  }
+})();
