@@ -1,0 +1,339 @@
+//! `GET /events` over real HTTP: changes made by any instance or the CLI reach a stream on
+//! another instance in commit order, exactly once; `Last-Event-ID` resumes without gaps or
+//! duplicates; a stopping instance ends its streams at once instead of waiting out the
+//! shutdown timeout.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::{Instance, cli, post_json, put_json};
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+struct Event {
+    id: i64,
+    kind: String,
+    data: Value,
+}
+
+/// A client reading `/events` incrementally (chunked transfer), with a deadline on each read.
+struct Stream {
+    reader: BufReader<TcpStream>,
+    /// Bytes of the current chunk not yet consumed.
+    chunk_left: usize,
+    buffer: String,
+    ended: bool,
+}
+
+impl Stream {
+    fn open(port: u16, last_event_id: Option<i64>) -> Stream {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let resume = last_event_id
+            .map(|id| format!("Last-Event-ID: {id}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n{resume}\r\n"
+        )
+        .expect("send");
+        let mut reader = BufReader::new(s);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut head = String::new();
+        // The response head, up to the blank line.
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => panic!("the stream closed before its head: {head}"),
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => head.push_str(&line),
+                Err(_) => assert!(Instant::now() < deadline, "no response head: {head}"),
+            }
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("text/event-stream"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "{head}"
+        );
+        Stream {
+            reader,
+            chunk_left: 0,
+            buffer: String::new(),
+            ended: false,
+        }
+    }
+
+    /// Reads more of the body; false when nothing arrived before the read timeout.
+    fn fill(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        if self.chunk_left == 0 {
+            let mut size = String::new();
+            match self.reader.read_line(&mut size) {
+                Ok(0) => {
+                    self.ended = true;
+                    return false;
+                }
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            let size = size.trim();
+            if size.is_empty() {
+                return true; // the CRLF after a chunk
+            }
+            let n = usize::from_str_radix(size, 16).expect("chunk size");
+            if n == 0 {
+                self.ended = true;
+                return false;
+            }
+            self.chunk_left = n;
+        }
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => {
+                self.ended = true;
+                false
+            }
+            Ok(n) => {
+                self.chunk_left = self.chunk_left.saturating_sub(n);
+                self.buffer.push_str(&line);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The next event, or None if none arrives within `within`.
+    fn next(&mut self, within: Duration) -> Option<Event> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = parse(&block) {
+                    return Some(event);
+                }
+                continue; // a comment or retry line
+            }
+            if Instant::now() >= deadline || (!self.fill() && self.ended) {
+                return None;
+            }
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Vec<Event> {
+        let mut events = Vec::new();
+        while events.len() < n {
+            match self.next(Duration::from_secs(10)) {
+                Some(e) => events.push(e),
+                None => panic!("got {} of {n} events: {events:#?}", events.len()),
+            }
+        }
+        events
+    }
+
+    /// Waits up to `within` for the server to end the stream.
+    fn ended_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            self.fill();
+            if self.ended {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn parse(block: &str) -> Option<Event> {
+    let mut id = None;
+    let mut kind = None;
+    let mut data = None;
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = v.parse().ok();
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            kind = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data = serde_json::from_str(v).ok();
+        }
+    }
+    Some(Event {
+        id: id?,
+        kind: kind?,
+        data: data?,
+    })
+}
+
+fn create(port: u16, key: &str, title: &str) {
+    let r = post_json(
+        port,
+        "/api/notes",
+        &json!({"key": key, "title": title, "body": "b"}),
+    );
+    assert_eq!(r.status, 201, "{r}");
+}
+
+fn assert_increasing(events: &[Event]) {
+    for pair in events.windows(2) {
+        assert!(pair[0].id < pair[1].id, "ids out of order: {events:#?}");
+    }
+}
+
+#[test]
+fn writes_from_every_instance_and_the_cli_arrive_in_order_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let a = Instance::start(&db);
+    let b = Instance::start(&db);
+    let mut stream = Stream::open(b.port, None);
+
+    create(a.port, "one", "First");
+    let out = cli(&db, &["add", "From the CLI", "body", "--key", "two"]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let r = put_json(
+        b.port,
+        "/api/notes/one",
+        &json!({"title": "First, edited", "body": "b2"}),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let out = cli(&db, &["rm", "two"]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+
+    let events = stream.take(4);
+    let summary: Vec<(String, String, String, i64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.kind.clone(),
+                e.data["key"].as_str().unwrap_or("").to_owned(),
+                e.data["title"].as_str().unwrap_or("").to_owned(),
+                e.data["version"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("created".into(), "one".into(), "First".into(), 1),
+            ("created".into(), "two".into(), "From the CLI".into(), 1),
+            ("updated".into(), "one".into(), "First, edited".into(), 2),
+            ("deleted".into(), "two".into(), "From the CLI".into(), 1),
+        ]
+    );
+    assert_increasing(&events);
+    for e in &events {
+        assert_eq!(e.data["id"].as_i64(), Some(e.id), "data and SSE id agree");
+    }
+    assert!(
+        stream.next(Duration::from_millis(300)).is_none(),
+        "no event twice"
+    );
+}
+
+#[test]
+fn last_event_id_resumes_without_gaps_or_duplicates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let a = Instance::start(&db);
+    let b = Instance::start(&db);
+    let mut first = Stream::open(a.port, None);
+    for i in 1..=5 {
+        create(a.port, &format!("k{i}"), &format!("Note {i}"));
+    }
+    let seen = first.take(5);
+    drop(first); // the connection drops after the second event was handled
+    let resume_from = seen[1].id;
+
+    // Reconnect to the other instance, as a browser does after a reload.
+    let mut resumed = Stream::open(b.port, Some(resume_from));
+    let replay = resumed.take(3);
+    let replay_ids: Vec<i64> = replay.iter().map(|e| e.id).collect();
+    let expected: Vec<i64> = seen[2..].iter().map(|e| e.id).collect();
+    assert_eq!(replay_ids, expected, "exactly the missed events");
+    // Then it goes on live, with nothing repeated.
+    let out = cli(&db, &["add", "Later", "x", "--key", "k6"]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let live = resumed.take(1);
+    assert_eq!(live[0].data["key"], "k6");
+    assert!(live[0].id > replay_ids[2]);
+    assert!(resumed.next(Duration::from_millis(300)).is_none());
+
+    // A bad Last-Event-ID is a clear 422, not a stream.
+    let r = common::request(b.port, "GET", "/events", &[("Last-Event-ID", "abc")], b"");
+    assert_eq!(r.status, 422, "{r}");
+    assert!(r.text().contains("Last-Event-ID"), "{r}");
+}
+
+#[test]
+fn concurrent_writers_produce_one_event_each_in_commit_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let a = Instance::start(&db);
+    let b = Instance::start(&db);
+    let mut stream = Stream::open(a.port, None);
+    let per_writer = 40;
+    let writers: Vec<_> = [a.port, b.port]
+        .into_iter()
+        .map(|port| {
+            std::thread::spawn(move || {
+                for i in 0..per_writer {
+                    create(port, &format!("p{port}-{i}"), "t");
+                }
+            })
+        })
+        .collect();
+    let cli_db = db.clone();
+    let cli_writer = std::thread::spawn(move || {
+        for i in 0..10 {
+            let out = cli(&cli_db, &["add", "c", "x", "--key", &format!("cli-{i}")]);
+            assert!(out.status.success(), "{}", common::describe(&out));
+        }
+    });
+    for w in writers {
+        w.join().expect("writer");
+    }
+    cli_writer.join().expect("cli writer");
+    let total = 2 * per_writer + 10;
+    let events = stream.take(total);
+    assert_increasing(&events);
+    let keys: HashSet<String> = events
+        .iter()
+        .map(|e| e.data["key"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(keys.len(), total, "every write once");
+    assert!(stream.next(Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn stopping_an_instance_ends_its_streams_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let a = Instance::start(&db);
+    let port = a.port;
+    let mut streams: Vec<Stream> = (0..3).map(|_| Stream::open(port, None)).collect();
+    let started = Instant::now();
+    let status = a.stop();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0));
+    // The shutdown timeout is 10 s; open streams must not hold the stop for it.
+    assert!(
+        took < Duration::from_secs(5),
+        "stop took {took:?} with open event streams"
+    );
+    for s in &mut streams {
+        assert!(
+            s.ended_within(Duration::from_secs(2)),
+            "the stream was closed"
+        );
+    }
+}
