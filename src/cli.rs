@@ -110,4 +110,12 @@ pub enum NotesCommand {
     /// Delete a note
     #[command(alias = "delete")]
     Rm { key: String },
+    /// Import notes from JSON lines ({"key"?, "title", "body"} per line); "-" reads stdin
+    Import { file: String },
+    /// Export every note as JSON lines, oldest first [default: to standard output]
+    Export {
+        /// File to write (must not exist); "-" is standard output
+        #[arg(default_value = "-")]
+        file: String,
+    },
 }

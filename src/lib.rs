@@ -13,6 +13,7 @@ pub mod notes_cmd;
 pub mod server;
 pub mod store;
 pub mod timefmt;
+pub mod transfer;
 pub mod web;
 
 use std::process::ExitCode;

@@ -70,6 +70,21 @@ pub fn run(store: &dyn NoteStore, command: NotesCommand) -> anyhow::Result<ExitC
             let deleted = store.delete(&key)?;
             eprintln!("deleted {:?} ({})", deleted.key, deleted.title);
         }
+        NotesCommand::Import { file } => {
+            drop(out);
+            let summary = crate::transfer::import(store, &file)?;
+            // The good lines are saved either way; a non-zero exit tells scripts some were not.
+            return Ok(if summary.skipped > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        NotesCommand::Export { file } => {
+            drop(out);
+            crate::transfer::export(store, &file)?;
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

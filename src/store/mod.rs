@@ -91,6 +91,16 @@ pub trait NoteStore: Send + Sync + 'static {
     /// Succeeds when the store can be read: what `/healthz` reports.
     fn check_health(&self) -> Result<(), StoreError>;
 
+    /// Creates many notes in as few transactions as is efficient. One result per note, in
+    /// order: a note that fails (say, its key exists) does not stop the others.
+    fn create_many(&self, notes: Vec<NewNote>)
+    -> Result<Vec<Result<Note, StoreError>>, StoreError>;
+    /// Calls `visit` for every note, oldest first, from one consistent snapshot.
+    fn for_each_note(
+        &self,
+        visit: &mut dyn FnMut(Note) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError>;
+
     /// Changes with an id above `after`, oldest first, at most `limit`.
     fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError>;
     /// The id of the newest change (0 when there is none).

@@ -189,6 +189,35 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
+/// Inserts one note (generating its key if it has none) and logs the change, inside the
+/// caller's write transaction.
+fn insert_note(tx: &Connection, note: &NewNote, now: i64) -> Result<Note, StoreError> {
+    let key = match &note.key {
+        Some(k) => k.as_str().to_owned(),
+        None => SqliteStore::free_key(tx, &slug_from_title(note.content.title()))?,
+    };
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO notes (key, title, body, version, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?4)",
+        )?
+        .execute((&key, note.content.title(), note.content.body(), now));
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => return Err(StoreError::KeyExists(key)),
+        Err(e) => return Err(e.into()),
+    }
+    log_change(tx, ChangeKind::Created, &key, note.content.title(), 1, now)?;
+    Ok(Note {
+        key,
+        title: note.content.title().to_owned(),
+        body: note.content.body().to_owned(),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
 /// Changes kept in the log: enough for any client that was away for a while to resume; one
 /// that was away longer reloads its page.
 const KEPT_CHANGES: i64 = 10_000;
@@ -331,32 +360,50 @@ impl NoteStore for SqliteStore {
     fn create(&self, note: NewNote) -> Result<Note, StoreError> {
         let mut writer = self.writer();
         let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let key = match &note.key {
-            Some(k) => k.as_str().to_owned(),
-            None => Self::free_key(&tx, &slug_from_title(note.content.title()))?,
-        };
-        let now = now_millis();
-        let inserted = tx
-            .prepare_cached(
-                "INSERT INTO notes (key, title, body, version, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?4)",
-            )?
-            .execute((&key, note.content.title(), note.content.body(), now));
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::KeyExists(key)),
-            Err(e) => return Err(e.into()),
-        }
-        log_change(&tx, ChangeKind::Created, &key, note.content.title(), 1, now)?;
+        let created = insert_note(&tx, &note, now_millis())?;
         tx.commit()?;
-        Ok(Note {
-            key,
-            title: note.content.title().to_owned(),
-            body: note.content.body().to_owned(),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        })
+        Ok(created)
+    }
+
+    fn create_many(
+        &self,
+        notes: Vec<NewNote>,
+    ) -> Result<Vec<Result<Note, StoreError>>, StoreError> {
+        let mut writer = self.writer();
+        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_millis();
+        let mut results = Vec::with_capacity(notes.len());
+        for note in &notes {
+            match insert_note(&tx, note, now) {
+                Ok(n) => results.push(Ok(n)),
+                // The note's own problem: report it, keep the others.
+                Err(e @ StoreError::KeyExists(_)) => results.push(Err(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    fn for_each_note(
+        &self,
+        visit: &mut dyn FnMut(Note) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let conn = self.readers.get()?;
+        conn.execute_batch("BEGIN")?;
+        let result = (|| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {NOTE_COLUMNS} FROM notes ORDER BY id"))?;
+            let mut rows = stmt.query([])?;
+            let mut n = 0;
+            while let Some(row) = rows.next()? {
+                visit(note_from_row(row)?)?;
+                n += 1;
+            }
+            Ok(n)
+        })();
+        conn.execute_batch("COMMIT")?;
+        result
     }
 
     fn update(&self, key: &str, update: NoteUpdate) -> Result<Note, StoreError> {

@@ -1,0 +1,193 @@
+//! `notes import` and `notes export`: notes as JSON lines, streamed, so 100,000 notes take
+//! seconds and little memory. Import commits in batches; a bad line is reported with its line
+//! number and skipped, and every good line is kept.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+
+use crate::store::{NewNote, NoteStore, StoreError};
+
+/// Notes per write transaction: large enough to amortise the commit, small enough that other
+/// writers (instances serving requests) wait only milliseconds.
+const BATCH: usize = 1000;
+
+/// One line of an import file. Exported lines carry more fields; those are accepted and
+/// ignored (a note gets a new version and times when imported).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    key: Option<String>,
+    title: String,
+    body: String,
+    #[serde(rename = "version")]
+    _version: Option<serde_json::Value>,
+    #[serde(rename = "created_at")]
+    _created_at: Option<serde_json::Value>,
+    #[serde(rename = "updated_at")]
+    _updated_at: Option<serde_json::Value>,
+}
+
+pub struct ImportSummary {
+    pub imported: u64,
+    pub skipped: u64,
+}
+
+/// Imports `source` (a path, or "-" for standard input).
+pub fn import(store: &dyn NoteStore, source: &str) -> anyhow::Result<ImportSummary> {
+    let started = Instant::now();
+    let (reader, size): (Box<dyn Read>, Option<u64>) = if source == "-" {
+        (Box::new(io::stdin().lock()), None)
+    } else {
+        let file = File::open(source).with_context(|| format!("cannot open {source}"))?;
+        let size = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), size)
+    };
+    let progress = progress_bar(size, "importing");
+    let mut reader = BufReader::with_capacity(256 * 1024, reader);
+    let mut summary = ImportSummary {
+        imported: 0,
+        skipped: 0,
+    };
+    let mut batch: Vec<(u64, NewNote)> = Vec::with_capacity(BATCH);
+    let mut line = String::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .with_context(|| format!("reading {source} after line {number}"))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        progress.inc(read as u64);
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match parse_line(text) {
+            Ok(note) => batch.push((number, note)),
+            Err(reason) => {
+                summary.skipped += 1;
+                progress.suspend(|| eprintln!("{source}: line {number}: {reason}"));
+            }
+        }
+        if batch.len() == BATCH {
+            flush(store, &mut batch, &mut summary, source, &progress)?;
+        }
+    }
+    flush(store, &mut batch, &mut summary, source, &progress)?;
+    progress.finish_and_clear();
+    eprintln!(
+        "imported {} notes from {source} in {:.1} s{}",
+        summary.imported,
+        started.elapsed().as_secs_f64(),
+        if summary.skipped > 0 {
+            format!("; {} line(s) skipped (see above)", summary.skipped)
+        } else {
+            String::new()
+        }
+    );
+    Ok(summary)
+}
+
+fn parse_line(text: &str) -> Result<NewNote, String> {
+    let line: Line = serde_json::from_str(text).map_err(|e| {
+        // serde_json reports a position within the line; the line number is ours.
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        if e.is_data() {
+            message.to_owned()
+        } else {
+            format!("not valid JSON ({message})")
+        }
+    })?;
+    NewNote::parse(line.key.as_deref(), &line.title, &line.body).map_err(|e| e.to_string())
+}
+
+fn flush(
+    store: &dyn NoteStore,
+    batch: &mut Vec<(u64, NewNote)>,
+    summary: &mut ImportSummary,
+    source: &str,
+    progress: &ProgressBar,
+) -> anyhow::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let (numbers, notes): (Vec<u64>, Vec<NewNote>) = batch.drain(..).unzip();
+    let results = store.create_many(notes)?;
+    for (number, result) in numbers.into_iter().zip(results) {
+        match result {
+            Ok(_) => summary.imported += 1,
+            Err(e) => {
+                summary.skipped += 1;
+                progress.suspend(|| eprintln!("{source}: line {number}: {e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes every note, oldest first, as JSON lines to `target` (a path, or "-").
+pub fn export(store: &dyn NoteStore, target: &str) -> anyhow::Result<u64> {
+    let out: Box<dyn Write> = if target == "-" {
+        Box::new(io::stdout().lock())
+    } else {
+        if Path::new(target).exists() {
+            anyhow::bail!("{target} exists; choose another file or remove it first");
+        }
+        Box::new(File::create(target).with_context(|| format!("cannot create {target}"))?)
+    };
+    let mut out = BufWriter::with_capacity(256 * 1024, out);
+    let progress = progress_bar(None, "exporting");
+    let mut io_error = None;
+    let written = store.for_each_note(&mut |note| {
+        let result = serde_json::to_writer(&mut out, &note)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        progress.inc(1);
+        result.map_err(|e| {
+            io_error = Some(e);
+            // Stops the iteration; the real error is `io_error`.
+            StoreError::NotFound(String::new())
+        })
+    });
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    let written = written?;
+    out.flush()?;
+    progress.finish_and_clear();
+    if target != "-" {
+        eprintln!("exported {written} notes to {target}");
+    }
+    Ok(written)
+}
+
+/// A progress bar on standard error when it is a terminal; hidden otherwise.
+fn progress_bar(bytes: Option<u64>, what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    match bytes {
+        Some(total) => ProgressBar::new(total).with_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg} {pos} notes ({per_sec})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    }
+    .with_message(what.to_owned())
+}
