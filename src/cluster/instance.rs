@@ -212,6 +212,21 @@ impl Instance {
         }
     }
 
+    /// Repeats the instance's last output lines as supervisor events: the reason it failed is
+    /// usually there.
+    fn show_last_lines(&self) {
+        let lines: Vec<String> = {
+            let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            s.last_lines.iter().cloned().collect()
+        };
+        if !lines.is_empty() {
+            self.out.event(&format!("{} last output:", self.port));
+            for l in &lines {
+                self.out.event(&format!("{}   {l}", self.port));
+            }
+        }
+    }
+
     fn finish(&self) {
         self.update(|s| {
             s.state = State::Stopped;
@@ -234,21 +249,12 @@ impl Instance {
         self.update(|s| s.restarts += 1);
         match policy.on_crash(Instant::now(), uptime) {
             Verdict::GiveUp { crashes, window } => {
-                let lines: Vec<String> = {
-                    let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-                    s.last_lines.iter().cloned().collect()
-                };
                 let failure = format!(
                     "gave up after {crashes} crashes within {}; last: {reason}",
                     human_duration(window)
                 );
                 self.out.event(&format!("{} {failure}", self.port));
-                if !lines.is_empty() {
-                    self.out.event(&format!("{} last output:", self.port));
-                    for l in &lines {
-                        self.out.event(&format!("{}   {l}", self.port));
-                    }
-                }
+                self.show_last_lines();
                 self.update(|s| {
                     s.state = State::Failed;
                     s.failure = Some(failure);
@@ -326,6 +332,7 @@ impl Instance {
                         spawned.pid,
                         human_duration(timeout)
                     ));
+                    self.show_last_lines();
                 }
                 Err(e)
             }

@@ -189,6 +189,17 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
+/// Runs `f` in one read transaction (one consistent snapshot), ended whatever `f` returns.
+fn in_read_transaction<T>(
+    conn: &Connection,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("BEGIN")?;
+    let result = f();
+    conn.execute_batch("COMMIT")?;
+    result
+}
+
 /// Inserts one note (generating its key if it has none) and logs the change, inside the
 /// caller's write transaction.
 fn insert_note(tx: &Connection, note: &NewNote, now: i64) -> Result<Note, StoreError> {
@@ -299,8 +310,7 @@ impl NoteStore for SqliteStore {
     fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
         let conn = self.readers.get()?;
         // One read transaction: the count and the page come from the same snapshot.
-        conn.execute_batch("BEGIN")?;
-        let result = (|| {
+        in_read_transaction(&conn, || {
             let total: i64 = conn
                 .prepare_cached("SELECT note_count FROM note_stats WHERE id = 1")?
                 .query_row([], |r| r.get(0))?;
@@ -347,9 +357,7 @@ impl NoteStore for SqliteStore {
                 total: total.max(0) as u64,
                 next_cursor,
             })
-        })();
-        conn.execute_batch("COMMIT")?;
-        result
+        })
     }
 
     fn get(&self, key: &str) -> Result<Note, StoreError> {
@@ -390,8 +398,7 @@ impl NoteStore for SqliteStore {
         visit: &mut dyn FnMut(Note) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
         let conn = self.readers.get()?;
-        conn.execute_batch("BEGIN")?;
-        let result = (|| {
+        in_read_transaction(&conn, || {
             let mut stmt =
                 conn.prepare_cached(&format!("SELECT {NOTE_COLUMNS} FROM notes ORDER BY id"))?;
             let mut rows = stmt.query([])?;
@@ -401,9 +408,7 @@ impl NoteStore for SqliteStore {
                 n += 1;
             }
             Ok(n)
-        })();
-        conn.execute_batch("COMMIT")?;
-        result
+        })
     }
 
     fn update(&self, key: &str, update: NoteUpdate) -> Result<Note, StoreError> {

@@ -131,12 +131,16 @@ pub struct KeyParam {
     key: Option<String>,
 }
 
-/// The `key` query parameter, required.
-fn required_key(query: Result<Query<KeyParam>, QueryRejection>) -> Result<String, AppError> {
+/// The note named by the required `key` query parameter.
+async fn note_from_query(
+    state: &AppState,
+    query: Result<Query<KeyParam>, QueryRejection>,
+) -> Result<Note, AppError> {
     let Query(params) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    params
-        .key
-        .ok_or_else(|| AppError::Invalid("the URL is missing the key parameter (?key=...)".into()))
+    let key = params.key.ok_or_else(|| {
+        AppError::Invalid("the URL is missing the key parameter (?key=...)".into())
+    })?;
+    Ok(state.blocking(move |s| s.get(&key)).await?)
 }
 
 #[derive(Deserialize)]
@@ -199,8 +203,7 @@ pub async fn view(
     State(state): State<AppState>,
     query: Result<Query<KeyParam>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let key = required_key(query)?;
-    let note = state.blocking(move |s| s.get(&key)).await?;
+    let note = note_from_query(&state, query).await?;
     Ok(render(StatusCode::OK, &ViewPage { note: note.into() }))
 }
 
@@ -208,8 +211,7 @@ pub async fn edit_form(
     State(state): State<AppState>,
     query: Result<Query<KeyParam>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let key = required_key(query)?;
-    let note = state.blocking(move |s| s.get(&key)).await?;
+    let note = note_from_query(&state, query).await?;
     Ok(render(StatusCode::OK, &edit_page(&note)))
 }
 
@@ -230,8 +232,7 @@ pub async fn destroy_form(
     State(state): State<AppState>,
     query: Result<Query<KeyParam>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let key = required_key(query)?;
-    let note = state.blocking(move |s| s.get(&key)).await?;
+    let note = note_from_query(&state, query).await?;
     Ok(render(StatusCode::OK, &DestroyPage { note: note.into() }))
 }
 
