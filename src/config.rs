@@ -22,11 +22,8 @@ pub const DEFAULT_CLUSTER_PORTS: [u16; 2] = [3001, 3002];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read configuration file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read configuration file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("invalid configuration file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("invalid configuration ({origin}): {message}")]
@@ -220,7 +217,7 @@ impl Config {
         let database = match (&overrides.database, db_path) {
             (Some(p), _) => p.clone(),
             (None, Some(p)) => base.join(p),
-            (None, None) => PathBuf::from(DEFAULT_DATABASE),
+            (None, None) => base.join(DEFAULT_DATABASE),
         };
         if database.as_os_str().is_empty() {
             return Err(invalid("the database path is empty".into()));
@@ -327,9 +324,9 @@ fn validate_cluster(c: &ClusterConfig) -> Result<(), String> {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     parse(&text, path)
 }

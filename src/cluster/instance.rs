@@ -3,10 +3,12 @@
 //!
 //! States and their transitions:
 //!
-//!     Starting ──ready──> Ready ──crash──> Backoff ──delay──> Starting
-//!        │                  │ └──reload──> Reloading ──new one ready, old stopped──> Ready
-//!        └──crash/timeout───┴──too many crashes──> Failed
-//!     any ──stop──> Stopping ──> Stopped
+//! ```text
+//! Starting ──ready──> Ready ──crash──> Backoff ──delay──> Starting
+//!    │                  │ └──reload──> Reloading ──new one ready, old stopped──> Ready
+//!    └──crash/timeout───┴──too many crashes──> Failed
+//! any ──stop──> Stopping ──> Stopped
+//! ```
 //!
 //! The port's listening socket belongs to the supervisor, so while this task restarts or
 //! replaces the process, connections wait in the kernel's queue instead of being refused.

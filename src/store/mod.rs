@@ -53,7 +53,7 @@ pub struct NoteUpdate {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
-    Invalid(#[from] ValidationError),
+    Invalid(ValidationError),
     #[error("no note with key {0:?}")]
     NotFound(String),
     #[error("a note with key {0:?} already exists")]
@@ -75,9 +75,29 @@ pub enum StoreError {
         known: i64,
     },
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("database connection pool: {0}")]
-    Pool(#[from] r2d2::Error),
+    Pool(r2d2::Error),
+}
+
+// The messages above already include the inner error, so it is not also a `source()`:
+// printing the chain would repeat it.
+impl From<ValidationError> for StoreError {
+    fn from(e: ValidationError) -> Self {
+        Self::Invalid(e)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        Self::Pool(e)
+    }
 }
 
 /// The store API shared by every frontend.
