@@ -9,7 +9,11 @@
   var form = document.querySelector('form.note-form[data-key]');
   if (!list && !article && !form) return;
 
-  var source = new EventSource('/events');
+  // Start right after the change the page was rendered from, so nothing made in between is
+  // missed; the browser sends Last-Event-ID by itself when it reconnects.
+  var holder = list || article || form;
+  var after = holder.getAttribute('data-events-after');
+  var source = new EventSource(after && /^\d+$/.test(after) ? '/events?after=' + after : '/events');
   function on(kind, handle) {
     source.addEventListener(kind, function (e) {
       try { handle(JSON.parse(e.data)); } catch (err) { /* a malformed event changes nothing */ }
@@ -81,7 +85,8 @@
       fetch('/api/notes/' + encodeURIComponent(key), { headers: { Accept: 'application/json' } })
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (note) {
-          if (!note) return;
+          // Two quick edits: an answer that arrives late must not undo a newer one.
+          if (!note || note.version <= parseInt(article.getAttribute('data-version'), 10)) return;
           article.setAttribute('data-version', String(note.version));
           document.getElementById('note-title').textContent = note.title;
           document.getElementById('note-body').textContent = note.body;

@@ -130,6 +130,20 @@ impl Stream {
         }
     }
 
+    /// The id carried by the stream's first block (before any change): its starting point.
+    fn greeting_id(&mut self) -> Option<i64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.buffer.contains("\n\n") && Instant::now() < deadline {
+            self.fill();
+        }
+        let end = self.buffer.find("\n\n")?;
+        let block: String = self.buffer.drain(..end + 2).collect();
+        block
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .and_then(|v| v.parse().ok())
+    }
+
     fn take(&mut self, n: usize) -> Vec<Event> {
         let mut events = Vec::new();
         while events.len() < n {
@@ -267,6 +281,11 @@ fn last_event_id_resumes_without_gaps_or_duplicates() {
     assert_eq!(live[0].data["key"], "k6");
     assert!(live[0].id > replay_ids[2]);
     assert!(resumed.next(Duration::from_millis(300)).is_none());
+
+    // A fresh stream names its starting point at once, so a browser whose connection drops
+    // before any change arrives resumes from there rather than from whenever it reconnects.
+    let mut fresh = Stream::open(a.port, None);
+    assert_eq!(fresh.greeting_id(), Some(live[0].id));
 
     // A bad Last-Event-ID is a clear 422, not a stream.
     let r = common::request(b.port, "GET", "/events", &[("Last-Event-ID", "abc")], b"");

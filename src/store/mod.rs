@@ -40,6 +40,8 @@ pub struct NotePage {
     pub total: u64,
     /// Present when more notes follow this page.
     pub next_cursor: Option<i64>,
+    /// The newest change this page reflects: live updates continue after it.
+    pub as_of_change: i64,
 }
 
 /// An update: new content, optionally only if the note is still at `expected_version`.

@@ -311,9 +311,12 @@ impl NoteStore for SqliteStore {
         let conn = self.readers.get()?;
         // One read transaction: the count and the page come from the same snapshot.
         in_read_transaction(&conn, || {
-            let total: i64 = conn
-                .prepare_cached("SELECT note_count FROM note_stats WHERE id = 1")?
-                .query_row([], |r| r.get(0))?;
+            let (total, as_of_change): (i64, i64) = conn
+                .prepare_cached(
+                    "SELECT note_count, (SELECT COALESCE(MAX(id), 0) FROM changes)
+                     FROM note_stats WHERE id = 1",
+                )?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             // One extra row tells whether a next page exists.
             let fetch = i64::from(query.limit) + 1;
             let mut rows = Vec::with_capacity(query.limit as usize + 1);
@@ -356,6 +359,7 @@ impl NoteStore for SqliteStore {
                 notes: rows.into_iter().map(|(_, n)| n).collect(),
                 total: total.max(0) as u64,
                 next_cursor,
+                as_of_change,
             })
         })
     }

@@ -93,8 +93,14 @@ impl Cursor {
     async fn next(&mut self) -> Option<Event> {
         if !self.greeted {
             self.greeted = true;
-            // Tells the browser how soon to reconnect; carries the position for fresh clients.
-            return Some(Event::default().retry(RETRY).comment("notesctl events"));
+            // Tells the browser how soon to reconnect, and where it is: a stream that drops
+            // before its first change resumes from here, not from whenever it reconnects.
+            return Some(
+                Event::default()
+                    .id(self.last.to_string())
+                    .retry(RETRY)
+                    .comment("notesctl events"),
+            );
         }
         loop {
             if *self.closing.borrow() {

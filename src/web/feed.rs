@@ -7,6 +7,7 @@
 //! note write, so nothing committed is missed, and ids never repeat.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -21,6 +22,8 @@ const BATCH: u32 = 500;
 
 pub struct ChangeFeed {
     tx: broadcast::Sender<Arc<Change>>,
+    /// The newest change id this feed has seen.
+    last: Arc<AtomicI64>,
 }
 
 impl ChangeFeed {
@@ -29,7 +32,11 @@ impl ChangeFeed {
         let mut watcher = store.change_watcher()?;
         let mut last = store.last_change_id()?;
         let (tx, _) = broadcast::channel(CAPACITY);
-        let feed = Arc::new(Self { tx: tx.clone() });
+        let seen = Arc::new(AtomicI64::new(last));
+        let feed = Arc::new(Self {
+            tx: tx.clone(),
+            last: Arc::clone(&seen),
+        });
         std::thread::Builder::new()
             .name("change-feed".into())
             .spawn(move || {
@@ -37,7 +44,10 @@ impl ChangeFeed {
                     std::thread::sleep(POLL_INTERVAL);
                     match watcher.changed() {
                         Ok(false) => {}
-                        Ok(true) => last = publish(store.as_ref(), &tx, last),
+                        Ok(true) => {
+                            last = publish(store.as_ref(), &tx, last);
+                            seen.store(last, Ordering::Release);
+                        }
                         Err(e) => tracing::warn!("change feed: {e}"),
                     }
                 }
@@ -52,13 +62,22 @@ impl ChangeFeed {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.tx.subscribe()
     }
+
+    /// The newest change id seen: where a page that does not read the log itself starts its
+    /// live updates (replaying a change it already shows is harmless for single-note pages).
+    pub fn last_seen(&self) -> i64 {
+        self.last.load(Ordering::Acquire)
+    }
 }
 
 /// Broadcasts every change after `last`; returns the new last id.
 fn publish(store: &dyn NoteStore, tx: &broadcast::Sender<Arc<Change>>, mut last: i64) -> i64 {
+    // Nobody listens: just move the mark, so a later subscriber does not get old news. The
+    // newest id is read before the count: a subscriber arriving after the count was read reads
+    // its own starting point later still, so it cannot fall between the two.
+    let newest = store.last_change_id();
     if tx.receiver_count() == 0 {
-        // Nobody listens: just move the mark, so a later subscriber does not get old news.
-        return store.last_change_id().unwrap_or(last);
+        return newest.unwrap_or(last);
     }
     loop {
         match store.changes_after(last, BATCH) {

@@ -46,6 +46,8 @@ impl From<Note> for NoteView {
 #[template(path = "index.html")]
 struct IndexPage {
     notes: Vec<NoteView>,
+    /// Live updates continue after this change (see `live.js`).
+    events_after: i64,
     per_page: u32,
     total: u64,
     page: u64,
@@ -58,11 +60,13 @@ struct IndexPage {
 #[template(path = "view.html")]
 struct ViewPage {
     note: NoteView,
+    events_after: i64,
 }
 
 #[derive(Template)]
 #[template(path = "form.html")]
 struct FormPage {
+    events_after: i64,
     page_title: String,
     docreate: &'static str,
     notekey: String,
@@ -131,16 +135,20 @@ pub struct KeyParam {
     key: Option<String>,
 }
 
-/// The note named by the required `key` query parameter.
+/// The note named by the required `key` query parameter, and the change id its page's live
+/// updates continue after. That id is read first: a change made meanwhile is then replayed
+/// (harmless: the page checks versions), never skipped.
 async fn note_from_query(
     state: &AppState,
     query: Result<Query<KeyParam>, QueryRejection>,
-) -> Result<Note, AppError> {
+) -> Result<(Note, i64), AppError> {
     let Query(params) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let key = params.key.ok_or_else(|| {
         AppError::Invalid("the URL is missing the key parameter (?key=...)".into())
     })?;
-    Ok(state.blocking(move |s| s.get(&key)).await?)
+    let events_after = state.feed.last_seen();
+    let note = state.blocking(move |s| s.get(&key)).await?;
+    Ok((note, events_after))
 }
 
 #[derive(Deserialize)]
@@ -173,6 +181,7 @@ pub async fn index(
     let view = IndexPage {
         notes: list.notes.into_iter().map(NoteView::from).collect(),
         per_page: PER_PAGE,
+        events_after: list.as_of_change,
         total: list.total,
         page,
         pages,
@@ -188,6 +197,7 @@ pub async fn add_form() -> Response {
 
 fn blank_form() -> FormPage {
     FormPage {
+        events_after: 0,
         page_title: "Add a Note".into(),
         docreate: "create",
         notekey: String::new(),
@@ -203,20 +213,25 @@ pub async fn view(
     State(state): State<AppState>,
     query: Result<Query<KeyParam>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let note = note_from_query(&state, query).await?;
-    Ok(render(StatusCode::OK, &ViewPage { note: note.into() }))
+    let (note, events_after) = note_from_query(&state, query).await?;
+    let page = ViewPage {
+        note: note.into(),
+        events_after,
+    };
+    Ok(render(StatusCode::OK, &page))
 }
 
 pub async fn edit_form(
     State(state): State<AppState>,
     query: Result<Query<KeyParam>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let note = note_from_query(&state, query).await?;
-    Ok(render(StatusCode::OK, &edit_page(&note)))
+    let (note, events_after) = note_from_query(&state, query).await?;
+    Ok(render(StatusCode::OK, &edit_page(&note, events_after)))
 }
 
-fn edit_page(note: &Note) -> FormPage {
+fn edit_page(note: &Note, events_after: i64) -> FormPage {
     FormPage {
+        events_after,
         page_title: format!("Edit {}", note.title),
         docreate: "update",
         notekey: note.key.clone(),
@@ -232,7 +247,7 @@ pub async fn destroy_form(
     State(state): State<AppState>,
     query: Result<Query<KeyParam>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let note = note_from_query(&state, query).await?;
+    let (note, _) = note_from_query(&state, query).await?;
     Ok(render(StatusCode::OK, &DestroyPage { note: note.into() }))
 }
 
@@ -345,6 +360,7 @@ fn form_error_page(form: SaveForm, error: AppError) -> Response {
             let updating = form.docreate.as_deref() == Some("update");
             let notekey = form.notekey.unwrap_or_default();
             let page = FormPage {
+                events_after: 0,
                 page_title: if updating {
                     format!("Edit {mine_title}")
                 } else {
