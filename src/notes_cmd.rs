@@ -142,7 +142,21 @@ fn write_note(out: &mut impl Write, n: &Note) -> io::Result<()> {
         timefmt::human(n.updated_at)
     )?;
     writeln!(out)?;
-    writeln!(out, "{}", n.body)
+    writeln!(out, "{}", terminal_safe(&n.body))
+}
+
+/// The body as text for a terminal: control characters other than line breaks and tabs (an
+/// escape sequence could rewrite the screen) are shown as `\u{..}`. `--json` prints it as is.
+fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn display_width(s: &str, max: usize) -> usize {
@@ -157,5 +171,13 @@ fn truncate(s: &str, max: usize) -> String {
         let mut t: String = s.chars().take(max - 1).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_sequences_do_not_reach_the_terminal() {
+        assert_eq!(super::terminal_safe("a\x1b[2Jb\n\tc"), "a\\u{1b}[2Jb\n\tc");
     }
 }

@@ -6,7 +6,9 @@
 //! a writer takes the lock before reading what it will change and never fails part-way with
 //! "database is locked"; a busy timeout covers the wait for other processes' writers.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -86,7 +88,7 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut writer =
             Connection::open_with_flags(path, flags).map_err(|e| open_error(e.to_string()))?;
-        writer.busy_timeout(options.busy_timeout)?;
+        set_busy_wait(&writer, options.busy_timeout)?;
         enable_wal(&writer, options.busy_timeout).map_err(|e| open_error(e.to_string()))?;
         let sync = match options.synchronous {
             Synchronous::Normal => "NORMAL",
@@ -99,7 +101,7 @@ impl SqliteStore {
         let manager = SqliteConnectionManager::file(path)
             .with_flags(flags)
             .with_init(move |c| {
-                c.busy_timeout(busy)?;
+                set_busy_wait(c, busy)?;
                 c.pragma_update(None, "query_only", true)
             });
         let readers = Pool::builder()
@@ -152,6 +154,45 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The busy timeout, for `busy_wait` (SQLite takes a plain function pointer, which cannot
+/// capture it). Every store in a process uses the same configuration.
+static BUSY_TIMEOUT_MS: AtomicU64 = AtomicU64::new(30_000);
+
+thread_local! {
+    /// When the current wait for a lock began.
+    static WAIT_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+fn set_busy_wait(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+    BUSY_TIMEOUT_MS.store(timeout.as_millis() as u64, Ordering::Relaxed);
+    conn.busy_handler(Some(busy_wait))
+}
+
+/// Called by SQLite while another process holds the write lock; true means "try again".
+/// SQLite's own handler sleeps 1, 2, 5, 10 ... 100 ms between tries, far longer than a commit
+/// holds the lock here (tens of microseconds), so two busy instances would mostly sleep. This
+/// one retries every 100 µs for the first 10 ms, then every millisecond, until the timeout.
+fn busy_wait(attempt: i32) -> bool {
+    let now = Instant::now();
+    let started = WAIT_STARTED.with(|w| {
+        if attempt == 0 {
+            w.set(Some(now));
+        }
+        w.get().unwrap_or(now)
+    });
+    let waited = now.duration_since(started);
+    if waited >= Duration::from_millis(BUSY_TIMEOUT_MS.load(Ordering::Relaxed)) {
+        return false;
+    }
+    let pause = if waited < Duration::from_millis(10) {
+        Duration::from_micros(100)
+    } else {
+        Duration::from_millis(1)
+    };
+    std::thread::sleep(pause);
+    true
 }
 
 /// Switching to WAL needs a moment of exclusive access; when many processes open a new file at
