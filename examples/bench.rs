@@ -1,0 +1,1166 @@
+//! The benchmark: `cargo run --release --example bench`.
+//!
+//! In one run on this machine it seeds databases of 1,000 and 100,000 notes, measures requests/s
+//! and p50/p99 latency of `GET /`, `GET /notes/view` and `POST /notes/save` with 1 instance
+//! (`notesctl serve`) and 2 instances (`notesctl cluster`), measures the two ceilings (a minimal
+//! axum server returning a body of the same size; raw single-row `BEGIN IMMEDIATE` inserts), RSS,
+//! cold start, crash recovery and live-update latency, and prints one table (also as Markdown,
+//! for BENCHMARKS.md). It is a measurement, not a test: it exits 0 whatever the results.
+//!
+//! Environment: `BENCH_SECS` (measurement window per load, default 3), `BENCH_CONNS`
+//! (connections, default 32), `BENCH_REPEAT` (runs per figure, the best kept, default 2),
+//! `BENCH_NOTESCTL` (a notesctl binary to measure instead of
+//! building target/release/notesctl, e.g. to compare two builds).
+
+#[path = "bench/http.rs"]
+mod http;
+#[path = "bench/procs.rs"]
+mod procs;
+#[path = "bench/seed.rs"]
+mod seed;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use http::{LoadResult, LoadSpec, Workload};
+use procs::{Proc, RssSampler, addr, cpu_secs, free_port, mb, rss_bytes};
+
+const COMMAND: &str = "cargo run --release --example bench";
+const SMALL: usize = 1_000;
+const LARGE: usize = 100_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--ceiling-server") {
+        let bytes = args.get(2).and_then(|b| b.parse().ok()).unwrap_or(4096);
+        if let Err(e) = seed::run_ceiling_server(bytes) {
+            eprintln!("ceiling server: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Err(e) = run() {
+        eprintln!("bench failed: {e:#}");
+        // Still a measurement run: report the failure, exit non-zero only for a broken bench.
+        std::process::exit(1);
+    }
+}
+
+// ---- the table -------------------------------------------------------------------------------
+
+struct Row {
+    figure: String,
+    value: String,
+    ceiling: String,
+    ratio: String,
+    target: String,
+    pass: Option<bool>,
+}
+
+impl Row {
+    fn info(figure: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            figure: figure.into(),
+            value: value.into(),
+            ceiling: "–".into(),
+            ratio: "–".into(),
+            target: "–".into(),
+            pass: None,
+        }
+    }
+
+    fn result(&self) -> &'static str {
+        match self.pass {
+            Some(true) => "PASS",
+            Some(false) => "FAIL",
+            None => "–",
+        }
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let headers = ["figure", "value", "ceiling", "ratio", "target", "result"];
+    let cells: Vec<[&str; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.figure.as_str(),
+                r.value.as_str(),
+                r.ceiling.as_str(),
+                r.ratio.as_str(),
+                r.target.as_str(),
+                r.result(),
+            ]
+        })
+        .collect();
+    let mut widths = headers.map(|h| h.chars().count());
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: [&str; 6]| {
+        let mut s = String::new();
+        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(c);
+            s.push_str(&" ".repeat(w - c.chars().count()));
+        }
+        println!("{}", s.trim_end());
+    };
+    line(headers);
+    line(widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str));
+    for row in cells {
+        line(row);
+    }
+}
+
+fn print_markdown(rows: &[Row]) {
+    println!("| figure | value | ceiling | ratio | target | result |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.figure,
+            r.value,
+            r.ceiling,
+            r.ratio,
+            r.target,
+            r.result()
+        );
+    }
+}
+
+// ---- servers under test ----------------------------------------------------------------------
+
+/// One `notesctl serve`, or a `notesctl cluster` with its instances.
+struct Server {
+    proc: Proc,
+    ports: Vec<u16>,
+    /// The cluster's notes.toml.
+    config: Option<PathBuf>,
+    /// The processes serving requests.
+    instance_pids: Vec<u32>,
+    supervisor_pid: Option<u32>,
+    /// The database file, if any.
+    db: Option<PathBuf>,
+}
+
+impl Server {
+    /// Size of the database's write-ahead log, in bytes.
+    fn wal_bytes(&self) -> Option<u64> {
+        let db = self.db.as_ref()?;
+        std::fs::metadata(format!("{}-wal", db.display()))
+            .ok()
+            .map(|m| m.len())
+    }
+
+    fn targets(&self) -> Vec<SocketAddr> {
+        self.ports.iter().map(|p| addr(*p)).collect()
+    }
+
+    fn label(&self) -> &'static str {
+        if self.config.is_some() {
+            "2 instances"
+        } else {
+            "1 instance"
+        }
+    }
+
+    fn stop(mut self) {
+        self.proc.stop(Duration::from_secs(15));
+    }
+}
+
+/// What one load run measured, with the processes' RSS and CPU during it.
+struct Measured {
+    load: LoadResult,
+    instance_rss_max: u64,
+    supervisor_rss_max: u64,
+}
+
+struct Bench {
+    exe: PathBuf,
+    dir: PathBuf,
+    rt: tokio::runtime::Runtime,
+    conns: usize,
+    /// Runs per figure; the best is kept.
+    repeat: usize,
+    warmup: Duration,
+    measure: Duration,
+    runs: HashMap<String, Measured>,
+    instance_rss_idle: u64,
+    supervisor_rss_max: u64,
+    /// The most CPU other processes used during a load run (percent of one core).
+    others_max: f64,
+    /// The largest write-ahead log seen after a load run.
+    wal_max: u64,
+}
+
+fn notesctl(exe: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(dir);
+    for var in [
+        "NOTES_CONFIG",
+        "NOTES_DB",
+        "NOTES_HOST",
+        "PORT",
+        "RUST_LOG",
+        "DEBUG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn copy_db(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+    let wal = PathBuf::from(format!("{}-wal", from.display()));
+    if wal.exists() {
+        std::fs::copy(&wal, format!("{}-wal", to.display()))?;
+    }
+    Ok(())
+}
+
+/// Polls `GET /healthz` until it answers 200.
+async fn wait_healthy(target: SocketAddr, timeout: Duration) -> anyhow::Result<Duration> {
+    let began = Instant::now();
+    loop {
+        if let Ok(r) = http::fetch(target, "/healthz", Duration::from_secs(5)).await
+            && r.status == 200
+        {
+            return Ok(began.elapsed());
+        }
+        if began.elapsed() > timeout {
+            anyhow::bail!("{target} did not answer GET /healthz 200 within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+impl Bench {
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    fn start_serve(&self, db: &Path, name: &str) -> anyhow::Result<Server> {
+        let port = free_port();
+        let mut cmd = notesctl(&self.exe, &self.dir);
+        cmd.arg("--db")
+            .arg(db)
+            .args(["serve", "--port", &port.to_string()]);
+        let proc = Proc::spawn(cmd, name, Some(self.log_path(name)))?;
+        if let Err(e) = self
+            .rt
+            .block_on(wait_healthy(addr(port), Duration::from_secs(20)))
+        {
+            anyhow::bail!("{e}\n{}", proc.log_tail(20));
+        }
+        let pid = proc.pid();
+        Ok(Server {
+            proc,
+            ports: vec![port],
+            config: None,
+            instance_pids: vec![pid],
+            supervisor_pid: None,
+            db: Some(db.to_owned()),
+        })
+    }
+
+    /// Starts `notesctl cluster` with 2 instances; returns it and its cold start (spawn to
+    /// both ports answering `GET /healthz` 200).
+    fn start_cluster(&self, db: &Path, name: &str) -> anyhow::Result<(Server, Duration)> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let ports = [free_port(), free_port()];
+        let config = dir.join("notes.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[database]\npath = {:?}\n\n[cluster]\nports = [{}, {}]\n",
+                db.display().to_string(),
+                ports[0],
+                ports[1]
+            ),
+        )?;
+        let mut cmd = notesctl(&self.exe, &dir);
+        cmd.arg("--config").arg(&config).arg("cluster");
+        let began = Instant::now();
+        let proc = Proc::spawn(cmd, name, Some(self.log_path(name)))?;
+        let ready = self.rt.block_on(async {
+            let a = wait_healthy(addr(ports[0]), Duration::from_secs(20));
+            let b = wait_healthy(addr(ports[1]), Duration::from_secs(20));
+            tokio::try_join!(a, b)
+        });
+        let cold = began.elapsed();
+        if let Err(e) = ready {
+            anyhow::bail!("{e}\n{}", proc.log_tail(20));
+        }
+        let mut server = Server {
+            proc,
+            ports: ports.to_vec(),
+            config: Some(config),
+            instance_pids: Vec::new(),
+            supervisor_pid: None,
+            db: Some(db.to_owned()),
+        };
+        self.refresh_pids(&mut server)?;
+        Ok((server, cold))
+    }
+
+    /// `notesctl status --json` of a cluster.
+    fn status(&self, server: &Server) -> anyhow::Result<serde_json::Value> {
+        let config = server.config.as_ref().context("not a cluster")?;
+        let out = notesctl(&self.exe, &self.dir)
+            .arg("--config")
+            .arg(config)
+            .args(["status", "--json"])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "notesctl status --json failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits until every instance is ready, and records the pids.
+    fn refresh_pids(&self, server: &mut Server) -> anyhow::Result<()> {
+        let began = Instant::now();
+        loop {
+            let status = self.status(server)?;
+            let instances = status["instances"].as_array().cloned().unwrap_or_default();
+            let ready = instances
+                .iter()
+                .all(|i| i["state"] == "ready" && i["pid"].is_u64());
+            if ready && instances.len() == server.ports.len() {
+                let by_port: HashMap<u64, u32> = instances
+                    .iter()
+                    .filter_map(|i| Some((i["port"].as_u64()?, i["pid"].as_u64()? as u32)))
+                    .collect();
+                server.instance_pids = server
+                    .ports
+                    .iter()
+                    .map(|p| by_port.get(&u64::from(*p)).copied().unwrap_or(0))
+                    .collect();
+                server.supervisor_pid = status["supervisor_pid"].as_u64().map(|p| p as u32);
+                return Ok(());
+            }
+            anyhow::ensure!(
+                began.elapsed() < Duration::from_secs(20),
+                "the cluster's instances are not all ready: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn load(&self, targets: Vec<SocketAddr>, workload: Workload) -> LoadResult {
+        let spec = LoadSpec {
+            targets,
+            conns: self.conns,
+            warmup: self.warmup,
+            measure: self.measure,
+            workload,
+        };
+        self.rt.block_on(http::run_load(&spec))
+    }
+
+    /// Runs one load against `server`, sampling RSS and CPU, and prints a line about it.
+    /// Runs one load against `server` `self.repeat` times, sampling RSS and CPU, keeps the run
+    /// with the most requests/s (noise on a shared machine only ever lowers it), counts errors
+    /// over all runs, and prints a line about it.
+    fn measure(&mut self, server: &Server, name: &str, workload: Workload) -> &Measured {
+        let mut pids = server.instance_pids.clone();
+        pids.extend(server.supervisor_pid);
+        let n = server.instance_pids.len();
+        let me = std::process::id();
+        let mut best: Option<(LoadResult, Vec<f64>, f64, f64)> = None;
+        let mut all_rps = Vec::new();
+        let mut errors = 0;
+        let mut first_error = None;
+        let (mut instance_rss_max, mut instance_threads, mut supervisor_rss_max) = (0, 0, 0);
+        for round in 0..self.repeat {
+            let workload = match &workload {
+                Workload::Save { tag } => Workload::Save {
+                    tag: format!("{tag}r{round}"),
+                },
+                other => other.clone(),
+            };
+            let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p).unwrap_or(0.0)).collect();
+            let bench_before = cpu_secs(me).unwrap_or(0.0);
+            let machine_before = procs::machine_cpu_secs().unwrap_or(0.0);
+            let sampler = RssSampler::start(pids.clone());
+            let began = Instant::now();
+            let mut load = self.load(server.targets(), workload);
+            let wall = began.elapsed().as_secs_f64();
+            let rss = sampler.finish();
+            let cpu: Vec<f64> = pids
+                .iter()
+                .zip(&cpu_before)
+                .map(|(p, b)| (cpu_secs(*p).unwrap_or(0.0) - b) / wall * 100.0)
+                .collect();
+            let bench_cpu = (cpu_secs(me).unwrap_or(0.0) - bench_before) / wall * 100.0;
+            let machine_cpu =
+                (procs::machine_cpu_secs().unwrap_or(0.0) - machine_before) / wall * 100.0;
+            // What other processes on the machine used meanwhile: noise in the figures.
+            let others = (machine_cpu - bench_cpu - cpu.iter().sum::<f64>()).max(0.0);
+            self.others_max = self.others_max.max(others);
+            instance_rss_max = rss[..n]
+                .iter()
+                .map(|r| r.0)
+                .fold(instance_rss_max, u64::max);
+            instance_threads = rss[..n]
+                .iter()
+                .map(|r| r.1)
+                .fold(instance_threads, u64::max);
+            supervisor_rss_max = supervisor_rss_max.max(rss.get(n).map_or(0, |r| r.0));
+            all_rps.push(format!("{:.0}", load.rps()));
+            errors += load.errors;
+            if first_error.is_none() {
+                first_error = load.first_error.take();
+            }
+            if best.as_ref().is_none_or(|b| load.rps() > b.0.rps()) {
+                best = Some((load, cpu, bench_cpu, others));
+            }
+        }
+        let (mut load, cpu, bench_cpu, others) = best.expect("at least one round");
+        load.errors = errors;
+        load.first_error = first_error;
+        self.supervisor_rss_max = self.supervisor_rss_max.max(supervisor_rss_max);
+        let mut line = format!("  {name}: {}", load.summary());
+        if self.repeat > 1 {
+            line.push_str(&format!(" (best of {} req/s)", all_rps.join(", ")));
+        }
+        let cpus: Vec<String> = cpu[..n].iter().map(|c| format!("{c:.0}%")).collect();
+        line.push_str(&format!(
+            "\n      CPU: instance(s) {}{}, bench {bench_cpu:.0}%, others {others:.0}% | max: instance {:.1} MB, {instance_threads} threads{}",
+            cpus.join(" + "),
+            cpu.get(n)
+                .map(|c| format!(", supervisor {c:.0}%"))
+                .unwrap_or_default(),
+            mb(instance_rss_max),
+            if server.supervisor_pid.is_some() {
+                format!(", supervisor {:.1} MB", mb(supervisor_rss_max))
+            } else {
+                String::new()
+            }
+        ));
+        if let Some(wal) = server.wal_bytes() {
+            line.push_str(&format!(" | WAL file now {:.1} MB", mb(wal)));
+            self.wal_max = self.wal_max.max(wal);
+        }
+        println!("{line}");
+        if let Some(e) = &load.first_error {
+            println!("      first error: {e}");
+        }
+        self.runs.insert(
+            name.to_owned(),
+            Measured {
+                load,
+                instance_rss_max,
+                supervisor_rss_max,
+            },
+        );
+        &self.runs[name]
+    }
+
+    /// GET /, view and save against one server; names like "GET / · 1 instance · 1k".
+    fn standard_runs(&mut self, server: &Server, size: &str, keys: &Arc<Vec<String>>) {
+        let label = server.label();
+        self.measure(
+            server,
+            &format!("GET / · {label} · {size}"),
+            Workload::Get("/".into()),
+        );
+        self.measure(
+            server,
+            &format!("GET /notes/view · {label} · {size}"),
+            Workload::View(Arc::clone(keys)),
+        );
+        let tag = format!("{}{}", if label.starts_with('1') { "s" } else { "c" }, size);
+        self.measure(
+            server,
+            &format!("POST /notes/save · {label} · {size}"),
+            Workload::Save { tag },
+        );
+    }
+}
+
+// ---- live updates ----------------------------------------------------------------------------
+
+struct LiveLatency {
+    received: usize,
+    sent: usize,
+    median_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Writes notes one at a time on `a` (`POST /api/notes`) and times, for each, from the write's
+/// answer to its `created` event on `b`'s `GET /events`.
+async fn live_latency(a: SocketAddr, b: SocketAddr, writes: usize) -> anyhow::Result<LiveLatency> {
+    let mut stream = http::SseStream::open(b, "/events").await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(event)) = stream.next_event().await {
+            let at = Instant::now();
+            if event.event.as_deref() != Some("created") {
+                continue;
+            }
+            let key = serde_json::from_str::<serde_json::Value>(&event.data)
+                .ok()
+                .and_then(|v| v["key"].as_str().map(str::to_owned));
+            if let Some(key) = key
+                && tx.send((key, at)).is_err()
+            {
+                break;
+            }
+        }
+    });
+    // Let the stream settle (its greeting is sent at once).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut conn = http::Conn::connect(a).await?;
+    let run = std::process::id();
+    let mut acks: HashMap<String, Instant> = HashMap::new();
+    let mut rng = http::Rng::new(7);
+    for i in 0..writes {
+        let key = format!("live-{run}-{i}");
+        let body = serde_json::json!({
+            "key": key,
+            "title": format!("Live {i} {}", seed::words(&mut rng, 2, 4)),
+            "body": seed::words(&mut rng, 30, 50),
+        })
+        .to_string();
+        let request =
+            http::body_request(a, "POST", "/api/notes", "application/json", body.as_bytes());
+        let response = conn.request(&request).await?;
+        let ack = Instant::now();
+        anyhow::ensure!(
+            response.status == 201,
+            "POST /api/notes: status {}: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        );
+        acks.insert(key, ack);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut latencies = Vec::with_capacity(writes);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while latencies.len() < writes {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((key, at))) => {
+                if let Some(ack) = acks.remove(&key) {
+                    latencies.push(at.saturating_duration_since(ack).as_secs_f64() * 1000.0);
+                }
+            }
+            _ => break,
+        }
+    }
+    reader.abort();
+    latencies.sort_by(f64::total_cmp);
+    let pick = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok(LiveLatency {
+        received: latencies.len(),
+        sent: writes,
+        median_ms: pick(0.5),
+        p99_ms: pick(0.99),
+        max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+/// Opens `n` event streams to `target`, each drained by its own task; `alive` counts the open
+/// ones. Returns the tasks (abort them to close the streams).
+async fn open_streams(
+    target: SocketAddr,
+    n: usize,
+    alive: Arc<AtomicUsize>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::with_capacity(n);
+    let mut opened = 0;
+    while opened < n {
+        let batch = (n - opened).min(100);
+        let mut opening = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            opening.push(tokio::spawn(http::SseStream::open(target, "/events")));
+        }
+        for o in opening {
+            let mut stream = o.await??;
+            let alive = Arc::clone(&alive);
+            alive.fetch_add(1, Ordering::SeqCst);
+            tasks.push(tokio::spawn(async move {
+                while let Ok(Some(_)) = stream.next_chunk().await {}
+                alive.fetch_sub(1, Ordering::SeqCst);
+            }));
+        }
+        opened += batch;
+    }
+    Ok(tasks)
+}
+
+// ---- crash recovery --------------------------------------------------------------------------
+
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_owned))
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// `kill -9 pid`, then `GET /healthz` on its port until 200: the time from the kill.
+async fn crash_to_ready(pid: u32, port: u16) -> anyhow::Result<Duration> {
+    let began = Instant::now();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL)?;
+    // Until it is gone, the old process could still answer.
+    while !is_dead(pid) {
+        anyhow::ensure!(
+            began.elapsed() < Duration::from_secs(5),
+            "pid {pid} survived SIGKILL"
+        );
+        tokio::task::yield_now().await;
+    }
+    let target = addr(port);
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut c =
+                tokio::time::timeout(Duration::from_millis(100), http::Conn::connect(target))
+                    .await
+                    .map_err(|_| std::io::Error::other("connect timed out"))??;
+            let request =
+                format!("GET /healthz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+            c.request(request.as_bytes()).await
+        })
+        .await;
+        if let Ok(Ok(r)) = attempt
+            && r.status == 200
+        {
+            return Ok(began.elapsed());
+        }
+        anyhow::ensure!(
+            began.elapsed() < Duration::from_secs(20),
+            "port {port} did not answer 200 within 20 s of the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+// ---- the run ---------------------------------------------------------------------------------
+
+fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let nofile = procs::raise_nofile();
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let repeat: usize = std::env::var("BENCH_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+        .max(1);
+    let conns: usize = std::env::var("BENCH_CONNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
+    println!("# notesctl benchmark");
+    println!("command: {COMMAND}");
+    println!("machine: {}", procs::machine());
+    println!("load average before the run: {}", procs::loadavg());
+    println!(
+        "load: {conns} keep-alive connections from one thread (a current_thread tokio runtime), \
+         {secs} s measured after 0.5 s of warm-up, best of {repeat} runs per figure; \
+         open files limit {nofile}"
+    );
+    println!();
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = match std::env::var_os("BENCH_NOTESCTL") {
+        Some(path) => {
+            println!("using {} (BENCH_NOTESCTL)", Path::new(&path).display());
+            PathBuf::from(path)
+        }
+        None => {
+            println!("building target/release/notesctl ...");
+            procs::build_notesctl(root)?
+        }
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("notesctl-bench-")
+        .tempdir()?;
+    let dir = tmp.path().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut bench = Bench {
+        exe,
+        dir: dir.clone(),
+        rt,
+        conns,
+        repeat,
+        warmup: Duration::from_millis(500),
+        measure: Duration::from_secs_f64(secs),
+        runs: HashMap::new(),
+        instance_rss_idle: 0,
+        supervisor_rss_max: 0,
+        others_max: 0.0,
+        wal_max: 0,
+    };
+    let mut rows: Vec<Row> = Vec::new();
+
+    // 1. Seeds.
+    println!("seeding ...");
+    let mut bases = HashMap::new();
+    let mut import_secs = 0.0;
+    for n in [SMALL, LARGE] {
+        let file = dir.join(format!("notes-{n}.jsonl"));
+        seed::write_notes(&file, n)?;
+        let db = dir.join(format!("base-{n}.db"));
+        let began = Instant::now();
+        let out = notesctl(&bench.exe, &dir)
+            .arg("--db")
+            .arg(&db)
+            .args(["notes", "import"])
+            .arg(&file)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "notes import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let took = began.elapsed().as_secs_f64();
+        println!(
+            "  {n} notes imported in {took:.2} s ({} MB file)",
+            std::fs::metadata(&file)?.len() / 1_000_000
+        );
+        if n == LARGE {
+            import_secs = took;
+        }
+        bases.insert(n, db);
+    }
+    let keys_small: Arc<Vec<String>> = Arc::new((0..SMALL).map(seed::key).collect());
+    let keys_large: Arc<Vec<String>> = Arc::new((0..LARGE).map(seed::key).collect());
+    let db_copy = |n: usize, name: &str| -> anyhow::Result<PathBuf> {
+        let to = dir.join(format!("{name}.db"));
+        copy_db(&bases[&n], &to)?;
+        Ok(to)
+    };
+
+    // 2. Storage ceiling.
+    println!("storage ceiling (single-row BEGIN IMMEDIATE inserts, {secs} s) ...");
+    let (storage_ceiling, storage_rows) =
+        seed::storage_ceiling(&dir.join("ceiling.db"), bench.measure)?;
+    println!("  {storage_ceiling:.0} rows/s ({storage_rows} rows)");
+
+    // 3. One instance, 1,000 notes; then 1,000 event streams on it.
+    println!("1 instance, {SMALL} notes ...");
+    let server = bench.start_serve(&db_copy(SMALL, "serve-1k")?, "serve-1k")?;
+    std::thread::sleep(Duration::from_millis(300));
+    bench.instance_rss_idle = rss_bytes(server.proc.pid()).unwrap_or(0);
+    let page = bench.rt.block_on(http::fetch(
+        server.targets()[0],
+        "/",
+        Duration::from_secs(5),
+    ))?;
+    anyhow::ensure!(page.status == 200, "GET / answered {}", page.status);
+    let page_bytes = page.body.len();
+    println!(
+        "  idle RSS {:.1} MB; GET / page is {page_bytes} bytes",
+        mb(bench.instance_rss_idle)
+    );
+    bench.standard_runs(&server, "1k", &keys_small);
+
+    println!("1,000 open event streams on that instance ...");
+    let pid = server.proc.pid();
+    bench.measure(
+        &server,
+        "GET / · without streams",
+        Workload::Get("/".into()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_before = rss_bytes(pid).unwrap_or(0);
+    let alive = Arc::new(AtomicUsize::new(0));
+    let streams = bench
+        .rt
+        .block_on(open_streams(server.targets()[0], 1000, Arc::clone(&alive)))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_after = rss_bytes(pid).unwrap_or(0);
+    let open_before = alive.load(Ordering::SeqCst);
+    bench.measure(
+        &server,
+        "GET / · with 1,000 streams",
+        Workload::Get("/".into()),
+    );
+    let open_after = alive.load(Ordering::SeqCst);
+    for t in &streams {
+        t.abort();
+    }
+    bench
+        .rt
+        .block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+    println!(
+        "  RSS {:.1} MB -> {:.1} MB with {open_before} streams ({open_after} still open after the load)",
+        mb(rss_before),
+        mb(rss_after)
+    );
+    server.stop();
+
+    // 4. HTTP ceiling.
+    println!("HTTP ceiling (axum, fixed {page_bytes}-byte body) ...");
+    let me = std::env::current_exe()?;
+    let mut cmd = Command::new(&me);
+    cmd.args(["--ceiling-server", &page_bytes.to_string()])
+        .stdout(std::process::Stdio::piped());
+    let mut ceiling_proc = Proc::spawn(cmd, "ceiling server", None)?;
+    let port: u16 = {
+        use std::io::BufRead;
+        let stdout = ceiling_proc
+            .child
+            .stdout
+            .take()
+            .context("ceiling server stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        line.trim()
+            .parse()
+            .with_context(|| format!("ceiling server said {line:?}"))?
+    };
+    let ceiling_pid = ceiling_proc.pid();
+    let ceiling_server = Server {
+        proc: ceiling_proc,
+        ports: vec![port],
+        config: None,
+        instance_pids: vec![ceiling_pid],
+        supervisor_pid: None,
+        db: None,
+    };
+    let http_ceiling = bench
+        .measure(&ceiling_server, "HTTP ceiling", Workload::Get("/".into()))
+        .load
+        .rps();
+    ceiling_server.stop();
+
+    // 5. Two instances, 1,000 notes; live-update latency from A to B.
+    println!("2 instances, {SMALL} notes ...");
+    let (cluster, _) = bench.start_cluster(&db_copy(SMALL, "cluster-1k")?, "cluster-1k")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_instances: Vec<u64> = cluster
+        .instance_pids
+        .iter()
+        .map(|p| rss_bytes(*p).unwrap_or(0))
+        .collect();
+    let supervisor_idle = cluster
+        .supervisor_pid
+        .and_then(rss_bytes)
+        .unwrap_or_default();
+    let status_rss = bench.status(&cluster)?["rss_bytes"].as_u64().unwrap_or(0);
+    bench.supervisor_rss_max = bench
+        .supervisor_rss_max
+        .max(supervisor_idle)
+        .max(status_rss);
+    println!(
+        "  idle RSS: instances {}; supervisor {:.1} MB (status --json says {:.1} MB)",
+        idle_instances
+            .iter()
+            .map(|r| format!("{:.1} MB", mb(*r)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        mb(supervisor_idle),
+        mb(status_rss)
+    );
+    bench.instance_rss_idle = idle_instances
+        .iter()
+        .copied()
+        .fold(bench.instance_rss_idle, u64::max);
+    bench.standard_runs(&cluster, "1k", &keys_small);
+    println!("live updates: 200 writes on A, events on B ...");
+    let targets = cluster.targets();
+    let live = bench
+        .rt
+        .block_on(live_latency(targets[0], targets[1], 200))?;
+    println!(
+        "  {}/{} events received; write-ack -> event: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        live.received, live.sent, live.median_ms, live.p99_ms, live.max_ms
+    );
+    cluster.stop();
+
+    // 6. 100,000 notes, 1 and 2 instances.
+    println!("1 instance, {LARGE} notes ...");
+    let server = bench.start_serve(&db_copy(LARGE, "serve-100k")?, "serve-100k")?;
+    bench.standard_runs(&server, "100k", &keys_large);
+    server.stop();
+    println!("2 instances, {LARGE} notes ...");
+    let (cluster, _) = bench.start_cluster(&db_copy(LARGE, "cluster-100k")?, "cluster-100k")?;
+    bench.standard_runs(&cluster, "100k", &keys_large);
+    cluster.stop();
+
+    // 7. Cold start and crash recovery, 5 times each (a fresh cluster each time, so every crash
+    // is the first of its streak: restarted at once by the policy).
+    println!("cold start and crash recovery, 5 times ...");
+    let cold_db = db_copy(SMALL, "cold")?;
+    let mut colds = Vec::new();
+    let mut crashes = Vec::new();
+    for i in 0..5 {
+        let (mut cluster, cold) = bench.start_cluster(&cold_db, &format!("cold-{i}"))?;
+        std::thread::sleep(Duration::from_millis(200));
+        let which = i % 2;
+        let (pid, port) = (cluster.instance_pids[which], cluster.ports[which]);
+        let crash = bench.rt.block_on(crash_to_ready(pid, port))?;
+        bench.refresh_pids(&mut cluster)?;
+        println!(
+            "  run {}: cold start {:.1} ms; kill -9 pid {pid} -> port {port} answers 200 after {:.1} ms (new pid {})",
+            i + 1,
+            cold.as_secs_f64() * 1000.0,
+            crash.as_secs_f64() * 1000.0,
+            cluster.instance_pids[which]
+        );
+        colds.push(cold.as_secs_f64() * 1000.0);
+        crashes.push(crash.as_secs_f64() * 1000.0);
+        cluster.stop();
+    }
+    let cold_ms = median(colds);
+    let crash_ms = median(crashes);
+
+    // ---- the table ---------------------------------------------------------------------------
+    let runs = &bench.runs;
+    let get = |name: &str| -> &Measured { &runs[name] };
+    let lower_ceiling = http_ceiling.min(storage_ceiling);
+    rows.push(Row::info(
+        format!("HTTP ceiling: axum, fixed {page_bytes}-byte body, GET /"),
+        runs["HTTP ceiling"].load.summary(),
+    ));
+    rows.push(Row::info(
+        "Storage ceiling: single-row BEGIN IMMEDIATE inserts",
+        format!("{storage_ceiling:.0} rows/s"),
+    ));
+    for size in ["1k", "100k"] {
+        for label in ["1 instance", "2 instances"] {
+            for path in ["GET /", "GET /notes/view"] {
+                let m = get(&format!("{path} · {label} · {size}"));
+                let ratio = m.load.rps() / http_ceiling;
+                rows.push(Row {
+                    figure: format!("{path} · {label} · {size} notes"),
+                    value: m.load.summary(),
+                    ceiling: format!("{http_ceiling:.0} req/s (HTTP)"),
+                    ratio: format!("{:.0}%", ratio * 100.0),
+                    target: "≥ 50%".into(),
+                    pass: Some(ratio >= 0.5 && m.load.errors == 0),
+                });
+            }
+            let m = get(&format!("POST /notes/save · {label} · {size}"));
+            let ratio = m.load.rps() / lower_ceiling;
+            let two = label.starts_with('2');
+            rows.push(Row {
+                figure: format!("POST /notes/save (create) · {label} · {size} notes"),
+                value: m.load.summary(),
+                ceiling: format!(
+                    "{lower_ceiling:.0}/s ({})",
+                    if storage_ceiling <= http_ceiling {
+                        "storage"
+                    } else {
+                        "HTTP"
+                    }
+                ),
+                ratio: format!("{:.0}%", ratio * 100.0),
+                target: if two {
+                    "≥ 40%, 0 errors".into()
+                } else {
+                    "–".into()
+                },
+                pass: two.then_some(ratio >= 0.4 && m.load.errors == 0),
+            });
+        }
+    }
+    for label in ["1 instance", "2 instances"] {
+        for path in ["GET /", "GET /notes/view"] {
+            let small = get(&format!("{path} · {label} · 1k")).load.p50_ms();
+            let large = get(&format!("{path} · {label} · 100k")).load.p50_ms();
+            let ratio = large / small;
+            rows.push(Row {
+                figure: format!("{path} p50 at 100k vs 1k notes · {label}"),
+                value: format!("{large:.2} ms vs {small:.2} ms"),
+                ceiling: "–".into(),
+                ratio: format!("{ratio:.2}×"),
+                target: "≤ 1.5×".into(),
+                pass: Some(ratio <= 1.5),
+            });
+        }
+    }
+    let (heaviest, instance_load_max) = runs
+        .iter()
+        .filter(|(name, _)| name.contains("instance"))
+        .map(|(name, m)| (name.as_str(), m.instance_rss_max))
+        .max_by_key(|(_, rss)| *rss)
+        .unwrap_or(("none", 0));
+    rows.push(Row::info(
+        "Instance RSS, idle (max over instances)",
+        format!("{:.1} MB", mb(bench.instance_rss_idle)),
+    ));
+    rows.push(Row {
+        figure: "Instance RSS under load (max over all runs)".into(),
+        value: format!("{:.1} MB ({heaviest})", mb(instance_load_max)),
+        ceiling: "–".into(),
+        ratio: "–".into(),
+        target: "≤ 20 MB".into(),
+        pass: Some(mb(instance_load_max) <= 20.0),
+    });
+    let sup_load_max = runs
+        .values()
+        .map(|m| m.supervisor_rss_max)
+        .max()
+        .unwrap_or(0);
+    let sup_max = sup_load_max.max(bench.supervisor_rss_max);
+    rows.push(Row {
+        figure: "Supervisor RSS (max, idle and under load)".into(),
+        value: format!("{:.1} MB", mb(sup_max)),
+        ceiling: "–".into(),
+        ratio: "–".into(),
+        target: "≤ 10 MB".into(),
+        pass: Some(mb(sup_max) <= 10.0),
+    });
+    rows.push(Row {
+        figure: "Cold start: `cluster` to 2 instances answering /healthz (median of 5)".into(),
+        value: format!("{cold_ms:.1} ms"),
+        ceiling: "–".into(),
+        ratio: "–".into(),
+        target: "≤ 300 ms".into(),
+        pass: Some(cold_ms <= 300.0),
+    });
+    rows.push(Row {
+        figure: "Crash recovery: kill -9 to /healthz 200 on its port (median of 5)".into(),
+        value: format!("{crash_ms:.1} ms"),
+        ceiling: "–".into(),
+        ratio: "–".into(),
+        target: "≤ 100 ms".into(),
+        pass: Some(crash_ms <= 100.0),
+    });
+    let all_live = live.received == live.sent;
+    rows.push(Row {
+        figure: format!(
+            "Live update A→B: write ack to event, median ({}/{} received)",
+            live.received, live.sent
+        ),
+        value: format!("{:.1} ms", live.median_ms),
+        ceiling: "–".into(),
+        ratio: "–".into(),
+        target: "< 200 ms".into(),
+        pass: Some(live.median_ms < 200.0 && all_live),
+    });
+    rows.push(Row {
+        figure: "Live update A→B: worst case".into(),
+        value: format!("{:.1} ms (p99 {:.1} ms)", live.max_ms, live.p99_ms),
+        ceiling: "–".into(),
+        ratio: "–".into(),
+        target: "< 1 s".into(),
+        pass: Some(live.max_ms < 1000.0 && all_live),
+    });
+    let per_1000 = mb(rss_after.saturating_sub(rss_before));
+    rows.push(Row::info(
+        format!("1,000 open event streams: instance RSS ({open_before} open)"),
+        format!(
+            "{:.1} → {:.1} MB (+{per_1000:.1} MB per 1,000 streams, {:.0} KB each)",
+            mb(rss_before),
+            mb(rss_after),
+            per_1000
+        ),
+    ));
+    let base = &runs["GET / · without streams"].load;
+    let loaded = &runs["GET / · with 1,000 streams"].load;
+    rows.push(Row {
+        figure: "GET / with 1,000 open streams vs without · 1 instance".into(),
+        value: format!(
+            "p50 {:.2} vs {:.2} ms · p99 {:.2} vs {:.2} ms · {:.0} vs {:.0} req/s",
+            loaded.p50_ms(),
+            base.p50_ms(),
+            loaded.p99_ms(),
+            base.p99_ms(),
+            loaded.rps(),
+            base.rps()
+        ),
+        ceiling: "–".into(),
+        ratio: format!(
+            "p50 {:.2}× · p99 {:.2}×",
+            loaded.p50_ms() / base.p50_ms(),
+            loaded.p99_ms() / base.p99_ms()
+        ),
+        target: "–".into(),
+        pass: None,
+    });
+    rows.push(Row::info(
+        "Largest SQLite WAL file after a load run",
+        format!("{:.0} MB", mb(bench.wal_max)),
+    ));
+    rows.push(Row::info(
+        "notes import of 100,000 notes (JSON lines)",
+        format!("{import_secs:.2} s"),
+    ));
+
+    println!();
+    print_table(&rows);
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.pass == Some(false))
+        .map(|r| r.figure.as_str())
+        .collect();
+    println!();
+    println!(
+        "{} targets met, {} missed{}; total time {:.0} s",
+        rows.iter().filter(|r| r.pass == Some(true)).count(),
+        failed.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", failed.join("; "))
+        },
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "other processes used up to {:.0}% of a core during a load run{}",
+        bench.others_max,
+        if bench.others_max > 20.0 {
+            " — the machine was not quiet: figures are lower than they would be"
+        } else {
+            ""
+        }
+    );
+    println!();
+    println!("Markdown (for BENCHMARKS.md):");
+    println!();
+    println!("Command: `{COMMAND}`  ");
+    println!("Machine: {}  ", procs::machine());
+    println!(
+        "Load: {conns} connections, {secs} s per run after 0.5 s of warm-up, best of {repeat} runs; \
+         other processes used at most {:.0}% of a core during a run",
+        bench.others_max
+    );
+    println!();
+    print_markdown(&rows);
+    drop(tmp);
+    Ok(())
+}
