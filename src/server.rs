@@ -18,6 +18,7 @@ use crate::web::{AppState, app};
 pub fn run(config: Config) -> anyhow::Result<()> {
     // Take an inherited socket before any thread exists (it edits the environment).
     let inherited = crate::net::inherited_listeners();
+    limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // SQLite calls run here; a small pool bounds memory under load.
@@ -102,6 +103,17 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// glibc gives each thread that allocates its own heap arena (up to 8 per core), and memory
+/// freed in one is not reused by another: two arenas keep an instance's resident memory small
+/// at no measurable cost for this workload.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// How long a stopping instance keeps its accepted-but-silent connections open before closing

@@ -32,10 +32,10 @@ impl Output {
         *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = progress;
     }
 
-    /// A line of an instance's own output.
-    pub fn instance_line(&self, port: u16, index: usize, text: &str) {
+    /// Lines of an instance's own output, written together.
+    pub fn instance_lines(&self, port: u16, index: usize, lines: &[&str]) {
         let color = COLORS[index % COLORS.len()];
-        self.emit(&format!("{port:<7}"), color, text);
+        self.emit_all(&format!("{port:<7}"), color, lines);
     }
 
     /// A supervisor event.
@@ -44,19 +44,26 @@ impl Output {
     }
 
     fn emit(&self, label: &str, color: &str, text: &str) {
-        let line = if self.color {
-            format!("\x1b[{color}m{label} |\x1b[0m {text}")
-        } else {
-            format!("{label} | {text}")
-        };
+        self.emit_all(label, color, &[text]);
+    }
+
+    fn emit_all(&self, label: &str, color: &str, lines: &[&str]) {
+        let mut block = String::new();
+        for text in lines {
+            if self.color {
+                block.push_str(&format!("\x1b[{color}m{label} |\x1b[0m {text}\n"));
+            } else {
+                block.push_str(&format!("{label} | {text}\n"));
+            }
+        }
         let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mp) = progress.as_ref()
-            && mp.println(&line).is_ok()
+            && mp.println(block.trim_end()).is_ok()
         {
             return;
         }
         // A closed stdout must not stop the supervisor: the instances keep serving.
-        let _ = writeln!(std::io::stdout().lock(), "{line}");
+        let _ = std::io::stdout().lock().write_all(block.as_bytes());
     }
 }
 

@@ -8,6 +8,7 @@
 mod migrations;
 mod model;
 mod sqlite;
+mod writer;
 
 pub use migrations::SCHEMA_VERSION;
 pub use model::{
@@ -30,6 +31,18 @@ pub enum ListPosition {
 pub struct ListQuery {
     pub limit: u32,
     pub position: ListPosition,
+}
+
+impl ListQuery {
+    /// At most this many index entries to walk: a quick query (deep page numbers skip through
+    /// every earlier note; cursors do not).
+    pub fn is_quick(&self) -> bool {
+        let walked = match self.position {
+            ListPosition::Page(page) => page.saturating_mul(u64::from(self.limit)),
+            ListPosition::After(_) => u64::from(self.limit),
+        };
+        walked <= 1000
+    }
 }
 
 /// One slice of the list of notes.
@@ -80,6 +93,19 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
     #[error("database connection pool: {0}")]
     Pool(r2d2::Error),
+    #[error("the write was not saved: {0}")]
+    Write(String),
+}
+
+impl StoreError {
+    /// True for the user's own mistakes (bad input, a missing note, a taken key, a stale
+    /// version), false for failures of the store itself.
+    pub fn is_users(&self) -> bool {
+        matches!(
+            self,
+            Self::Invalid(_) | Self::NotFound(_) | Self::KeyExists(_) | Self::Conflict { .. }
+        )
+    }
 }
 
 // The messages above already include the inner error, so it is not also a `source()`:

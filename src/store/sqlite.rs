@@ -9,19 +9,18 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
 use super::migrations::migrate;
+use super::writer::{Outcome, WriteOp, Writer};
 use super::{
     Change, ChangeKind, ChangeWatcher, ListPosition, ListQuery, NewNote, Note, NotePage, NoteStore,
     NoteUpdate, StoreError, slug_from_title,
 };
-use crate::timefmt::now_millis;
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -49,14 +48,14 @@ impl Default for StoreOptions {
         Self {
             synchronous: Synchronous::Normal,
             busy_timeout: Duration::from_secs(30),
-            readers: 4,
+            readers: 6,
         }
     }
 }
 
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Writer,
     readers: Pool<SqliteConnectionManager>,
 }
 
@@ -95,6 +94,9 @@ impl SqliteStore {
             Synchronous::Full => "FULL",
         };
         writer.pragma_update(None, "synchronous", sync)?;
+        // After a reset the log file is cut back to this size instead of staying at its peak.
+        writer.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
+        tune(&writer)?;
         migrate(&mut writer, &shown)?;
 
         let busy = options.busy_timeout;
@@ -102,6 +104,7 @@ impl SqliteStore {
             .with_flags(flags)
             .with_init(move |c| {
                 set_busy_wait(c, busy)?;
+                tune(c)?;
                 c.pragma_update(None, "query_only", true)
             });
         let readers = Pool::builder()
@@ -110,9 +113,12 @@ impl SqliteStore {
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let writer = Writer::start(writer, wal.into()).map_err(|e| open_error(e.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
-            writer: Mutex::new(writer),
+            writer,
             readers,
         })
     }
@@ -121,10 +127,11 @@ impl SqliteStore {
         &self.path
     }
 
-    fn writer(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock dropped its transaction (rolled back), so the
-        // connection is still usable.
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    fn write_one(&self, op: WriteOp) -> Result<Note, StoreError> {
+        match self.writer.submit(op) {
+            Outcome::One(result) => result,
+            Outcome::Many(_) => Err(StoreError::Write("unexpected answer".into())),
+        }
     }
 
     /// The first free key among `slug`, `slug-2`, `slug-3`, ...
@@ -163,6 +170,14 @@ static BUSY_TIMEOUT_MS: AtomicU64 = AtomicU64::new(30_000);
 thread_local! {
     /// When the current wait for a lock began.
     static WAIT_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// A shorter limit for this thread's next waits (see `set_busy_deadline`).
+    static WAIT_LIMIT: Cell<Option<Duration>> = const { Cell::new(None) };
+}
+
+/// Limits how long this thread's statements wait for locks, until called with `None`: for
+/// housekeeping that should rather be tried again later than hold up writes.
+pub(super) fn set_busy_deadline(limit: Option<Duration>) {
+    WAIT_LIMIT.with(|l| l.set(limit));
 }
 
 fn set_busy_wait(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
@@ -183,7 +198,10 @@ fn busy_wait(attempt: i32) -> bool {
         w.get().unwrap_or(now)
     });
     let waited = now.duration_since(started);
-    if waited >= Duration::from_millis(BUSY_TIMEOUT_MS.load(Ordering::Relaxed)) {
+    let limit = WAIT_LIMIT
+        .with(Cell::get)
+        .unwrap_or_else(|| Duration::from_millis(BUSY_TIMEOUT_MS.load(Ordering::Relaxed)));
+    if waited >= limit {
         return false;
     }
     let pause = if waited < Duration::from_millis(10) {
@@ -230,6 +248,78 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
+/// Updates a note inside the caller's write transaction; checks the version first.
+pub(super) fn update_note(
+    tx: &Connection,
+    key: &str,
+    update: &NoteUpdate,
+    now: i64,
+) -> Result<Note, StoreError> {
+    let current = find(tx, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+    if let Some(expected) = update.expected_version
+        && expected != current.version
+    {
+        return Err(StoreError::Conflict {
+            expected,
+            current: Box::new(current),
+        });
+    }
+    let version = current.version + 1;
+    tx.prepare_cached(
+        "UPDATE notes SET title = ?2, body = ?3, version = ?4, updated_at = ?5 WHERE key = ?1",
+    )?
+    .execute((
+        key,
+        update.content.title(),
+        update.content.body(),
+        version,
+        now,
+    ))?;
+    log_change(
+        tx,
+        ChangeKind::Updated,
+        key,
+        update.content.title(),
+        version,
+        now,
+    )?;
+    Ok(Note {
+        title: update.content.title().to_owned(),
+        body: update.content.body().to_owned(),
+        version,
+        updated_at: now,
+        ..current
+    })
+}
+
+/// Deletes a note inside the caller's write transaction and returns what was deleted.
+pub(super) fn delete_note(tx: &Connection, key: &str, now: i64) -> Result<Note, StoreError> {
+    let current = find(tx, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+    tx.prepare_cached("DELETE FROM notes WHERE key = ?1")?
+        .execute([key])?;
+    log_change(
+        tx,
+        ChangeKind::Deleted,
+        key,
+        &current.title,
+        current.version,
+        now,
+    )?;
+    Ok(current)
+}
+
+/// Per-connection settings: a small page cache (the working set is an index walk; memory per
+/// instance matters more), and a planner that keeps one plan per statement, so binding a new
+/// LIMIT does not re-prepare it.
+fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "cache_size", -512)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
 /// Runs `f` in one read transaction (one consistent snapshot), ended whatever `f` returns.
 fn in_read_transaction<T>(
     conn: &Connection,
@@ -243,7 +333,7 @@ fn in_read_transaction<T>(
 
 /// Inserts one note (generating its key if it has none) and logs the change, inside the
 /// caller's write transaction.
-fn insert_note(tx: &Connection, note: &NewNote, now: i64) -> Result<Note, StoreError> {
+pub(super) fn insert_note(tx: &Connection, note: &NewNote, now: i64) -> Result<Note, StoreError> {
     let key = match &note.key {
         Some(k) => k.as_str().to_owned(),
         None => SqliteStore::free_key(tx, &slug_from_title(note.content.title()))?,
@@ -411,31 +501,17 @@ impl NoteStore for SqliteStore {
     }
 
     fn create(&self, note: NewNote) -> Result<Note, StoreError> {
-        let mut writer = self.writer();
-        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let created = insert_note(&tx, &note, now_millis())?;
-        tx.commit()?;
-        Ok(created)
+        self.write_one(WriteOp::Create(note))
     }
 
     fn create_many(
         &self,
         notes: Vec<NewNote>,
     ) -> Result<Vec<Result<Note, StoreError>>, StoreError> {
-        let mut writer = self.writer();
-        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let now = now_millis();
-        let mut results = Vec::with_capacity(notes.len());
-        for note in &notes {
-            match insert_note(&tx, note, now) {
-                Ok(n) => results.push(Ok(n)),
-                // The note's own problem: report it, keep the others.
-                Err(e @ StoreError::KeyExists(_)) => results.push(Err(e)),
-                Err(e) => return Err(e),
-            }
+        match self.writer.submit(WriteOp::CreateMany(notes)) {
+            Outcome::Many(result) => result,
+            Outcome::One(_) => Err(StoreError::Write("unexpected answer".into())),
         }
-        tx.commit()?;
-        Ok(results)
     }
 
     fn for_each_note(
@@ -457,63 +533,11 @@ impl NoteStore for SqliteStore {
     }
 
     fn update(&self, key: &str, update: NoteUpdate) -> Result<Note, StoreError> {
-        let mut writer = self.writer();
-        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = find(&tx, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
-        if let Some(expected) = update.expected_version
-            && expected != current.version
-        {
-            return Err(StoreError::Conflict {
-                expected,
-                current: Box::new(current),
-            });
-        }
-        let now = now_millis();
-        let version = current.version + 1;
-        tx.prepare_cached(
-            "UPDATE notes SET title = ?2, body = ?3, version = ?4, updated_at = ?5 WHERE key = ?1",
-        )?
-        .execute((
-            key,
-            update.content.title(),
-            update.content.body(),
-            version,
-            now,
-        ))?;
-        log_change(
-            &tx,
-            ChangeKind::Updated,
-            key,
-            update.content.title(),
-            version,
-            now,
-        )?;
-        tx.commit()?;
-        Ok(Note {
-            title: update.content.title().to_owned(),
-            body: update.content.body().to_owned(),
-            version,
-            updated_at: now,
-            ..current
-        })
+        self.write_one(WriteOp::Update(key.to_owned(), update))
     }
 
     fn delete(&self, key: &str) -> Result<Note, StoreError> {
-        let mut writer = self.writer();
-        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = find(&tx, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
-        tx.prepare_cached("DELETE FROM notes WHERE key = ?1")?
-            .execute([key])?;
-        log_change(
-            &tx,
-            ChangeKind::Deleted,
-            key,
-            &current.title,
-            current.version,
-            now_millis(),
-        )?;
-        tx.commit()?;
-        Ok(current)
+        self.write_one(WriteOp::Delete(key.to_owned()))
     }
 
     fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {

@@ -68,9 +68,7 @@ async fn list(
         (None, Some(raw)) => ListPosition::After(number::<i64>("cursor", raw)?),
         (None, None) => ListPosition::Page(1),
     };
-    let page = state
-        .blocking(move |s| s.list(ListQuery { limit, position }))
-        .await?;
+    let page = state.list(ListQuery { limit, position }).await?;
     Ok(Json(ListBody {
         notes: page.notes,
         total: page.total,
@@ -114,7 +112,7 @@ async fn show(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Note>, ApiError> {
     let key = key_from(path)?;
-    Ok(Json(state.blocking(move |s| s.get(&key)).await?))
+    Ok(Json(state.read(|s| s.get(&key))?))
 }
 
 #[derive(Deserialize)]

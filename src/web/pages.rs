@@ -147,7 +147,7 @@ async fn note_from_query(
         AppError::Invalid("the URL is missing the key parameter (?key=...)".into())
     })?;
     let events_after = state.feed.last_seen();
-    let note = state.blocking(move |s| s.get(&key)).await?;
+    let note = state.read(|s| s.get(&key))?;
     Ok((note, events_after))
 }
 
@@ -170,11 +170,9 @@ pub async fn index(
         })?,
     };
     let list = state
-        .blocking(move |s| {
-            s.list(ListQuery {
-                limit: PER_PAGE,
-                position: ListPosition::Page(page),
-            })
+        .list(ListQuery {
+            limit: PER_PAGE,
+            position: ListPosition::Page(page),
         })
         .await?;
     let pages = list.total.div_ceil(u64::from(PER_PAGE)).max(1);
@@ -406,7 +404,7 @@ pub async fn destroy_confirm(
 
 /// 200 when this instance can read the database; the supervisor's readiness probe.
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    match state.blocking(|s| s.check_health()).await {
+    match state.read(|s| s.check_health()) {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {
             tracing::warn!("health check failed: {e}");

@@ -1,0 +1,164 @@
+//! The one writer of a process: a thread that owns the write connection and commits the
+//! writes queued meanwhile in one `BEGIN IMMEDIATE` transaction (group commit).
+//!
+//! Under load many requests wait to write at once; one commit for all of them costs the lock
+//! hand-off, the WAL append and the checkpoint once instead of once each. Every caller gets its
+//! answer only after COMMIT, so an acknowledged write is durable as before. A note's own problem
+//! (its key exists, a stale version) is its answer alone; a database failure fails the batch,
+//! and nothing of it is saved.
+//!
+//! The thread also keeps the WAL file small: when two processes write without pause, SQLite's
+//! automatic checkpoints never find a moment to restart the log, so past `WAL_RESET_BYTES` a
+//! TRUNCATE checkpoint (waiting briefly for readers) resets it.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::sqlite::{delete_note, insert_note, set_busy_deadline, update_note};
+use super::{NewNote, Note, NoteUpdate, StoreError};
+use crate::timefmt::now_millis;
+
+/// Writes per transaction at most: bounds how long the lock is held.
+const MAX_BATCH: usize = 128;
+/// WAL size past which the writer resets the log.
+const WAL_RESET_BYTES: u64 = 16 * 1024 * 1024;
+/// How long that reset may wait for readers before trying again after a later commit.
+const RESET_WAIT: Duration = Duration::from_millis(100);
+
+pub enum WriteOp {
+    Create(NewNote),
+    CreateMany(Vec<NewNote>),
+    Update(String, NoteUpdate),
+    Delete(String),
+}
+
+pub enum Outcome {
+    One(Result<Note, StoreError>),
+    Many(Result<Vec<Result<Note, StoreError>>, StoreError>),
+}
+
+struct Request {
+    op: WriteOp,
+    reply: SyncSender<Outcome>,
+}
+
+pub struct Writer {
+    queue: Sender<Request>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn` (already migrated); `wal` is the WAL file's path.
+    pub fn start(conn: Connection, wal: PathBuf) -> std::io::Result<Self> {
+        let (queue, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(conn, &rx, &wal))?;
+        Ok(Self { queue })
+    }
+
+    /// Queues `op` and waits until it is committed (or failed).
+    pub fn submit(&self, op: WriteOp) -> Outcome {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let gone = || StoreError::Write("the writer thread has stopped".into());
+        let many = matches!(op, WriteOp::CreateMany(_));
+        match self.queue.send(Request { op, reply }) {
+            Ok(()) => answer.recv().unwrap_or_else(|_| failed(many, &gone())),
+            Err(_) => failed(many, &gone()),
+        }
+    }
+}
+
+fn failed(many: bool, e: &StoreError) -> Outcome {
+    let e = StoreError::Write(e.to_string());
+    if many {
+        Outcome::Many(Err(e))
+    } else {
+        Outcome::One(Err(e))
+    }
+}
+
+fn run(mut conn: Connection, rx: &Receiver<Request>, wal: &PathBuf) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit(&mut conn, &batch);
+        for (request, outcome) in batch.into_iter().zip(outcomes) {
+            // A caller that gave up waiting is no reason to stop.
+            let _ = request.reply.send(outcome);
+        }
+        keep_wal_small(&conn, wal);
+    }
+}
+
+fn commit(conn: &mut Connection, batch: &[Request]) -> Vec<Outcome> {
+    let result = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let outcomes = batch
+            .iter()
+            .map(|r| apply(&tx, &r.op))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        tx.commit()?;
+        Ok::<_, StoreError>(outcomes)
+    })();
+    match result {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::error!("a write transaction failed: {e}");
+            batch
+                .iter()
+                .map(|r| failed(matches!(r.op, WriteOp::CreateMany(_)), &e))
+                .collect()
+        }
+    }
+}
+
+/// Applies one write inside the batch's transaction. `Err` only for a database failure.
+fn apply(tx: &Connection, op: &WriteOp) -> Result<Outcome, StoreError> {
+    let now = now_millis();
+    Ok(match op {
+        WriteOp::Create(note) => Outcome::One(own(insert_note(tx, note, now))?),
+        WriteOp::CreateMany(notes) => {
+            let mut results = Vec::with_capacity(notes.len());
+            for note in notes {
+                results.push(own(insert_note(tx, note, now))?);
+            }
+            Outcome::Many(Ok(results))
+        }
+        WriteOp::Update(key, update) => Outcome::One(own(update_note(tx, key, update, now))?),
+        WriteOp::Delete(key) => Outcome::One(own(delete_note(tx, key, now))?),
+    })
+}
+
+/// Keeps a note's own problem (checked before anything is written) as its answer; passes a
+/// database failure up to fail the batch.
+fn own(result: Result<Note, StoreError>) -> Result<Result<Note, StoreError>, StoreError> {
+    match result {
+        Err(e) if !e.is_users() => Err(e),
+        other => Ok(other),
+    }
+}
+
+fn keep_wal_small(conn: &Connection, wal: &PathBuf) {
+    let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+    if size <= WAL_RESET_BYTES {
+        return;
+    }
+    set_busy_deadline(Some(RESET_WAIT));
+    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    set_busy_deadline(None);
+    match result {
+        Ok(0) => tracing::debug!("reset the WAL ({size} bytes)"),
+        Ok(_) => tracing::debug!("WAL reset postponed: readers or another writer are busy"),
+        Err(e) => tracing::warn!("WAL checkpoint: {e}"),
+    }
+}
