@@ -22,10 +22,29 @@ use common::{PROCESS_DEADLINE, get, notesctl, post_form, wait_until};
 const READY_LINE: &str = "instance(s) ready in";
 
 /// `n` ports that are free right now.
+///
+/// They are taken below the kernel's ephemeral range (32768 and up), from a random start: ports
+/// the kernel hands out for `bind(0)` or to client connections are soon handed out again, to
+/// another test running at the same time, and a test checking that a port was released would
+/// then see that other test's socket.
 fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut candidate = 20_000 + (seed % 12_000) as u16;
+    let mut held = Vec::new();
+    while held.len() < n {
+        candidate = if candidate >= 32_000 {
+            20_000
+        } else {
+            candidate + 1
+        };
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", candidate)) {
+            held.push(l);
+        }
+    }
     held.iter()
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
@@ -203,6 +222,15 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// Nothing listens on `port` any more: no orphan holds it. (Binding it instead would be
+/// fooled by other tests' client connections, which may use the same port number.)
+fn assert_refused(port: u16) {
+    match TcpStream::connect(("127.0.0.1", port)) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        other => panic!("port {port} still accepts connections: {other:?}"),
+    }
+}
+
 fn wait_gone(pids: &[u32], within: Duration) -> Result<Duration, Vec<u32>> {
     let start = Instant::now();
     loop {
@@ -368,7 +396,7 @@ fn sigterm_stops_every_instance_and_exits_zero() {
         "instances outlived the supervisor"
     );
     for port in &cluster.ports {
-        TcpListener::bind(("127.0.0.1", *port)).expect("the port is free again");
+        assert_refused(*port);
     }
     assert!(
         !cluster.path(".notesctl.sock").exists(),
@@ -388,7 +416,7 @@ fn kill_9_of_the_supervisor_leaves_no_instance_running() {
         "instances still running a second after kill -9: {gone:?}"
     );
     for port in &cluster.ports {
-        TcpListener::bind(("127.0.0.1", *port)).expect("no orphan holds the port");
+        assert_refused(*port);
     }
     // A new cluster starts over the stale control socket.
     drop(cluster);

@@ -364,8 +364,7 @@ pub(super) fn insert_note(tx: &Connection, note: &NewNote, now: i64) -> Result<N
 /// that was away longer reloads its page.
 const KEPT_CHANGES: i64 = 10_000;
 
-/// Appends a change in the caller's write transaction, and drops the oldest beyond
-/// `KEPT_CHANGES` (a range delete on the primary key: at most one row per write).
+/// Appends a change in the caller's write transaction.
 fn log_change(
     tx: &Connection,
     kind: ChangeKind,
@@ -378,9 +377,14 @@ fn log_change(
         "INSERT INTO changes (kind, key, title, version, at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute((kind.as_str(), key, title, version, at))?;
-    let id = tx.last_insert_rowid();
-    tx.prepare_cached("DELETE FROM changes WHERE id <= ?1")?
-        .execute([id - KEPT_CHANGES])?;
+    Ok(())
+}
+
+/// Drops the changes older than the newest `KEPT_CHANGES`: once per write transaction, a range
+/// delete on the primary key.
+pub(super) fn prune_changes(tx: &Connection) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM changes WHERE id <= (SELECT MAX(id) FROM changes) - ?1")?
+        .execute([KEPT_CHANGES])?;
     Ok(())
 }
 

@@ -13,9 +13,10 @@ pub mod feed;
 mod guard;
 mod pages;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub feed: Arc<ChangeFeed>,
     /// Becomes true when the instance starts stopping: long-lived responses end.
     pub closing: watch::Receiver<bool>,
+    /// The rendered first page of the list and the change it reflects.
+    pub first_page: Arc<Mutex<Option<(i64, Bytes)>>>,
 }
 
 impl AppState {
@@ -48,6 +51,7 @@ impl AppState {
             feed: ChangeFeed::start(Arc::clone(&store))?,
             store,
             closing,
+            first_page: Arc::new(Mutex::new(None)),
         })
     }
 

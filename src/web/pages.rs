@@ -169,12 +169,28 @@ pub async fn index(
             AppError::Invalid(format!("page must be a number from 1 up, not {p:?}"))
         })?,
     };
+    // The first page is the most requested one and changes only with the data: it is
+    // rendered once per change, and checking that nothing changed is one indexed MAX().
+    if page == 1 {
+        let latest = state.read(|s| s.last_change_id())?;
+        let cached = state
+            .first_page
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(as_of, _)| *as_of == latest)
+            .map(|(_, html)| html.clone());
+        if let Some(html) = cached {
+            return Ok(html_response(html));
+        }
+    }
     let list = state
         .list(ListQuery {
             limit: PER_PAGE,
             position: ListPosition::Page(page),
         })
         .await?;
+    let as_of_change = list.as_of_change;
     let pages = list.total.div_ceil(u64::from(PER_PAGE)).max(1);
     let view = IndexPage {
         notes: list.notes.into_iter().map(NoteView::from).collect(),
@@ -186,7 +202,20 @@ pub async fn index(
         prev: (page > 1).then(|| (page - 1).min(pages)),
         next: (page < pages).then_some(page + 1),
     };
-    Ok(render(StatusCode::OK, &view))
+    if page != 1 {
+        return Ok(render(StatusCode::OK, &view));
+    }
+    let html = Bytes::from(
+        view.render()
+            .map_err(|e| AppError::Internal(e.to_string()))?,
+    );
+    *state.first_page.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((as_of_change, html.clone()));
+    Ok(html_response(html))
+}
+
+fn html_response(html: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
 pub async fn add_form() -> Response {
