@@ -113,9 +113,7 @@ impl SqliteStore {
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let writer = Writer::start(writer, wal.into()).map_err(|e| open_error(e.to_string()))?;
+        let writer = Writer::start(writer, path).map_err(|e| open_error(e.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
             writer,

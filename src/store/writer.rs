@@ -7,11 +7,18 @@
 //! (its key exists, a stale version) is its answer alone; a database failure fails the batch,
 //! and nothing of it is saved.
 //!
+//! Between processes, writers take turns through an advisory lock on a file beside the
+//! database (`flock` on `<db>-writer`) around each transaction: the kernel wakes the next
+//! process the moment the lock is released, where SQLite's own busy handling can only poll for
+//! it. SQLite's locking still guards the data; the file only makes the hand-over prompt.
+//!
 //! The thread also keeps the WAL file small: when two processes write without pause, SQLite's
 //! automatic checkpoints never find a moment to restart the log, so past `WAL_RESET_BYTES` a
 //! TRUNCATE checkpoint (waiting briefly for readers) resets it.
 
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::time::Duration;
 
@@ -50,12 +57,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn` (already migrated); `wal` is the WAL file's path.
-    pub fn start(conn: Connection, wal: PathBuf) -> std::io::Result<Self> {
+    /// Starts the writer thread on `conn` (already migrated) for the database at `db`.
+    pub fn start(conn: Connection, db: &Path) -> std::io::Result<Self> {
         let (queue, rx) = mpsc::channel();
+        let wal = sibling(db, "-wal");
+        let turn = TurnLock::open(&sibling(db, "-writer"));
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, &rx, &wal))?;
+            .spawn(move || run(conn, &rx, &wal, turn.as_ref()))?;
         Ok(Self { queue })
     }
 
@@ -80,7 +89,61 @@ fn failed(many: bool, e: &StoreError) -> Outcome {
     }
 }
 
-fn run(mut conn: Connection, rx: &Receiver<Request>, wal: &PathBuf) {
+/// `notes.db` + `-wal` → `notes.db-wal`
+fn sibling(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+/// The advisory lock by which processes take turns to write.
+struct TurnLock {
+    file: File,
+}
+
+impl TurnLock {
+    /// `None` (and no turn-taking, only SQLite's locking) if the file cannot be created.
+    fn open(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(file) => Some(Self { file }),
+            Err(e) => {
+                tracing::debug!("no writer lock file {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    /// Blocks until this process has the turn; it ends when the guard is dropped.
+    fn take(&self) -> TurnGuard<'_> {
+        // SAFETY: flock on a descriptor this struct owns; blocking is what the writer wants.
+        let held = unsafe { nix::libc::flock(self.file.as_raw_fd(), nix::libc::LOCK_EX) } == 0;
+        TurnGuard { lock: self, held }
+    }
+}
+
+struct TurnGuard<'a> {
+    lock: &'a TurnLock,
+    held: bool,
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            // SAFETY: as in `take`.
+            unsafe { nix::libc::flock(self.lock.file.as_raw_fd(), nix::libc::LOCK_UN) };
+        }
+    }
+}
+
+fn run(mut conn: Connection, rx: &Receiver<Request>, wal: &Path, turn: Option<&TurnLock>) {
     // This thread's sleeps while another process holds the write lock are 100 µs; the kernel's
     // default 50 µs timer slack would stretch each by half.
     #[cfg(target_os = "linux")]
@@ -96,12 +159,14 @@ fn run(mut conn: Connection, rx: &Receiver<Request>, wal: &PathBuf) {
                 Err(_) => break,
             }
         }
+        let my_turn = turn.map(TurnLock::take);
         let outcomes = commit(&mut conn, &batch);
+        keep_wal_small(&conn, wal);
+        drop(my_turn);
         for (request, outcome) in batch.into_iter().zip(outcomes) {
             // A caller that gave up waiting is no reason to stop.
             let _ = request.reply.send(outcome);
         }
-        keep_wal_small(&conn, wal);
     }
 }
 
@@ -154,7 +219,7 @@ fn own(result: Result<Note, StoreError>) -> Result<Result<Note, StoreError>, Sto
     }
 }
 
-fn keep_wal_small(conn: &Connection, wal: &PathBuf) {
+fn keep_wal_small(conn: &Connection, wal: &Path) {
     let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
     if size <= WAL_RESET_BYTES {
         return;
