@@ -25,7 +25,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .max_blocking_threads(32)
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, inherited))
+    let result = runtime.block_on(serve(config, inherited));
+    crate::logging::flush();
+    result
 }
 
 async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<()> {
