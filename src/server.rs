@@ -21,8 +21,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // SQLite calls run here; a small pool bounds memory under load.
-        .max_blocking_threads(32)
+        // Only deep list pages and event-stream catch-ups run here (writes are queued to the
+        // store's writer thread and awaited): a few threads are plenty.
+        .max_blocking_threads(8)
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(serve(config, inherited));

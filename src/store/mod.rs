@@ -5,6 +5,9 @@
 //! (PostgreSQL, say) can be added beside `sqlite` without touching the web or CLI code. Every
 //! method is blocking; async callers run it in `spawn_blocking`.
 
+use std::future::Future;
+use std::pin::Pin;
+
 mod migrations;
 mod model;
 mod sqlite;
@@ -128,8 +131,22 @@ impl From<r2d2::Error> for StoreError {
     }
 }
 
+/// A single-note write, as a value: what `NoteStore::start_write` takes.
+#[derive(Debug, Clone)]
+pub enum NoteWrite {
+    Create(NewNote),
+    Update(String, NoteUpdate),
+    Delete(String),
+}
+
+/// A write under way: await it for the note written (or deleted).
+pub type PendingWrite = Pin<Box<dyn Future<Output = Result<Note, StoreError>> + Send>>;
+
 /// The store API shared by every frontend.
 pub trait NoteStore: Send + Sync + 'static {
+    /// Starts a write without blocking the caller; async code awaits it, where the blocking
+    /// `create`/`update`/`delete` would hold a thread while the write waits its turn.
+    fn start_write(&self, write: NoteWrite) -> PendingWrite;
     fn list(&self, query: ListQuery) -> Result<NotePage, StoreError>;
     fn get(&self, key: &str) -> Result<Note, StoreError>;
     fn create(&self, note: NewNote) -> Result<Note, StoreError>;

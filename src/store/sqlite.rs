@@ -19,7 +19,7 @@ use super::migrations::migrate;
 use super::writer::{Outcome, WriteOp, Writer};
 use super::{
     Change, ChangeKind, ChangeWatcher, ListPosition, ListQuery, NewNote, Note, NotePage, NoteStore,
-    NoteUpdate, StoreError, slug_from_title,
+    NoteUpdate, NoteWrite, PendingWrite, StoreError, slug_from_title,
 };
 
 /// How hard a commit is pushed to disk.
@@ -500,6 +500,22 @@ impl NoteStore for SqliteStore {
     fn get(&self, key: &str) -> Result<Note, StoreError> {
         let conn = self.readers.get()?;
         find(&conn, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
+    }
+
+    fn start_write(&self, write: NoteWrite) -> PendingWrite {
+        let op = match write {
+            NoteWrite::Create(note) => WriteOp::Create(note),
+            NoteWrite::Update(key, update) => WriteOp::Update(key, update),
+            NoteWrite::Delete(key) => WriteOp::Delete(key),
+        };
+        let answer = self.writer.submit_async(op);
+        Box::pin(async move {
+            match answer.await {
+                Ok(Outcome::One(result)) => result,
+                Ok(Outcome::Many(_)) => Err(StoreError::Write("unexpected answer".into())),
+                Err(_) => Err(StoreError::Write("the writer thread has stopped".into())),
+            }
+        })
     }
 
     fn create(&self, note: NewNote) -> Result<Note, StoreError> {

@@ -23,6 +23,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::oneshot;
 
 use super::sqlite::{delete_note, insert_note, prune_changes, set_busy_deadline, update_note};
 use super::{NewNote, Note, NoteUpdate, StoreError};
@@ -49,7 +50,24 @@ pub enum Outcome {
 
 struct Request {
     op: WriteOp,
-    reply: SyncSender<Outcome>,
+    reply: Reply,
+}
+
+/// Where the outcome goes: a blocked thread, or an async task (which holds no thread while
+/// it waits).
+enum Reply {
+    Blocking(SyncSender<Outcome>),
+    Async(oneshot::Sender<Outcome>),
+}
+
+impl Reply {
+    fn send(self, outcome: Outcome) {
+        // A caller that gave up waiting is no reason to stop.
+        match self {
+            Self::Blocking(tx) => drop(tx.send(outcome)),
+            Self::Async(tx) => drop(tx.send(outcome)),
+        }
+    }
 }
 
 pub struct Writer {
@@ -71,13 +89,32 @@ impl Writer {
     /// Queues `op` and waits until it is committed (or failed).
     pub fn submit(&self, op: WriteOp) -> Outcome {
         let (reply, answer) = mpsc::sync_channel(1);
-        let gone = || StoreError::Write("the writer thread has stopped".into());
         let many = matches!(op, WriteOp::CreateMany(_));
-        match self.queue.send(Request { op, reply }) {
+        match self.queue.send(Request {
+            op,
+            reply: Reply::Blocking(reply),
+        }) {
             Ok(()) => answer.recv().unwrap_or_else(|_| failed(many, &gone())),
             Err(_) => failed(many, &gone()),
         }
     }
+
+    /// Queues `op`; the outcome arrives on the returned channel once committed (or failed).
+    pub fn submit_async(&self, op: WriteOp) -> oneshot::Receiver<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::SendError(request)) = self.queue.send(Request {
+            op,
+            reply: Reply::Async(reply),
+        }) {
+            let many = matches!(request.op, WriteOp::CreateMany(_));
+            request.reply.send(failed(many, &gone()));
+        }
+        answer
+    }
+}
+
+fn gone() -> StoreError {
+    StoreError::Write("the writer thread has stopped".into())
 }
 
 fn failed(many: bool, e: &StoreError) -> Outcome {
@@ -164,8 +201,7 @@ fn run(mut conn: Connection, rx: &Receiver<Request>, wal: &Path, turn: Option<&T
         keep_wal_small(&conn, wal);
         drop(my_turn);
         for (request, outcome) in batch.into_iter().zip(outcomes) {
-            // A caller that gave up waiting is no reason to stop.
-            let _ = request.reply.send(outcome);
+            request.reply.send(outcome);
         }
     }
 }

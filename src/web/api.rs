@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::body;
 use super::error::ApiError;
 use super::{AppError, AppState, encode_component};
-use crate::store::{ListPosition, ListQuery, NewNote, Note, NoteContent, NoteUpdate, StoreError};
+use crate::store::{
+    ListPosition, ListQuery, NewNote, Note, NoteContent, NoteUpdate, NoteWrite, StoreError,
+};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1000;
@@ -92,7 +94,7 @@ async fn create(
     let input: CreateBody = body::parse(format, &body::bytes(raw)?)?;
     let note = NewNote::parse(input.key.as_deref(), &input.title, &input.body)
         .map_err(StoreError::from)?;
-    let created = state.blocking(move |s| s.create(note)).await?;
+    let created = state.write(NoteWrite::Create(note)).await?;
     let location = format!("/api/notes/{}", encode_component(&created.key));
     Ok((
         StatusCode::CREATED,
@@ -135,7 +137,7 @@ async fn update(
         content: NoteContent::new(&input.title, &input.body).map_err(StoreError::from)?,
         expected_version: input.version,
     };
-    Ok(Json(state.blocking(move |s| s.update(&key, update)).await?))
+    Ok(Json(state.write(NoteWrite::Update(key, update)).await?))
 }
 
 async fn remove(
@@ -143,6 +145,6 @@ async fn remove(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let key = key_from(path)?;
-    state.blocking(move |s| s.delete(&key)).await?;
+    state.write(NoteWrite::Delete(key)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 pub use error::AppError;
 pub use feed::ChangeFeed;
 
-use crate::store::{ListQuery, NotePage, NoteStore, StoreError};
+use crate::store::{ListQuery, Note, NotePage, NoteStore, NoteWrite, StoreError};
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -64,6 +64,11 @@ impl AppState {
         f: impl FnOnce(&dyn NoteStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         f(self.store.as_ref())
+    }
+
+    /// A write, awaited without holding a thread: the store's writer answers when committed.
+    pub async fn write(&self, write: NoteWrite) -> Result<Note, StoreError> {
+        self.store.start_write(write).await
     }
 
     /// Lists notes: quick queries right here, deep pages on the blocking pool.

@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use super::body::{self, BodyFormat};
 use super::{AppError, AppState, encode_component};
-use crate::store::{ListPosition, ListQuery, NewNote, Note, NoteContent, NoteUpdate, StoreError};
+use crate::store::{
+    ListPosition, ListQuery, NewNote, Note, NoteContent, NoteUpdate, NoteWrite, StoreError,
+};
 use crate::timefmt;
 
 /// Notes per page on the home page.
@@ -342,7 +344,7 @@ async fn save_form(state: &AppState, form: &SaveForm) -> Result<String, AppError
         "create" => {
             let note = NewNote::parse(form.notekey.as_deref(), title, body_text)
                 .map_err(StoreError::from)?;
-            let created = state.blocking(move |s| s.create(note)).await?;
+            let created = state.write(NoteWrite::Create(note)).await?;
             Ok(created.key)
         }
         "update" => {
@@ -355,7 +357,7 @@ async fn save_form(state: &AppState, form: &SaveForm) -> Result<String, AppError
                 content: NoteContent::new(title, body_text).map_err(StoreError::from)?,
                 expected_version: body::optional_version(form.version.as_deref())?,
             };
-            let updated = state.blocking(move |s| s.update(&key, update)).await?;
+            let updated = state.write(NoteWrite::Update(key, update)).await?;
             Ok(updated.key)
         }
         other => Err(AppError::Invalid(format!(
@@ -427,7 +429,7 @@ pub async fn destroy_confirm(
     let key = form
         .notekey
         .ok_or_else(|| AppError::Invalid("the form is missing the notekey field".into()))?;
-    state.blocking(move |s| s.delete(&key)).await?;
+    state.write(NoteWrite::Delete(key)).await?;
     Ok(found("/"))
 }
 
