@@ -509,7 +509,7 @@ pub fn request(
 }
 
 /// Parses a complete response; `None` if `raw` is cut short.
-fn parse_response(raw: &[u8]) -> Option<Response> {
+pub fn parse_response(raw: &[u8]) -> Option<Response> {
     let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..head_end]).ok()?;
     let rest = &raw[head_end + 4..];

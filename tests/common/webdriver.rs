@@ -577,24 +577,10 @@ fn exchange(port: u16, method: &str, path: &str, body: &str) -> Result<common::R
 
 /// The response in `raw` once its head and its `Content-Length` bytes of body are there.
 fn complete_response(raw: &[u8]) -> Option<common::Response> {
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..head_end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())?;
-    let body = raw.get(head_end + 4..head_end + 4 + len)?;
-    Some(common::Response {
-        status,
-        headers,
-        body: String::from_utf8_lossy(body).into_owned(),
-    })
+    // Without Content-Length the end is only known at EOF, which chromedriver never sends.
+    let response = common::parse_response(raw)?;
+    response.header("content-length")?;
+    Some(response)
 }
 
 /// Keeps chromedriver's output (for failure messages) and passes each line to `tx`.
