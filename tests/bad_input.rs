@@ -677,3 +677,19 @@ fn a_save_redirects_to_the_note_with_its_key_url_encoded() {
         "{r}"
     );
 }
+
+#[test]
+fn odd_page_numbers_and_limits_get_a_page_or_a_422_never_a_dropped_connection() {
+    let (_dir, a) = fresh();
+    assert_eq!(create_via_form(a.port, "one", "One", "b").status, 302);
+    for path in ["/?page=18446744073709551615", "/?page=9999999"] {
+        let r = get(a.port, path);
+        assert_eq!(r.status, 200, "{path}: {r}");
+        assert!(r.text().contains("There is no page"), "{path}: {r}");
+    }
+    expect_page(&get(a.port, "/?page=0"), 422, "page must be a number");
+    expect_page(&get(a.port, "/?page=-3"), 422, "page must be a number");
+    let r = get(a.port, "/api/notes?page=18446744073709551615");
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["notes"], json!([]), "{r}");
+}

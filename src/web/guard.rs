@@ -15,6 +15,32 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
                    object-src 'none'";
 
+/// A panic in a handler is our bug: the user gets the generic 500 page instead of a dropped
+/// connection, and the log gets the panic's message.
+pub async fn catch_panic(request: Request, next: Next) -> Response {
+    use futures_util::FutureExt;
+    let path = request.uri().path().to_owned();
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            let error = AppError::Internal(format!("{path}: {what}"));
+            if path.starts_with("/api/") {
+                error.into_json_response()
+            } else {
+                error.into_response()
+            }
+        }
+    }
+}
+
 /// `GET /notes/view 200 1.2ms`
 pub async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();

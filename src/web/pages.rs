@@ -202,7 +202,7 @@ pub async fn index(
         page,
         pages,
         prev: (page > 1).then(|| (page - 1).min(pages)),
-        next: (page < pages).then_some(page + 1),
+        next: (page < pages).then(|| page + 1),
     };
     if page != 1 {
         return Ok(render(StatusCode::OK, &view));
