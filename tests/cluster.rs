@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
@@ -83,22 +83,19 @@ impl Cluster {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let pid = child.id();
-        for pipe in [
-            Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().expect("piped")),
-        ] {
-            let (log, tx) = (Arc::clone(&log), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    eprintln!("[cluster {pid}] {line}");
-                    log.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(line.clone());
-                    let _ = tx.send(line);
-                }
-            });
-        }
+        let prefix = format!("[cluster {pid}]");
+        common::forward(
+            child.stdout.take().expect("piped"),
+            prefix.clone(),
+            Arc::clone(&log),
+            tx.clone(),
+        );
+        common::forward(
+            child.stderr.take().expect("piped"),
+            prefix,
+            Arc::clone(&log),
+            tx,
+        );
         let cluster = Cluster {
             child,
             dir,

@@ -74,7 +74,7 @@ pub fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
 
 /// Reads `pipe` line by line until EOF: each line is echoed to the test's stderr (captured by
 /// `cargo test`), kept in `log`, and sent to `tx` while anyone listens.
-fn forward(
+pub fn forward(
     pipe: impl Read + Send + 'static,
     prefix: String,
     log: Arc<Mutex<Vec<String>>>,
