@@ -80,7 +80,7 @@ impl SqliteStore {
                 parent.display()
             )));
         }
-        create_private(path).map_err(|e| open_error(e.to_string()))?;
+        open_private(path).map_err(|e| open_error(e.to_string()))?;
 
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -121,10 +121,6 @@ impl SqliteStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn write_one(&self, op: WriteOp) -> Result<Note, StoreError> {
         match self.writer.submit(op) {
             Outcome::One(result) => result,
@@ -145,20 +141,18 @@ impl SqliteStore {
     }
 }
 
-/// Creates the file owner-only (0600) if it is missing, so SQLite's -wal and -shm files, which
-/// copy its mode, are private too.
-fn create_private(path: &Path) -> std::io::Result<()> {
+/// Opens `path`, creating it owner-only (0600) if it is missing; an existing file is left as
+/// it is. The database is created this way so SQLite's -wal and -shm files, which copy its
+/// mode, are private too.
+pub(super) fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(false)
         .mode(0o600)
         .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// The busy timeout, for `busy_wait` (SQLite takes a plain function pointer, which cannot

@@ -16,7 +16,7 @@
 //! automatic checkpoints never find a moment to restart the log, so past `WAL_RESET_BYTES` a
 //! TRUNCATE checkpoint (waiting briefly for readers) resets it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -25,7 +25,9 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::sqlite::{delete_note, insert_note, prune_changes, set_busy_deadline, update_note};
+use super::sqlite::{
+    delete_note, insert_note, open_private, prune_changes, set_busy_deadline, update_note,
+};
 use super::{NewNote, Note, NoteUpdate, StoreError};
 use crate::timefmt::now_millis;
 
@@ -141,15 +143,7 @@ struct TurnLock {
 impl TurnLock {
     /// `None` (and no turn-taking, only SQLite's locking) if the file cannot be created.
     fn open(path: &Path) -> Option<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-        {
+        match open_private(path) {
             Ok(file) => Some(Self { file }),
             Err(e) => {
                 tracing::debug!("no writer lock file {}: {e}", path.display());

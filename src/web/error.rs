@@ -111,6 +111,18 @@ impl IntoResponse for AppError {
     }
 }
 
+impl AppError {
+    /// JSON for the API's URLs (`/api/...`), a page for the rest: how an error that happens
+    /// before any handler (routing, guards) is answered.
+    pub fn respond_for_path(self, path: &str) -> Response {
+        if path.starts_with("/api/") {
+            self.into_json_response()
+        } else {
+            self.into_response()
+        }
+    }
+}
+
 /// An error answered as JSON: what the `/api` handlers return.
 pub struct ApiError(pub AppError);
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::AppError;
 
@@ -31,12 +31,7 @@ pub async fn catch_panic(request: Request, next: Next) -> Response {
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".to_owned());
-            let error = AppError::Internal(format!("{path}: {what}"));
-            if path.starts_with("/api/") {
-                error.into_json_response()
-            } else {
-                error.into_response()
-            }
+            AppError::Internal(format!("{path}: {what}")).respond_for_path(&path)
         }
     }
 }
@@ -84,12 +79,8 @@ pub async fn refuse_cross_site(request: Request, next: Next) -> Response {
         Method::GET | Method::HEAD | Method::OPTIONS
     );
     if !safe && let Err(reason) = same_origin(request.headers()) {
-        let error = AppError::Forbidden(format!("cross-site request refused: {reason}"));
-        return if request.uri().path().starts_with("/api/") {
-            error.into_json_response()
-        } else {
-            error.into_response()
-        };
+        return AppError::Forbidden(format!("cross-site request refused: {reason}"))
+            .respond_for_path(request.uri().path());
     }
     next.run(request).await
 }

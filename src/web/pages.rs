@@ -450,20 +450,11 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 
 pub async fn not_found(uri: Uri) -> Response {
     let error = AppError::NotFound(format!("there is no page at {}", uri.path()));
-    respond_for_path(&uri, error)
+    error.respond_for_path(uri.path())
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let error =
         AppError::MethodNotAllowed(format!("{} does not accept {method} requests", uri.path()));
-    respond_for_path(&uri, error)
-}
-
-/// JSON for the API's URLs, a page for the rest.
-fn respond_for_path(uri: &Uri, error: AppError) -> Response {
-    if uri.path().starts_with("/api/") {
-        error.into_json_response()
-    } else {
-        error.into_response()
-    }
+    error.respond_for_path(uri.path())
 }
