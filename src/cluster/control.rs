@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::Supervisor;
 use super::output::human_duration;
+use super::{Supervisor, instance};
 use crate::config::Config;
 
 /// The socket's file name, beside notes.toml (or in the current directory without one).
@@ -136,7 +136,7 @@ fn status_report(supervisor: &Supervisor) -> StatusReport {
             .handles
             .iter()
             .map(|h| {
-                let s = h.status.lock().unwrap_or_else(|p| p.into_inner());
+                let s = instance::lock(&h.status);
                 InstanceReport {
                     port: s.port,
                     pid: s.pid,

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -85,6 +85,12 @@ pub struct Status {
 
 pub type SharedStatus = Arc<Mutex<Status>>;
 
+/// Locks an instance's status. Every update is a few plain assignments, so a status whose
+/// holder panicked is still whole: the poison is ignored.
+pub fn lock(status: &SharedStatus) -> MutexGuard<'_, Status> {
+    status.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A reload request; the reply says what happened to this instance.
 pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
@@ -131,7 +137,7 @@ pub fn new_status(port: u16) -> SharedStatus {
 
 impl Instance {
     fn update(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut lock(&self.status));
         self.changed.notify_waiters();
     }
 
@@ -218,7 +224,7 @@ impl Instance {
     /// usually there.
     fn show_last_lines(&self) {
         let lines: Vec<String> = {
-            let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            let s = lock(&self.status);
             s.last_lines.iter().cloned().collect()
         };
         if !lines.is_empty() {
@@ -441,7 +447,7 @@ impl Instance {
                 let text = String::from_utf8_lossy(&complete);
                 let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
                 out.instance_lines(port, index, &lines);
-                let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+                let mut s = lock(&status);
                 for line in lines.iter().skip(lines.len().saturating_sub(KEPT_LINES)) {
                     if s.last_lines.len() == KEPT_LINES {
                         s.last_lines.pop_front();

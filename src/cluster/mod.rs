@@ -61,6 +61,7 @@ pub fn plan_ports(
 
 /// Handles the supervisor keeps on each instance task.
 struct Handle {
+    port: u16,
     status: SharedStatus,
     reload: mpsc::Sender<ReloadRequest>,
     task: tokio::task::JoinHandle<()>,
@@ -148,6 +149,7 @@ async fn supervise(config: Config, instances: Option<usize>) -> anyhow::Result<E
             .run(),
         );
         handles.push(Handle {
+            port: *port,
             status,
             reload: reload_tx,
             task,
@@ -236,9 +238,8 @@ async fn report_startup(
             .handles
             .iter()
             .map(|h| {
-                let port = h.status.lock().unwrap_or_else(|p| p.into_inner()).port;
                 let bar = mp.add(indicatif::ProgressBar::new_spinner());
-                bar.set_message(format!("{port}: starting"));
+                bar.set_message(format!("{}: starting", h.port));
                 bar.enable_steady_tick(Duration::from_millis(80));
                 bar
             })
@@ -253,12 +254,11 @@ async fn report_startup(
         let states: Vec<State> = supervisor
             .handles
             .iter()
-            .map(|h| h.status.lock().unwrap_or_else(|p| p.into_inner()).state)
+            .map(|h| instance::lock(&h.status).state)
             .collect();
         if let Some(bars) = &spinners {
             for (bar, (state, h)) in bars.iter().zip(states.iter().zip(&supervisor.handles)) {
-                let port = h.status.lock().unwrap_or_else(|p| p.into_inner()).port;
-                bar.set_message(format!("{port}: {}", state.as_str()));
+                bar.set_message(format!("{}: {}", h.port, state.as_str()));
             }
         }
         let settled = states
@@ -279,7 +279,7 @@ async fn report_startup(
         .handles
         .iter()
         .zip(listeners)
-        .filter(|(h, _)| h.status.lock().unwrap_or_else(|p| p.into_inner()).state == State::Ready)
+        .filter(|(h, _)| instance::lock(&h.status).state == State::Ready)
         .filter_map(|(_, l)| l.local_addr().ok())
         .map(|a| format!("http://{a}"))
         .collect();
@@ -309,10 +309,7 @@ impl Supervisor {
         let _one_at_a_time = self.reloading.lock().await;
         let mut lines = Vec::new();
         for h in &self.handles {
-            let (port, state) = {
-                let s = h.status.lock().unwrap_or_else(|p| p.into_inner());
-                (s.port, s.state)
-            };
+            let (port, state) = (h.port, instance::lock(&h.status).state);
             if state != State::Ready {
                 lines.push(format!("{port}: skipped ({})", state.as_str()));
                 continue;
