@@ -98,6 +98,9 @@ pub enum StoreError {
     Pool(r2d2::Error),
     #[error("the write was not saved: {0}")]
     Write(String),
+    /// A failure around the store rather than in it: a thread that could not start or panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl StoreError {

@@ -52,10 +52,7 @@ impl ChangeFeed {
                     }
                 }
             })
-            .map_err(|e| StoreError::Open {
-                path: "(change feed)".into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| StoreError::Internal(format!("starting the change feed: {e}")))?;
         Ok(feed)
     }
 

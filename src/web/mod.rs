@@ -91,10 +91,7 @@ impl AppState {
         match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
             Ok(result) => result,
             // A panic in a store call is our bug; surface it as an internal error, not a crash.
-            Err(join) => Err(StoreError::Open {
-                path: "(store task)".into(),
-                reason: join.to_string(),
-            }),
+            Err(join) => Err(StoreError::Internal(format!("a store task failed: {join}"))),
         }
     }
 }
