@@ -113,10 +113,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(pages::not_found)
         .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .layer(middleware::from_fn(guard::catch_panic))
-        .layer(middleware::from_fn(guard::refuse_cross_site))
-        .layer(middleware::from_fn(guard::security_headers))
-        .layer(middleware::from_fn(guard::log_request))
+        .layer(middleware::from_fn(guard::guard))
         .with_state(state)
 }
 
