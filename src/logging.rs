@@ -45,6 +45,39 @@ pub fn init(default: &str) {
     };
 }
 
+/// Where request-log lines are filed: `RUST_LOG=notesctl::access=warn` turns them off.
+pub const ACCESS_TARGET: &str = "notesctl::access";
+
+/// Logs one request at INFO: `GET /notes/view 200 1.2ms`. Into a pipe the line is formatted
+/// here, in the same layout as every other line, and appended to the batch: going through the
+/// general formatter cost a tenth of the CPU of a note page.
+pub fn access(method: &str, path: &str, status: u16, elapsed: Duration) {
+    let Some(batch) = BATCH.get() else {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        tracing::info!(target: ACCESS_TARGET, "{method} {path} {status} {ms:.1}ms");
+        return;
+    };
+    if !tracing::enabled!(target: ACCESS_TARGET, Level::INFO) {
+        return;
+    }
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    // Tenths of a millisecond, rounded, in integers: float formatting is the slow kind.
+    let tenths = (elapsed.as_micros() + 50) / 100;
+    let mut line = Vec::with_capacity(64 + path.len());
+    // Writing into a Vec cannot fail. A path cannot hold control characters (the HTTP parser
+    // refuses them), so nothing here can forge a log line.
+    let _ = writeln!(
+        line,
+        "{}  INFO {method} {path} {status} {}.{}ms",
+        crate::timefmt::rfc3339_micros(micros),
+        tenths / 10,
+        tenths % 10
+    );
+    batch.append(&line, false);
+}
+
 /// Writes every log line still held in memory; call before the process exits.
 pub fn flush() {
     if let Some(batch) = BATCH.get() {
@@ -61,20 +94,37 @@ static BATCH: OnceLock<Arc<Batch>> = OnceLock::new();
 
 #[derive(Default)]
 struct Batch {
+    /// Lines waiting to be written. Held only to append or to swap the buffer out, never
+    /// across a write: request threads logging at full load must not wait on a pipe.
     pending: Mutex<Vec<u8>>,
+    /// Held across the write itself, so two flushes never interleave or reorder lines.
+    out: Mutex<Vec<u8>>,
 }
 
 impl Batch {
-    fn flush(&self) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        Self::write_out(&mut pending);
+    /// Adds lines; writes them out at once if `urgent` or if enough are held.
+    fn append(&self, bytes: &[u8], urgent: bool) {
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.extend_from_slice(bytes);
+            pending.len() >= FLUSH_AT
+        };
+        if urgent || full {
+            self.flush();
+        }
     }
 
-    fn write_out(pending: &mut Vec<u8>) {
-        if !pending.is_empty() {
+    fn flush(&self) {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            // Swap buffers: both keep their capacity, nothing is allocated per flush.
+            std::mem::swap(&mut *pending, &mut *out);
+        }
+        if !out.is_empty() {
             // Nowhere to report a failure to write the log.
-            let _ = std::io::stderr().write_all(pending);
-            pending.clear();
+            let _ = std::io::stderr().write_all(&out);
+            out.clear();
         }
     }
 }
@@ -112,11 +162,7 @@ struct BatchWriter<'a> {
 
 impl Write for BatchWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut pending = self.batch.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.extend_from_slice(buf);
-        if self.urgent || pending.len() >= FLUSH_AT {
-            Batch::write_out(&mut pending);
-        }
+        self.batch.append(buf, self.urgent);
         Ok(buf.len())
     }
 

@@ -1,5 +1,7 @@
-//! Timestamps: notes store Unix milliseconds (UTC); people see `2026-11-28 01:13 UTC` and JSON
-//! carries RFC 3339 (`2026-11-28T01:13:29.123Z`). Small enough not to need a date crate.
+//! Timestamps: notes store Unix milliseconds (UTC); people see `2026-11-28 01:13 UTC`, JSON
+//! carries RFC 3339 (`2026-11-28T01:13:29.123Z`) and log lines microseconds. Small enough not
+//! to need a date crate. Digits are placed by hand: padded `format!` cost more than the
+//! database read on a note page, which shows two of these and logs one.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,10 +12,8 @@ pub fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// (year, month, day, hour, minute, second, millisecond) in UTC.
-fn civil(millis: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let secs = millis.div_euclid(1000);
-    let ms = millis.rem_euclid(1000) as u32;
+/// (year, month, day, hour, minute, second) in UTC of a Unix second.
+fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
     // Howard Hinnant's days-to-civil algorithm.
@@ -26,19 +26,63 @@ fn civil(millis: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
     let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, sod / 3600, sod / 60 % 60, sod % 60, ms)
+    (year, month, day, sod / 3600, sod / 60 % 60, sod % 60)
+}
+
+/// Writes `value` as exactly `out.len()` decimal digits, zero-padded.
+fn put_digits(out: &mut [u8], mut value: u64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// `2026-11-28T01:13:29` (with `sep` between date and time) of a Unix second.
+fn date_time(secs: i64, sep: u8) -> [u8; 19] {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    let mut out = *b"0000-00-00T00:00:00";
+    out[10] = sep;
+    put_digits(&mut out[0..4], y.clamp(0, 9999) as u64);
+    put_digits(&mut out[5..7], mo.into());
+    put_digits(&mut out[8..10], d.into());
+    put_digits(&mut out[11..13], h.into());
+    put_digits(&mut out[14..16], mi.into());
+    put_digits(&mut out[17..19], s.into());
+    out
+}
+
+/// The date-time, a dot, `fraction` as `digits` digits, and `suffix`.
+fn stamp(secs: i64, sep: u8, fraction: Option<(u64, usize)>, suffix: &str) -> String {
+    let mut out = String::with_capacity(32);
+    // All ASCII: the conversion cannot fail.
+    out.push_str(std::str::from_utf8(&date_time(secs, sep)).unwrap_or_default());
+    if let Some((value, digits)) = fraction {
+        let mut buf = [b'.'; 7];
+        put_digits(&mut buf[1..=digits], value);
+        out.push_str(std::str::from_utf8(&buf[..=digits]).unwrap_or_default());
+    }
+    out.push_str(suffix);
+    out
 }
 
 /// `2026-11-28T01:13:29.123Z`
 pub fn rfc3339(millis: i64) -> String {
-    let (y, mo, d, h, mi, s, ms) = civil(millis);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+    let frac = millis.rem_euclid(1000) as u64;
+    stamp(millis.div_euclid(1000), b'T', Some((frac, 3)), "Z")
+}
+
+/// `2026-11-28T01:13:29.123456Z`, the log lines' timestamp, from Unix microseconds.
+pub fn rfc3339_micros(micros: i64) -> String {
+    let frac = micros.rem_euclid(1_000_000) as u64;
+    stamp(micros.div_euclid(1_000_000), b'T', Some((frac, 6)), "Z")
 }
 
 /// `2026-11-28 01:13 UTC`
 pub fn human(millis: i64) -> String {
-    let (y, mo, d, h, mi, _, _) = civil(millis);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC")
+    let mut out = stamp(millis.div_euclid(1000), b' ', None, "");
+    out.truncate(16);
+    out.push_str(" UTC");
+    out
 }
 
 pub fn serialize_millis<S: serde::Serializer>(millis: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -54,6 +98,13 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(1_795_828_409_123), "2026-11-28T01:13:29.123Z");
+        assert_eq!(rfc3339(1_795_828_409_007), "2026-11-28T01:13:29.007Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(human(1_795_828_409_123), "2026-11-28 01:13 UTC");
+        assert_eq!(human(0), "1970-01-01 00:00 UTC");
+        assert_eq!(
+            rfc3339_micros(1_795_828_409_000_456),
+            "2026-11-28T01:13:29.000456Z"
+        );
     }
 }

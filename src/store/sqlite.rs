@@ -59,7 +59,13 @@ pub struct SqliteStore {
     readers: Pool<SqliteConnectionManager>,
 }
 
-const NOTE_COLUMNS: &str = "key, title, body, version, created_at, updated_at";
+/// The columns `note_from_row` reads, in its order (a macro, so `concat!` can build literals).
+macro_rules! note_columns {
+    () => {
+        "key, title, body, version, created_at, updated_at"
+    };
+}
+const NOTE_COLUMNS: &str = note_columns!();
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file, switches it to WAL and migrates the schema.
@@ -413,7 +419,8 @@ impl ChangeWatcher for DataVersionWatcher {
     fn changed(&mut self) -> Result<bool, StoreError> {
         let now: i64 = self
             .conn
-            .pragma_query_value(None, "data_version", |r| r.get(0))?;
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
         let changed = self.last.is_some_and(|last| last != now);
         self.last = Some(now);
         Ok(changed)
@@ -432,8 +439,9 @@ fn note_from_row(row: &Row<'_>) -> rusqlite::Result<Note> {
 }
 
 fn find(conn: &Connection, key: &str) -> Result<Option<Note>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {NOTE_COLUMNS} FROM notes WHERE key = ?1"))?;
+    // A literal, not `format!`: this runs for every note page.
+    const SQL: &str = concat!("SELECT ", note_columns!(), " FROM notes WHERE key = ?1");
+    let mut stmt = conn.prepare_cached(SQL)?;
     Ok(stmt.query_row([key], note_from_row).optional()?)
 }
 

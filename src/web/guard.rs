@@ -31,11 +31,11 @@ pub async fn guard(request: Request, next: Next) -> Response {
         Ok(()) => run_catching_panics(request, next, uri.path()).await,
     };
     add_security_headers(response.headers_mut());
-    tracing::info!(
-        "{method} {} {} {:.1}ms",
+    crate::logging::access(
+        method.as_str(),
         uri.path(),
         response.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
+        started.elapsed(),
     );
     response
 }

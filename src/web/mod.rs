@@ -1,8 +1,10 @@
 //! The Notes web app: `app(state)` builds the router; binding and serving live in `server`.
 //!
 //! Pages keep the book's URLs and form field names (`pages`), the JSON API lives under `/api`
-//! (`api`), and every response passes through the guards (`guard`): request log, security
-//! headers, cross-site form refusal. Store calls run in `spawn_blocking` (`blocking`).
+//! (`api`), and every request passes through one guard (`guard`): cross-site form refusal, the
+//! panic page, security headers, the request log. Quick reads run on the async worker (`read`);
+//! writes go to the store's writer thread (`write`); long reads run on the blocking pool
+//! (`blocking`).
 
 mod api;
 mod assets;
@@ -20,7 +22,7 @@ use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 pub use error::AppError;
 pub use feed::ChangeFeed;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub closing: watch::Receiver<bool>,
     /// The rendered first page of the list and the change it reflects.
     pub first_page: Arc<Mutex<Option<(i64, Bytes)>>>,
+    /// One quick read at a time per process (see `read`).
+    quick_reads: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -52,6 +56,7 @@ impl AppState {
             store,
             closing,
             first_page: Arc::new(Mutex::new(None)),
+            quick_reads: Arc::new(Semaphore::new(1)),
         })
     }
 
@@ -59,10 +64,18 @@ impl AppState {
     /// lock, and these are index lookups of a few microseconds: handing them to the blocking
     /// pool cost more than the query (thread hand-offs were a third of the CPU of `GET /`).
     /// Anything that writes, or may read much, goes through `blocking`.
-    pub fn read<T>(
+    ///
+    /// Quick reads take turns. SQLite makes its lock system calls while holding a mutex shared
+    /// by every connection of the process; two workers starting reads at once made one sleep
+    /// on that mutex, and those sleeps were the most frequent context switch under load. A
+    /// task waiting for its turn here only yields: its worker thread goes on with other
+    /// requests.
+    pub async fn read<T>(
         &self,
         f: impl FnOnce(&dyn NoteStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        // The semaphore is never closed, so acquiring cannot fail; run unserialized if it did.
+        let _turn = self.quick_reads.acquire().await.ok();
         f(self.store.as_ref())
     }
 
@@ -74,7 +87,7 @@ impl AppState {
     /// Lists notes: quick queries right here, deep pages on the blocking pool.
     pub async fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
         if query.is_quick() {
-            self.read(|s| s.list(query))
+            self.read(|s| s.list(query)).await
         } else {
             self.blocking(move |s| s.list(query)).await
         }

@@ -228,6 +228,15 @@ impl Instance {
             .join("\n")
     }
 
+    /// Stops with SIGTERM and returns the exit status and everything the instance printed,
+    /// including lines it wrote on its way out.
+    pub fn stop_with_output(self) -> (ExitStatus, String) {
+        let log = Arc::clone(&self.log);
+        let status = self.stop();
+        let lines = log.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+        (status, lines)
+    }
+
     /// Sends SIGTERM and waits (with a deadline) for the exit status.
     pub fn stop(self) -> ExitStatus {
         self.stop_with(Signal::SIGTERM)
