@@ -126,6 +126,20 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
 }
 
 /// CPU time used by the whole machine (all processes, user + system), in seconds.
+/// Bytes the kernel has read from block devices since boot (`pgpgin`, in KiB, in /proc/vmstat).
+/// Reads during a load run mean the database was not all in the page cache: on a VM whose
+/// host reclaims memory it thinks idle, pages of a file go and come back from disk.
+pub fn disk_read_bytes() -> Option<u64> {
+    let vmstat = std::fs::read_to_string("/proc/vmstat").ok()?;
+    let kib = vmstat
+        .lines()
+        .find_map(|l| l.strip_prefix("pgpgin "))?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 pub fn machine_cpu_secs() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?;
