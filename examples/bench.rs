@@ -46,8 +46,8 @@ const LARGE: usize = 100_000;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--ceiling-server") {
-        let bytes = args.get(2).and_then(|b| b.parse().ok()).unwrap_or(4096);
-        if let Err(e) = seed::run_ceiling_server(bytes) {
+        let size = |i: usize| args.get(i).and_then(|b| b.parse().ok()).unwrap_or(4096);
+        if let Err(e) = seed::run_ceiling_server(size(2), size(3)) {
             eprintln!("ceiling server: {e:#}");
             std::process::exit(1);
         }
@@ -201,8 +201,9 @@ struct Measured {
 #[derive(Clone, Copy, PartialEq)]
 enum Ceiling {
     None,
-    /// The minimal axum server (its address in `Bench::http_ceiling`).
-    Http,
+    /// The minimal axum server (its address in `Bench::http_ceiling`), asked for the path
+    /// whose fixed body has the size of the page measured: `/` or `/view`.
+    Http(&'static str),
     /// Raw single-row inserts into a fresh file.
     Storage,
 }
@@ -525,11 +526,11 @@ impl Bench {
     fn run_ceiling(&mut self, ceiling: Ceiling) -> Option<f64> {
         match ceiling {
             Ceiling::None => None,
-            Ceiling::Http => {
+            Ceiling::Http(path) => {
                 let target = self
                     .http_ceiling
                     .expect("the HTTP ceiling server is running");
-                Some(self.load(vec![target], Workload::Get("/".into())).rps())
+                Some(self.load(vec![target], Workload::Get(path.into())).rps())
             }
             Ceiling::Storage => {
                 self.storage_runs += 1;
@@ -554,13 +555,13 @@ impl Bench {
             server,
             &format!("GET / · {label} · {size}"),
             Workload::Get("/".into()),
-            Ceiling::Http,
+            Ceiling::Http("/"),
         );
         self.measure(
             server,
             &format!("GET /notes/view · {label} · {size}"),
             Workload::View(Arc::clone(keys)),
-            Ceiling::Http,
+            Ceiling::Http("/view"),
         );
         let tag = format!("{}{}", if label.starts_with('1') { "s" } else { "c" }, size);
         self.measure(
@@ -861,16 +862,38 @@ fn run() -> anyhow::Result<()> {
     ))?;
     anyhow::ensure!(page.status == 200, "GET / answered {}", page.status);
     let page_bytes = page.body.len();
+    // A note page's size: the mean over a few notes (titles and bodies vary in length).
+    let mut view_sizes = Vec::new();
+    for key in keys_small.iter().step_by(SMALL / 20) {
+        let view = bench.rt.block_on(http::fetch(
+            server.targets()[0],
+            &format!("/notes/view?key={key}"),
+            Duration::from_secs(5),
+        ))?;
+        anyhow::ensure!(
+            view.status == 200,
+            "GET /notes/view answered {}",
+            view.status
+        );
+        view_sizes.push(view.body.len());
+    }
+    let view_bytes = view_sizes.iter().sum::<usize>() / view_sizes.len();
     println!(
-        "  idle RSS {:.1} MB; GET / page is {page_bytes} bytes",
+        "  idle RSS {:.1} MB; GET / page is {page_bytes} bytes, a note page {view_bytes} bytes on average",
         mb(bench.instance_rss_idle)
     );
-    // The HTTP ceiling server, a body the size of this page; it runs until the end.
-    println!("  HTTP ceiling server: axum, fixed {page_bytes}-byte body");
+    // The HTTP ceiling server: fixed bodies the size of those pages; it runs until the end.
+    println!(
+        "  HTTP ceiling server: axum, fixed bodies of {page_bytes} bytes (/) and {view_bytes} bytes (/view)"
+    );
     let me = std::env::current_exe()?;
     let mut cmd = Command::new(&me);
-    cmd.args(["--ceiling-server", &page_bytes.to_string()])
-        .stdout(std::process::Stdio::piped());
+    cmd.args([
+        "--ceiling-server",
+        &page_bytes.to_string(),
+        &view_bytes.to_string(),
+    ])
+    .stdout(std::process::Stdio::piped());
     let mut ceiling_proc = Proc::spawn(cmd, "ceiling server", None)?;
     let port: u16 = {
         use std::io::BufRead;
@@ -1036,7 +1059,9 @@ fn run() -> anyhow::Result<()> {
     let storage_ceilings = ceilings_of("POST");
     let http_best = http_ceilings.iter().copied().fold(0.0, f64::max);
     rows.push(Row::info(
-        format!("HTTP ceiling: axum, fixed {page_bytes}-byte body, GET /"),
+        format!(
+            "HTTP ceiling: axum, a fixed body the size of the page ({page_bytes} bytes for /, {view_bytes} for a note)"
+        ),
         format!(
             "{} req/s (measured beside each GET figure)",
             range(&http_ceilings)

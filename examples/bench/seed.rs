@@ -216,33 +216,36 @@ pub fn storage_ceiling(path: &Path, duration: Duration) -> rusqlite::Result<(f64
     Ok((rows as f64 / started.elapsed().as_secs_f64(), rows))
 }
 
-/// The HTTP ceiling server (run in a child process: `bench --ceiling-server BYTES`): axum 0.8 on
-/// a multi-threaded tokio runtime like notesctl, one route returning a fixed HTML body of
-/// `bytes` bytes. Prints its port on standard output, then serves until killed.
-pub fn run_ceiling_server(bytes: usize) -> anyhow::Result<()> {
+/// The HTTP ceiling server (run in a child process: `bench --ceiling-server BYTES VIEW_BYTES`):
+/// axum 0.8 on a multi-threaded tokio runtime like notesctl, two routes returning fixed HTML
+/// bodies, `/` of `bytes` bytes and `/view` of `view_bytes` (the sizes of notesctl's list and
+/// note pages). Prints its port on standard output, then serves until killed.
+pub fn run_ceiling_server(bytes: usize, view_bytes: usize) -> anyhow::Result<()> {
     use axum::http::header;
     use axum::serve::ListenerExt;
 
     // Die with the bench, whatever happens to it.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-    let mut body = String::with_capacity(bytes);
-    let filler = "<li><a href=\"/notes/view?key=n0000001\">A note title</a></li>\n";
-    while body.len() < bytes {
-        body.push_str(filler);
-    }
-    body.truncate(bytes);
-    let body = axum::body::Bytes::from(body);
+    let fixed = |bytes: usize| {
+        let mut body = String::with_capacity(bytes);
+        let filler = "<li><a href=\"/notes/view?key=n0000001\">A note title</a></li>\n";
+        while body.len() < bytes {
+            body.push_str(filler);
+        }
+        body.truncate(bytes);
+        let body = axum::body::Bytes::from(body);
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body) }
+        })
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let app = axum::Router::new().route(
-            "/",
-            axum::routing::get(move || {
-                let body = body.clone();
-                async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body) }
-            }),
-        );
+        let app = axum::Router::new()
+            .route("/", fixed(bytes))
+            .route("/view", fixed(view_bytes));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", listener.local_addr()?.port());
         std::io::stdout().flush()?;

@@ -68,7 +68,7 @@ pub async fn events(
     let live = state.feed.subscribe();
     let (last, catching_up) = match resume {
         Some(id) => (id, true),
-        None => (state.read(|s| s.last_change_id()).await?, false),
+        None => (state.read(|s| s.last_change_id())?, false),
     };
     let cursor = Cursor {
         closing: state.closing.clone(),

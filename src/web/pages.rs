@@ -149,7 +149,7 @@ async fn note_from_query(
         AppError::Invalid("the URL is missing the key parameter (?key=...)".into())
     })?;
     let events_after = state.feed.last_seen();
-    let note = state.read(|s| s.get(&key)).await?;
+    let note = state.read(|s| s.get(&key))?;
     Ok((note, events_after))
 }
 
@@ -174,7 +174,7 @@ pub async fn index(
     // The first page is the most requested one and changes only with the data: it is
     // rendered once per change, and checking that nothing changed is one indexed MAX().
     if page == 1 {
-        let latest = state.read(|s| s.last_change_id()).await?;
+        let latest = state.read(|s| s.last_change_id())?;
         let cached = state
             .first_page
             .lock()
@@ -435,7 +435,7 @@ pub async fn destroy_confirm(
 
 /// 200 when this instance can read the database; the supervisor's readiness probe.
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    match state.read(|s| s.check_health()).await {
+    match state.read(|s| s.check_health()) {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {
             tracing::warn!("health check failed: {e}");
