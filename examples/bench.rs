@@ -496,9 +496,9 @@ impl Bench {
         if let Some(best) = best_ceiling {
             let all: Vec<String> = ceilings.iter().map(|c| format!("{c:.0}")).collect();
             line.push_str(&format!(
-                "\n      ceiling beside it: {best:.0}/s (best of {}) -> ratio {:.0}%",
+                "\n      ceiling beside it: {best:.0}/s (best of {}) -> ratio {}",
                 all.join(", "),
-                load.rps() / best * 100.0
+                percent(load.rps() / best)
             ));
         }
         let cpus: Vec<String> = cpu[..n].iter().map(|c| format!("{c:.0}%")).collect();
@@ -751,6 +751,11 @@ async fn crash_to_ready(pid: u32, port: u16) -> anyhow::Result<Duration> {
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// A ratio as a whole percentage, rounded down: 49.9% shows as 49%, not as a failing 50%.
+fn percent(ratio: f64) -> String {
+    format!("{:.0}%", (ratio * 100.0).floor())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -1098,7 +1103,7 @@ fn run() -> anyhow::Result<()> {
                     figure: format!("{path} · {label} · {size} notes"),
                     value: m.load.summary(),
                     ceiling: format!("{ceiling:.0} req/s (HTTP)"),
-                    ratio: format!("{:.0}%", ratio * 100.0),
+                    ratio: percent(ratio),
                     target: "≥ 50%".into(),
                     pass: Some(ratio >= 0.5 && m.load.errors == 0),
                 });
@@ -1117,7 +1122,7 @@ fn run() -> anyhow::Result<()> {
                 figure: format!("POST /notes/save (create) · {label} · {size} notes"),
                 value: m.load.summary(),
                 ceiling: format!("{ceiling:.0}/s ({which})"),
-                ratio: format!("{:.0}%", ratio * 100.0),
+                ratio: percent(ratio),
                 target: if two {
                     "≥ 40%, 0 errors".into()
                 } else {
