@@ -45,7 +45,8 @@ pub fn init(default: &str) {
     };
 }
 
-/// Where request-log lines are filed: `RUST_LOG=notesctl::access=warn` turns them off.
+/// Where request-log lines are filed: `RUST_LOG=info,notesctl::access=warn` keeps every other
+/// line and drops them.
 pub const ACCESS_TARGET: &str = "notesctl::access";
 
 /// Logs one request at INFO: `GET /notes/view 200 1.2ms`. Into a pipe the line is formatted
