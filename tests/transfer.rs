@@ -1,7 +1,7 @@
 //! `notes import` and `notes export` on real files: bad lines are reported by line number and
 //! skipped while every good line is kept (exit 1 tells scripts), stdin works, an export
-//! imported into a new database gives back the same notes, and an export never overwrites a
-//! file.
+//! imported into a new database gives back the same notes, an export never overwrites a file,
+//! and when a command ends its writes are in the database file itself.
 
 mod common;
 
@@ -138,4 +138,35 @@ fn an_export_never_overwrites_a_file() {
             .count(),
         1
     );
+}
+
+/// When a command ends, its writes are in `notes.db` itself, not only in `notes.db-wal`: a copy
+/// of the database file alone (what people back up) holds every note.
+#[test]
+fn after_a_command_the_database_file_alone_holds_every_note() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let lines: Vec<String> = (0..3000)
+        .map(|i| {
+            json!({"key": format!("k{i}"), "title": format!("Note {i}"), "body": "b"}).to_string()
+        })
+        .collect();
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write the import file");
+    let out = cli(&db, &["import", file.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = cli(&db, &["add", "one more", "after the import"]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let wal = dir.path().join("notes.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "{} still holds {} bytes after the commands ended",
+        wal.display(),
+        std::fs::metadata(&wal).map_or(0, |m| m.len())
+    );
+    let copy_dir = tempfile::tempdir().expect("temp dir");
+    let copy = copy_dir.path().join("notes.db");
+    std::fs::copy(&db, &copy).expect("copy notes.db alone");
+    assert_eq!(all_notes(&copy).len(), 3001);
 }

@@ -55,8 +55,10 @@ impl Default for StoreOptions {
 
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Writer,
+    // Fields drop in this order: the readers close first, so that the writer's connection is
+    // the last one and checkpoints the WAL into the file as it closes.
     readers: Pool<SqliteConnectionManager>,
+    writer: Writer,
 }
 
 /// The columns `note_from_row` reads, in its order (a macro, so `concat!` can build literals).
@@ -125,8 +127,8 @@ impl SqliteStore {
         let writer = Writer::start(writer, path).map_err(|e| open_error(e.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
-            writer,
             readers,
+            writer,
         })
     }
 

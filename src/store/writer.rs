@@ -74,6 +74,24 @@ impl Reply {
 
 pub struct Writer {
     queue: Sender<Request>,
+    /// Joined on drop (see `Drop`).
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Dropping the writer closes its queue and waits for the thread: writes already queued are
+/// committed, and the write connection is closed before the process goes on. A command such as
+/// `notes import` therefore exits with its writes checkpointed into the database file (SQLite
+/// does that when the last connection closes), not left in `notes.db-wal`, where a copy of
+/// `notes.db` alone would miss them.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.queue, closed));
+        if let Some(thread) = self.thread.take() {
+            // A panic in the thread has been reported by the panic hook already.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Writer {
@@ -82,10 +100,13 @@ impl Writer {
         let (queue, rx) = mpsc::channel();
         let wal = sibling(db, "-wal");
         let turn = TurnLock::open(&sibling(db, "-writer"));
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || run(conn, &rx, &wal, turn.as_ref()))?;
-        Ok(Self { queue })
+        Ok(Self {
+            queue,
+            thread: Some(thread),
+        })
     }
 
     /// Queues `op` and waits until it is committed (or failed).
