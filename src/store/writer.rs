@@ -19,6 +19,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::time::Duration;
 
@@ -74,22 +75,29 @@ impl Reply {
 
 pub struct Writer {
     queue: Sender<Request>,
-    /// Joined on drop (see `Drop`).
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Disconnected when the thread ends (see `Drop`). In a mutex only because a receiver
+    /// cannot be shared between threads; only `drop` uses it.
+    finished: Mutex<Receiver<()>>,
 }
+
+/// How long dropping the writer waits for its thread (see `Drop`).
+const FINISH_WAIT: Duration = Duration::from_secs(5);
 
 /// Dropping the writer closes its queue and waits for the thread: writes already queued are
 /// committed, and the write connection is closed before the process goes on. A command such as
 /// `notes import` therefore exits with its writes checkpointed into the database file (SQLite
 /// does that when the last connection closes), not left in `notes.db-wal`, where a copy of
-/// `notes.db` alone would miss them.
+/// `notes.db` alone would miss them. The wait is bounded: a writer stuck behind another
+/// process (one stopped while holding the turn, say) must not keep this one from exiting.
 impl Drop for Writer {
     fn drop(&mut self) {
         let (closed, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.queue, closed));
-        if let Some(thread) = self.thread.take() {
-            // A panic in the thread has been reported by the panic hook already.
-            let _ = thread.join();
+        let finished = self.finished.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(FINISH_WAIT) {
+            tracing::warn!(
+                "the database writer did not finish within {FINISH_WAIT:?}; exiting without it"
+            );
         }
     }
 }
@@ -100,12 +108,17 @@ impl Writer {
         let (queue, rx) = mpsc::channel();
         let wal = sibling(db, "-wal");
         let turn = TurnLock::open(&sibling(db, "-writer"));
-        let thread = std::thread::Builder::new()
+        let (done, finished) = mpsc::channel::<()>();
+        std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, &rx, &wal, turn.as_ref()))?;
+            .spawn(move || {
+                // Dropped when the thread ends, even by a panic: `finished` then disconnects.
+                let _done = done;
+                run(conn, &rx, &wal, turn.as_ref());
+            })?;
         Ok(Self {
             queue,
-            thread: Some(thread),
+            finished: Mutex::new(finished),
         })
     }
 
