@@ -73,7 +73,7 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         inner: listener,
         stopped: accepting_rx.clone(),
     };
-    let router = app(AppState::new(store, accepting_rx.clone())?);
+    let router = app(AppState::new(store.clone(), accepting_rx.clone())?);
     let graceful = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -103,6 +103,13 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
             "in-flight requests did not finish within {:?}; exiting anyway",
             config.serve.shutdown_timeout
         ),
+    }
+    // The last instance to stop leaves every write in the database file itself.
+    match tokio::task::spawn_blocking(move || store.checkpoint()).await {
+        Ok(Ok(true)) => tracing::debug!("checkpointed the WAL into the database file"),
+        Ok(Ok(false)) => tracing::debug!("WAL left to the instances still running"),
+        Ok(Err(e)) => tracing::warn!("checkpoint on stop: {e}"),
+        Err(e) => tracing::warn!("checkpoint on stop: {e}"),
     }
     tracing::info!("stopped");
     Ok(())

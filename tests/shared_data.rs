@@ -1,7 +1,8 @@
 //! The command line and the web app on one database see each other's writes in both directions
 //! (`notes add/list/show/edit/rm` against the pages and the JSON API), the CLI works with or
-//! without an instance running, and its exit codes say what happened: 0, 1 for a missing note
-//! (with a message on stderr), 2 for a usage error.
+//! without an instance running, its exit codes say what happened: 0, 1 for a missing note
+//! (with a message on stderr), 2 for a usage error, and once the instances stop, the database
+//! file alone holds every note.
 
 mod common;
 
@@ -178,4 +179,47 @@ fn cli_usage_errors_exit_2() {
         );
         assert!(out.stdout.is_empty(), "notes {args:?}: {}", describe(&out));
     }
+}
+
+/// When the instances stop, their writes are in `notes.db` itself, not only in `notes.db-wal`:
+/// a copy of the database file alone (what people back up) holds every note.
+#[test]
+fn after_the_instances_stop_the_database_file_alone_holds_every_note() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let instances = Instance::start_many(&db, 2);
+    for (i, instance) in instances.iter().enumerate() {
+        let r = create_via_form(
+            instance.port,
+            &format!("k{i}"),
+            &format!("Note {i}"),
+            "body",
+        );
+        assert_eq!(r.status, 302, "{r}");
+    }
+    for instance in instances {
+        let (status, output) = instance.stop_with_output();
+        assert!(status.success(), "exit {status:?}; output:\n{output}");
+    }
+
+    let wal = dir.path().join("notes.db-wal");
+    let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(
+        wal_bytes,
+        0,
+        "{} still holds {wal_bytes} bytes",
+        wal.display()
+    );
+    let copy_dir = tempfile::tempdir().expect("temp dir");
+    let copy = copy_dir.path().join("notes.db");
+    std::fs::copy(&db, &copy).expect("copy notes.db alone");
+    let listed = json_of(&cli(&copy, &["list", "--json"]));
+    let mut keys: Vec<&str> = listed
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter_map(|n| n["key"].as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["k0", "k1"]);
 }
