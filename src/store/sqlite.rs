@@ -141,10 +141,8 @@ impl SqliteStore {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(Duration::from_secs(1))?;
-        // (busy, frames in the log, frames checkpointed); busy is 0 when the log was reset.
-        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-        Ok(busy == 0)
+        conn.busy_handler(Some(busy_wait))?;
+        Ok(truncate_wal(&conn, Duration::from_secs(1))?)
     }
 
     fn write_one(&self, op: WriteOp) -> Result<Note, StoreError> {
@@ -194,8 +192,21 @@ thread_local! {
 
 /// Limits how long this thread's statements wait for locks, until called with `None`: for
 /// housekeeping that should rather be tried again later than hold up writes.
-pub(super) fn set_busy_deadline(limit: Option<Duration>) {
+fn set_busy_deadline(limit: Option<Duration>) {
     WAIT_LIMIT.with(|l| l.set(limit));
+}
+
+/// Copies the WAL into the database file and empties it (`wal_checkpoint(TRUNCATE)`), waiting
+/// at most `wait` for other connections; true when the WAL was emptied. `conn` must wait with
+/// `busy_wait`, which honours the limit.
+pub(super) fn truncate_wal(conn: &Connection, wait: Duration) -> rusqlite::Result<bool> {
+    set_busy_deadline(Some(wait));
+    // (busy, frames in the log, frames checkpointed); busy is 0 when the log was reset.
+    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    set_busy_deadline(None);
+    Ok(busy? == 0)
 }
 
 fn set_busy_wait(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {

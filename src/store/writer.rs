@@ -27,7 +27,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::sqlite::{
-    delete_note, insert_note, open_private, prune_changes, set_busy_deadline, update_note,
+    delete_note, insert_note, open_private, prune_changes, truncate_wal, update_note,
 };
 use super::{NewNote, Note, NoteUpdate, StoreError};
 use crate::timefmt::now_millis;
@@ -288,14 +288,9 @@ fn keep_wal_small(conn: &Connection, wal: &Path) {
     if size <= WAL_RESET_BYTES {
         return;
     }
-    set_busy_deadline(Some(RESET_WAIT));
-    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-        r.get::<_, i64>(0)
-    });
-    set_busy_deadline(None);
-    match result {
-        Ok(0) => tracing::debug!("reset the WAL ({size} bytes)"),
-        Ok(_) => tracing::debug!("WAL reset postponed: readers or another writer are busy"),
+    match truncate_wal(conn, RESET_WAIT) {
+        Ok(true) => tracing::debug!("reset the WAL ({size} bytes)"),
+        Ok(false) => tracing::debug!("WAL reset postponed: readers or another writer are busy"),
         Err(e) => tracing::warn!("WAL checkpoint: {e}"),
     }
 }
