@@ -2,12 +2,15 @@
 //! the JSON API) and a loop of `notes add` processes write at the same time. Every write must be
 //! acknowledged (201 / exit 0), every acknowledged note must be there afterwards with what was
 //! written, no two writes may be acknowledged with the same key, and nobody may see
-//! "database is locked".
+//! "database is locked". A process stuck while it holds the writers' turn delays the others
+//! only for the busy timeout.
 
 mod common;
 
 use std::collections::HashSet;
+use std::process::{Output, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use common::{Instance, cli, describe, enc, get, post_json, stderr_of, stdout_of};
 use serde_json::json;
@@ -128,4 +131,96 @@ fn two_instances_and_the_cli_write_at_once_and_nothing_is_lost() {
         assert!(!log.contains("database is locked"), "instance log:\n{log}");
         assert!(!log.contains(" 500 "), "an instance answered 500:\n{log}");
     }
+}
+
+/// `notesctl notes <args>` in `dir` (its notes.toml applies); fails the test instead of hanging
+/// if the command is still running after 30 s.
+fn notes_within_30s(dir: &std::path::Path, args: &[&str]) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = common::notesctl(dir)
+        .arg("notes")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run notesctl");
+    if common::wait_until(&mut child, started + Duration::from_secs(30)).is_none() {
+        let _ = child.kill();
+        panic!("notes {args:?} still waits after 30 s");
+    }
+    let out = child.wait_with_output().expect("collect the output");
+    (out, started.elapsed())
+}
+
+#[test]
+fn a_process_stuck_holding_the_writers_turn_delays_other_writers_only_for_the_busy_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("notes.toml"),
+        "[database]\npath = \"notes.db\"\nbusy_timeout = \"1s\"\n",
+    )
+    .expect("write notes.toml");
+    let (out, _) = notes_within_30s(dir.path(), &["add", "First", "before anyone got stuck"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+
+    // This test process plays one stopped while it had the turn: it holds the lock on
+    // notes.db-writer and never lets go until the end.
+    let turn_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("notes.db-writer"))
+        .expect("the writers' turn file exists once a note was written");
+    let turn = nix::fcntl::Flock::lock(turn_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .expect("take the writers' turn");
+
+    // SQLite's own lock is free: the write waits out the busy timeout for the turn, then
+    // goes ahead.
+    let (out, took) = notes_within_30s(dir.path(), &["add", "Second", "while the turn is held"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        took >= Duration::from_secs(1),
+        "it did not wait for the turn: {took:?}"
+    );
+    assert!(
+        stderr_of(&out).contains("writers' turn"),
+        "{}",
+        describe(&out)
+    );
+
+    // Stuck inside a write transaction too: the write fails with a clear error, not a hang
+    // and not "database is locked".
+    let sqlite = rusqlite::Connection::open(dir.path().join("notes.db")).expect("open");
+    sqlite
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take SQLite's write lock");
+    let (out, _) = notes_within_30s(dir.path(), &["add", "Third", "while both are held"]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("another process has kept the database locked for over 1s")
+            && !err.contains("database is locked"),
+        "{}",
+        describe(&out)
+    );
+    sqlite
+        .execute_batch("ROLLBACK")
+        .expect("release SQLite's write lock");
+    drop(turn);
+
+    let (out, took) = notes_within_30s(dir.path(), &["add", "Fourth", "after the release"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        took < Duration::from_secs(1),
+        "a free turn was not taken at once: {took:?}"
+    );
+    let (out, _) = notes_within_30s(dir.path(), &["list"]);
+    let list = stdout_of(&out);
+    for key in ["first", "second", "fourth"] {
+        assert!(list.contains(key), "{key} is missing:\n{list}");
+    }
+    assert!(
+        !list.contains("third"),
+        "the failed write was saved:\n{list}"
+    );
 }

@@ -98,6 +98,12 @@ pub enum StoreError {
     Pool(r2d2::Error),
     #[error("the write was not saved: {0}")]
     Write(String),
+    /// Another process held the database's write lock for longer than the busy timeout.
+    #[error(
+        "the write was not saved: another process has kept the database locked for over {0:?}; \
+         try again"
+    )]
+    Busy(std::time::Duration),
     /// A failure around the store rather than in it: a thread that could not start or panicked.
     #[error("internal error: {0}")]
     Internal(String),

@@ -124,7 +124,8 @@ impl SqliteStore {
             .test_on_check_out(false)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
-        let writer = Writer::start(writer, path).map_err(|e| open_error(e.to_string()))?;
+        let writer = Writer::start(writer, path, options.busy_timeout)
+            .map_err(|e| open_error(e.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
             readers,
@@ -265,7 +266,7 @@ fn enable_wal(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
     }
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
+pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)

@@ -10,7 +10,11 @@
 //! Between processes, writers take turns through an advisory lock on a file beside the
 //! database (`flock` on `<db>-writer`) around each transaction: the kernel wakes the next
 //! process the moment the lock is released, where SQLite's own busy handling can only poll for
-//! it. SQLite's locking still guards the data; the file only makes the hand-over prompt.
+//! it. SQLite's locking still guards the data; the file only makes the hand-over prompt. So a
+//! process stopped or hung while holding the turn (SIGSTOP, a debugger) must not stop every
+//! other writer: the wait for the turn ends after the busy timeout, and the write goes ahead
+//! under SQLite's lock alone, which either is free or fails the write with a clear error after
+//! the busy timeout again.
 //!
 //! The thread also keeps the WAL file small: when two processes write without pause, SQLite's
 //! automatic checkpoints never find a moment to restart the log, so past `WAL_RESET_BYTES` a
@@ -21,13 +25,18 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::signal::{SigEvent, SigevNotify, Signal};
+use nix::sys::time::TimeSpec;
+use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
+use nix::time::ClockId;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::sqlite::{
-    delete_note, insert_note, open_private, prune_changes, truncate_wal, update_note,
+    delete_note, insert_note, is_busy, open_private, prune_changes, truncate_wal, update_note,
 };
 use super::{NewNote, Note, NoteUpdate, StoreError};
 use crate::timefmt::now_millis;
@@ -104,17 +113,20 @@ impl Drop for Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn` (already migrated) for the database at `db`.
-    pub fn start(conn: Connection, db: &Path) -> std::io::Result<Self> {
+    /// `patience` is the store's busy timeout: the longest wait for another process's turn.
+    pub fn start(conn: Connection, db: &Path, patience: Duration) -> std::io::Result<Self> {
         let (queue, rx) = mpsc::channel();
         let wal = sibling(db, "-wal");
-        let turn = TurnLock::open(&sibling(db, "-writer"));
+        let turn_file = sibling(db, "-writer");
         let (done, finished) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 // Dropped when the thread ends, even by a panic: `finished` then disconnects.
                 let _done = done;
-                run(conn, &rx, &wal, turn.as_ref());
+                // Opened here: its alarm is this thread's.
+                let mut turn = TurnLock::open(&turn_file, patience);
+                run(conn, &rx, &wal, turn.as_mut(), patience);
             })?;
         Ok(Self {
             queue,
@@ -154,7 +166,10 @@ fn gone() -> StoreError {
 }
 
 fn failed(many: bool, e: &StoreError) -> Outcome {
-    let e = StoreError::Write(e.to_string());
+    let e = match e {
+        StoreError::Busy(waited) => StoreError::Busy(*waited),
+        other => StoreError::Write(other.to_string()),
+    };
     if many {
         Outcome::Many(Err(e))
     } else {
@@ -169,28 +184,77 @@ fn sibling(db: &Path, suffix: &str) -> PathBuf {
     name.into()
 }
 
-/// The advisory lock by which processes take turns to write.
+/// The advisory lock by which processes take turns to write. Lives on the writer thread.
 struct TurnLock {
     file: File,
+    path: PathBuf,
+    /// The longest wait for the turn.
+    patience: Duration,
+    alarm: Alarm,
 }
 
 impl TurnLock {
-    /// `None` (and no turn-taking, only SQLite's locking) if the file cannot be created.
-    fn open(path: &Path) -> Option<Self> {
-        match open_private(path) {
-            Ok(file) => Some(Self { file }),
+    /// `None` (and no turn-taking, only SQLite's locking) if the file or the alarm cannot be
+    /// made.
+    fn open(path: &Path, patience: Duration) -> Option<Self> {
+        let made = open_private(path).and_then(|file| Ok((file, Alarm::for_this_thread()?)));
+        match made {
+            Ok((file, alarm)) => Some(Self {
+                file,
+                path: path.to_owned(),
+                patience,
+                alarm,
+            }),
             Err(e) => {
-                tracing::debug!("no writer lock file {}: {e}", path.display());
+                tracing::debug!("no writers' turn lock {}: {e}", path.display());
                 None
             }
         }
     }
 
-    /// Blocks until this process has the turn; it ends when the guard is dropped.
-    fn take(&self) -> TurnGuard<'_> {
-        // SAFETY: flock on a descriptor this struct owns; blocking is what the writer wants.
-        let held = unsafe { nix::libc::flock(self.file.as_raw_fd(), nix::libc::LOCK_EX) } == 0;
-        TurnGuard { lock: self, held }
+    /// Waits until this process has the turn, at most `patience`; the turn ends when the guard
+    /// is dropped. After that long the guard holds nothing and the write goes ahead anyway.
+    fn take(&mut self) -> TurnGuard<'_> {
+        let fd = self.file.as_raw_fd();
+        // SAFETY (each flock here): on a descriptor this struct owns.
+        // Nobody else writing: the usual case, one system call.
+        if unsafe { nix::libc::flock(fd, nix::libc::LOCK_EX | nix::libc::LOCK_NB) } == 0 {
+            return TurnGuard {
+                lock: self,
+                held: true,
+            };
+        }
+        // Another process writes: sleep until the kernel hands the lock over, or the alarm
+        // cuts the wait short.
+        let deadline = Instant::now() + self.patience;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.alarm.ring_after(left).is_err() {
+                break;
+            }
+            let taken = unsafe { nix::libc::flock(fd, nix::libc::LOCK_EX) } == 0;
+            let why = Errno::last();
+            self.alarm.cancel();
+            if taken {
+                return TurnGuard {
+                    lock: self,
+                    held: true,
+                };
+            }
+            if why != Errno::EINTR {
+                break;
+            }
+        }
+        tracing::warn!(
+            "another process has kept the writers' turn ({}) for over {:?}: writing without \
+             it, under SQLite's lock alone",
+            self.path.display(),
+            self.patience
+        );
+        TurnGuard {
+            lock: self,
+            held: false,
+        }
     }
 }
 
@@ -208,7 +272,63 @@ impl Drop for TurnGuard<'_> {
     }
 }
 
-fn run(mut conn: Connection, rx: &Receiver<Request>, wal: &Path, turn: Option<&TurnLock>) {
+/// The signal that cuts a wait short. Its default action is to ignore it, so a stray one
+/// (nothing else here uses it) can never stop the process.
+const ALARM_SIGNAL: Signal = Signal::SIGURG;
+
+/// A timer that interrupts a blocking system call of the thread that made it: when it rings,
+/// the kernel sends `ALARM_SIGNAL` to that thread only, the handler does nothing, and the call
+/// returns EINTR.
+struct Alarm {
+    timer: Timer,
+}
+
+impl Alarm {
+    fn for_this_thread() -> std::io::Result<Self> {
+        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+        extern "C" fn interrupt(_: nix::libc::c_int) {}
+        // No SA_RESTART: the interrupted call must return, not resume.
+        let action = SigAction::new(
+            SigHandler::Handler(interrupt),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing at all, so it is async-signal-safe.
+        unsafe { sigaction(ALARM_SIGNAL, &action) }?;
+        let timer = Timer::new(
+            ClockId::CLOCK_MONOTONIC,
+            SigEvent::new(SigevNotify::SigevThreadId {
+                signal: ALARM_SIGNAL,
+                thread_id: nix::unistd::gettid().as_raw(),
+                si_value: 0,
+            }),
+        )?;
+        Ok(Self { timer })
+    }
+
+    fn ring_after(&mut self, after: Duration) -> nix::Result<()> {
+        self.timer.set(
+            Expiration::OneShot(TimeSpec::from(after)),
+            TimerSetTimeFlags::empty(),
+        )
+    }
+
+    fn cancel(&mut self) {
+        // A zero expiration disarms the timer.
+        let _ = self.timer.set(
+            Expiration::OneShot(TimeSpec::new(0, 0)),
+            TimerSetTimeFlags::empty(),
+        );
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    rx: &Receiver<Request>,
+    wal: &Path,
+    mut turn: Option<&mut TurnLock>,
+    patience: Duration,
+) {
     // This thread's sleeps while another process holds the write lock are 100 µs; the kernel's
     // default 50 µs timer slack would stretch each by half.
     #[cfg(target_os = "linux")]
@@ -224,8 +344,8 @@ fn run(mut conn: Connection, rx: &Receiver<Request>, wal: &Path, turn: Option<&T
                 Err(_) => break,
             }
         }
-        let my_turn = turn.map(TurnLock::take);
-        let outcomes = commit(&mut conn, &batch);
+        let my_turn = turn.as_deref_mut().map(TurnLock::take);
+        let outcomes = commit(&mut conn, &batch, patience);
         keep_wal_small(&conn, wal);
         drop(my_turn);
         for (request, outcome) in batch.into_iter().zip(outcomes) {
@@ -234,7 +354,7 @@ fn run(mut conn: Connection, rx: &Receiver<Request>, wal: &Path, turn: Option<&T
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Request]) -> Vec<Outcome> {
+fn commit(conn: &mut Connection, batch: &[Request], patience: Duration) -> Vec<Outcome> {
     let result = (|| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let outcomes = batch
@@ -247,6 +367,14 @@ fn commit(conn: &mut Connection, batch: &[Request]) -> Vec<Outcome> {
     })();
     match result {
         Ok(outcomes) => outcomes,
+        Err(StoreError::Sqlite(e)) if is_busy(&e) => {
+            let e = StoreError::Busy(patience);
+            tracing::warn!("{e}");
+            batch
+                .iter()
+                .map(|r| failed(matches!(r.op, WriteOp::CreateMany(_)), &e))
+                .collect()
+        }
         Err(e) => {
             tracing::error!("a write transaction failed: {e}");
             batch

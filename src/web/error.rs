@@ -98,6 +98,7 @@ impl From<StoreError> for AppError {
                 current: Some(current.clone()),
                 message: e.to_string(),
             },
+            StoreError::Busy(_) => Self::Unavailable(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }
