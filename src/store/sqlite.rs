@@ -15,11 +15,12 @@ use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
+use super::lookups::Lookups;
 use super::migrations::migrate;
 use super::writer::{Outcome, WriteOp, Writer};
 use super::{
     Change, ChangeKind, ChangeWatcher, ListPosition, ListQuery, NewNote, Note, NotePage, NoteStore,
-    NoteUpdate, NoteWrite, PendingWrite, StoreError, slug_from_title,
+    NoteUpdate, NoteWrite, PendingRead, PendingWrite, StoreError, slug_from_title,
 };
 
 /// How hard a commit is pushed to disk.
@@ -59,6 +60,7 @@ pub struct SqliteStore {
     // the last one and checkpoints the WAL into the file as it closes.
     readers: Pool<SqliteConnectionManager>,
     writer: Writer,
+    lookups: Lookups,
 }
 
 /// The columns `note_from_row` reads, in its order (a macro, so `concat!` can build literals).
@@ -130,6 +132,7 @@ impl SqliteStore {
             path: path.to_owned(),
             readers,
             writer,
+            lookups: Lookups::default(),
         })
     }
 
@@ -144,6 +147,30 @@ impl SqliteStore {
         )?;
         conn.busy_handler(Some(busy_wait))?;
         Ok(truncate_wal(&conn, Duration::from_secs(1))?)
+    }
+
+    /// The notes of one round of lookups (see `lookups`), one answer per key, in order: a
+    /// single key is a plain read; more share one read transaction.
+    fn get_many(&self, keys: &[&str]) -> Vec<Result<Note, StoreError>> {
+        if let [key] = keys {
+            return vec![self.get(key)];
+        }
+        let each_failed = |e: &dyn std::fmt::Display| {
+            keys.iter()
+                .map(|_| Err(StoreError::Internal(e.to_string())))
+                .collect()
+        };
+        let conn = match self.readers.get() {
+            Ok(conn) => conn,
+            Err(e) => return each_failed(&StoreError::Pool(e)),
+        };
+        let notes = in_read_transaction(&conn, || {
+            Ok(keys
+                .iter()
+                .map(|key| find(&conn, key)?.ok_or_else(|| StoreError::NotFound((*key).into())))
+                .collect())
+        });
+        notes.unwrap_or_else(|e| each_failed(&e))
     }
 
     fn write_one(&self, op: WriteOp) -> Result<Note, StoreError> {
@@ -535,6 +562,13 @@ impl NoteStore for SqliteStore {
     fn get(&self, key: &str) -> Result<Note, StoreError> {
         let conn = self.readers.get()?;
         find(&conn, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
+    }
+
+    fn start_get(&self, key: &str) -> PendingRead<'_> {
+        Box::pin(
+            self.lookups
+                .lookup(key.to_owned(), |keys: &[&str]| self.get_many(keys)),
+        )
     }
 
     fn start_write(&self, write: NoteWrite) -> PendingWrite {

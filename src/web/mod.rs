@@ -2,9 +2,9 @@
 //!
 //! Pages keep the book's URLs and form field names (`pages`), the JSON API lives under `/api`
 //! (`api`), and every request passes through one guard (`guard`): cross-site form refusal, the
-//! panic page, security headers, the request log. Quick reads run on the async worker (`read`);
-//! writes go to the store's writer thread (`write`); long reads run on the blocking pool
-//! (`blocking`).
+//! panic page, security headers, the request log. Quick reads run on the async worker (`read`,
+//! and note lookups through the store's `start_get`); writes go to the store's writer thread
+//! (`write`); long reads run on the blocking pool (`blocking`).
 
 mod api;
 mod assets;
@@ -65,8 +65,9 @@ impl AppState {
     ///
     /// Two workers may start reads at once; SQLite then makes one wait on a process-wide mutex
     /// while the other makes its lock system call. Making reads take turns in the runtime
-    /// instead (a one-permit semaphore) removed those waits but cost 10% of throughput in the
-    /// wake-ups between workers, so reads are not serialized.
+    /// (a one-permit semaphore) removed those waits but cost 10% of throughput in the wake-ups
+    /// between workers. Note lookups, the most frequent read, go through
+    /// `NoteStore::start_get` instead: those arriving together share one transaction.
     pub fn read<T>(
         &self,
         f: impl FnOnce(&dyn NoteStore) -> Result<T, StoreError>,

@@ -149,7 +149,7 @@ async fn note_from_query(
         AppError::Invalid("the URL is missing the key parameter (?key=...)".into())
     })?;
     let events_after = state.feed.last_seen();
-    let note = state.read(|s| s.get(&key))?;
+    let note = state.store.start_get(&key).await?;
     Ok((note, events_after))
 }
 
