@@ -188,6 +188,24 @@ fn a_process_stuck_holding_the_writers_turn_delays_other_writers_only_for_the_bu
         describe(&out)
     );
 
+    // A serving instance waits for the turn once, then stops waiting for it while the holder
+    // stays stuck: only its first write stalls.
+    let instance = Instance::start(&dir.path().join("notes.db"));
+    let note = json!({"title": "From the instance", "body": "first"});
+    let started = Instant::now();
+    let r = post_json(instance.port, "/api/notes", &note);
+    assert_eq!(r.status, 201, "{r}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let started = Instant::now();
+    let r = post_json(instance.port, "/api/notes", &note);
+    assert_eq!(r.status, 201, "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the second write waited for the stuck turn again: {:?}",
+        started.elapsed()
+    );
+    instance.stop();
+
     // Stuck inside a write transaction too: the write fails with a clear error, not a hang
     // and not "database is locked".
     let sqlite = rusqlite::Connection::open(dir.path().join("notes.db")).expect("open");

@@ -19,6 +19,9 @@ use std::task::{Context, Poll, Waker};
 
 use super::{Note, StoreError};
 
+/// Lookups per round at most: bounds how long one caller's thread serves the others.
+const MAX_ROUND: usize = 64;
+
 /// What a lookup answers: the note, or why not (`NotFound` for no such key).
 pub type Answer = Result<Note, StoreError>;
 
@@ -71,16 +74,18 @@ impl Lookups {
         }
     }
 
-    /// Serves one round: every lookup queued now, in one call of `read`. Returns false if
-    /// someone else is serving.
+    /// Serves one round: the lookups queued now (at most `MAX_ROUND`), in one call of `read`.
+    /// Returns false if someone else is serving, or nothing is queued: then this caller's
+    /// lookup is in a round under way, which wakes it when answered.
     fn serve(&self, read: &dyn Fn(&[&str]) -> Vec<Answer>, mine: &Arc<Slot>) -> bool {
-        let round = {
+        let round: Vec<Arc<Slot>> = {
             let mut queue = lock(&self.queue);
-            if queue.serving {
+            if queue.serving || queue.waiting.is_empty() {
                 return false;
             }
             queue.serving = true;
-            mem::take(&mut queue.waiting)
+            let n = queue.waiting.len().min(MAX_ROUND);
+            queue.waiting.drain(..n).collect()
         };
         // Hands over even if `read` panics: nobody is left waiting on a round that never ends.
         let _round = RoundEnd {

@@ -14,7 +14,7 @@
 //! process stopped or hung while holding the turn (SIGSTOP, a debugger) must not stop every
 //! other writer: the wait for the turn ends after the busy timeout, and the write goes ahead
 //! under SQLite's lock alone, which either is free or fails the write with a clear error after
-//! the busy timeout again.
+//! the busy timeout again. Later writes do not wait for the turn until it is free again.
 //!
 //! The thread also keeps the WAL file small: when two processes write without pause, SQLite's
 //! automatic checkpoints never find a moment to restart the log, so past `WAL_RESET_BYTES` a
@@ -191,6 +191,9 @@ struct TurnLock {
     /// The longest wait for the turn.
     patience: Duration,
     alarm: Alarm,
+    /// The last wait ran out: the holder is stuck, so writes stop waiting for the turn until
+    /// it is free again (each would otherwise stall for `patience`).
+    holder_stuck: bool,
 }
 
 impl TurnLock {
@@ -204,6 +207,7 @@ impl TurnLock {
                 path: path.to_owned(),
                 patience,
                 alarm,
+                holder_stuck: false,
             }),
             Err(e) => {
                 tracing::debug!("no writers' turn lock {}: {e}", path.display());
@@ -219,9 +223,19 @@ impl TurnLock {
         // SAFETY (each flock here): on a descriptor this struct owns.
         // Nobody else writing: the usual case, one system call.
         if unsafe { nix::libc::flock(fd, nix::libc::LOCK_EX | nix::libc::LOCK_NB) } == 0 {
+            if self.holder_stuck {
+                tracing::info!("the writers' turn is free again; taking turns as usual");
+                self.holder_stuck = false;
+            }
             return TurnGuard {
                 lock: self,
                 held: true,
+            };
+        }
+        if self.holder_stuck {
+            return TurnGuard {
+                lock: self,
+                held: false,
             };
         }
         // Another process writes: sleep until the kernel hands the lock over, or the alarm
@@ -247,10 +261,11 @@ impl TurnLock {
         }
         tracing::warn!(
             "another process has kept the writers' turn ({}) for over {:?}: writing without \
-             it, under SQLite's lock alone",
+             it, under SQLite's lock alone, until it is free again",
             self.path.display(),
             self.patience
         );
+        self.holder_stuck = true;
         TurnGuard {
             lock: self,
             held: false,
