@@ -165,7 +165,7 @@ pub trait NoteStore: Send + Sync + 'static {
     fn get(&self, key: &str) -> Result<Note, StoreError>;
     /// `get` for async callers, without blocking them on another thread's read: lookups that
     /// arrive together share one read transaction, on the thread of one of them.
-    fn start_get(&self, key: &str) -> PendingRead<'_>;
+    fn start_get(&self, key: String) -> PendingRead<'_>;
     fn create(&self, note: NewNote) -> Result<Note, StoreError>;
     fn update(&self, key: &str, update: NoteUpdate) -> Result<Note, StoreError>;
     /// Deletes and returns the deleted note.

@@ -564,10 +564,10 @@ impl NoteStore for SqliteStore {
         find(&conn, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
     }
 
-    fn start_get(&self, key: &str) -> PendingRead<'_> {
+    fn start_get(&self, key: String) -> PendingRead<'_> {
         Box::pin(
             self.lookups
-                .lookup(key.to_owned(), |keys: &[&str]| self.get_many(keys)),
+                .lookup(key, |keys: &[&str]| self.get_many(keys)),
         )
     }
 
