@@ -380,24 +380,22 @@ fn commit(conn: &mut Connection, batch: &[Request], patience: Duration) -> Vec<O
         tx.commit()?;
         Ok::<_, StoreError>(outcomes)
     })();
-    match result {
-        Ok(outcomes) => outcomes,
+    let e = match result {
+        Ok(outcomes) => return outcomes,
         Err(StoreError::Sqlite(e)) if is_busy(&e) => {
-            let e = StoreError::Busy(patience);
-            tracing::warn!("{e}");
-            batch
-                .iter()
-                .map(|r| failed(matches!(r.op, WriteOp::CreateMany(_)), &e))
-                .collect()
+            let busy = StoreError::Busy(patience);
+            tracing::warn!("{busy}");
+            busy
         }
         Err(e) => {
             tracing::error!("a write transaction failed: {e}");
-            batch
-                .iter()
-                .map(|r| failed(matches!(r.op, WriteOp::CreateMany(_)), &e))
-                .collect()
+            e
         }
-    }
+    };
+    batch
+        .iter()
+        .map(|r| failed(matches!(r.op, WriteOp::CreateMany(_)), &e))
+        .collect()
 }
 
 /// Applies one write inside the batch's transaction. `Err` only for a database failure.
