@@ -51,36 +51,38 @@ fn date_time(secs: i64, sep: u8) -> [u8; 19] {
     out
 }
 
-/// The date-time, a dot, `fraction` as `digits` digits, and `suffix`.
-fn stamp(secs: i64, sep: u8, fraction: Option<(u64, usize)>, suffix: &str) -> String {
-    let mut out = String::with_capacity(32);
-    // All ASCII: the conversion cannot fail.
-    out.push_str(std::str::from_utf8(&date_time(secs, sep)).unwrap_or_default());
-    if let Some((value, digits)) = fraction {
-        let mut buf = [b'.'; 7];
-        put_digits(&mut buf[1..=digits], value);
-        out.push_str(std::str::from_utf8(&buf[..=digits]).unwrap_or_default());
-    }
-    out.push_str(suffix);
+/// `2026-11-28T01:13:29`, a dot, `fraction` as `digits` digits (at most 6), and `Z`.
+fn stamp(secs: i64, fraction: u64, digits: usize) -> String {
+    let mut out = String::with_capacity(28);
+    // All ASCII: the conversions cannot fail.
+    out.push_str(std::str::from_utf8(&date_time(secs, b'T')).unwrap_or_default());
+    let mut buf = [b'.'; 7];
+    put_digits(&mut buf[1..=digits], fraction);
+    out.push_str(std::str::from_utf8(&buf[..=digits]).unwrap_or_default());
+    out.push('Z');
     out
 }
 
 /// `2026-11-28T01:13:29.123Z`
 pub fn rfc3339(millis: i64) -> String {
-    let frac = millis.rem_euclid(1000) as u64;
-    stamp(millis.div_euclid(1000), b'T', Some((frac, 3)), "Z")
+    stamp(millis.div_euclid(1000), millis.rem_euclid(1000) as u64, 3)
 }
 
 /// `2026-11-28T01:13:29.123456Z`, the log lines' timestamp, from Unix microseconds.
 pub fn rfc3339_micros(micros: i64) -> String {
-    let frac = micros.rem_euclid(1_000_000) as u64;
-    stamp(micros.div_euclid(1_000_000), b'T', Some((frac, 6)), "Z")
+    stamp(
+        micros.div_euclid(1_000_000),
+        micros.rem_euclid(1_000_000) as u64,
+        6,
+    )
 }
 
 /// `2026-11-28 01:13 UTC`
 pub fn human(millis: i64) -> String {
-    let mut out = stamp(millis.div_euclid(1000), b' ', None, "");
-    out.truncate(16);
+    let date_time = date_time(millis.div_euclid(1000), b' ');
+    let mut out = String::with_capacity(20);
+    // All ASCII: the conversion cannot fail.
+    out.push_str(std::str::from_utf8(&date_time[..16]).unwrap_or_default());
     out.push_str(" UTC");
     out
 }
