@@ -139,8 +139,8 @@ struct KeyParam {
 }
 
 /// The required `key` query parameter of the note pages. The usual query, exactly
-/// `key=<value>`, is decoded here directly (a tenth of the cost); anything else goes through
-/// axum's `Query`, whose messages (a repeated `key`, say) the answer keeps.
+/// `key=<value>`, is decoded here directly, without `Query`'s serde machinery; anything else
+/// goes through axum's `Query`, whose messages (a repeated `key`, say) the answer keeps.
 pub struct KeyQuery(String);
 
 impl<S: Send + Sync> FromRequestParts<S> for KeyQuery {
