@@ -6,13 +6,13 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::body;
 use super::error::ApiError;
-use super::{AppError, AppState, encode_component};
+use super::{AppError, AppState, body_limit, encode_component};
 use crate::store::{
     ListPosition, ListQuery, NewNote, Note, NoteContent, NoteUpdate, NoteWrite, StoreError,
 };
@@ -22,8 +22,13 @@ const MAX_LIMIT: u32 = 1000;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/notes", get(list).post(create))
-        .route("/notes/{key}", get(show).put(update).delete(remove))
+        .route("/notes", get(list).merge(post(create).layer(body_limit())))
+        .route(
+            "/notes/{key}",
+            get(show)
+                .merge(put(update).layer(body_limit()))
+                .delete(remove),
+        )
 }
 
 #[derive(Deserialize)]

@@ -16,14 +16,20 @@ mod guard;
 mod html_escape;
 mod pages;
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
 use axum::middleware;
+use axum::response::Response;
+use axum::routing::IntoMakeService;
 use axum::routing::{get, post};
+use axum::{Router, ServiceExt};
 use tokio::sync::watch;
+use tower_layer::Layer;
+use tower_service::Service;
 
 pub use error::AppError;
 pub use feed::ChangeFeed;
@@ -105,25 +111,49 @@ impl AppState {
     }
 }
 
-/// The whole application, ready to be served.
-pub fn app(state: AppState) -> Router {
+/// The whole application, ready for `axum::serve`.
+///
+/// The guard wraps the router once, from outside: `Router::layer` would wrap every route
+/// instead, which boxes and clones a service per layer on every request.
+pub fn app(
+    state: AppState,
+) -> IntoMakeService<
+    impl Service<Request, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+> {
+    middleware::from_fn(guard::guard)
+        .layer(routes().with_state(state))
+        .into_make_service()
+}
+
+/// The body size limit (`MAX_REQUEST_BYTES`), set on each route that reads a body: as a layer
+/// on the whole router it would cost every request an extension. A body route added without it
+/// gets axum's default limit of 2 MB.
+pub fn body_limit() -> DefaultBodyLimit {
+    DefaultBodyLimit::max(MAX_REQUEST_BYTES)
+}
+
+fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(pages::index))
         .route("/notes/add", get(pages::add_form))
-        .route("/notes/save", post(pages::save))
+        .route("/notes/save", post(pages::save).layer(body_limit()))
         .route("/notes/view", get(pages::view))
         .route("/notes/edit", get(pages::edit_form))
         .route("/notes/destroy", get(pages::destroy_form))
-        .route("/notes/destroy/confirm", post(pages::destroy_confirm))
+        .route(
+            "/notes/destroy/confirm",
+            post(pages::destroy_confirm).layer(body_limit()),
+        )
         .route("/healthz", get(pages::healthz))
         .route("/events", get(events::events))
         .route("/static/{file}", get(assets::serve))
         .nest("/api", api::router())
         .fallback(pages::not_found)
         .method_not_allowed_fallback(pages::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .layer(middleware::from_fn(guard::guard))
-        .with_state(state)
 }
 
 /// Percent-encodes one URL component (query value or path segment): everything but
