@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,9 @@ pub struct SqliteStore {
     // Fields drop in this order: the readers close first, so that the writer's connection is
     // the last one and checkpoints the WAL into the file as it closes.
     readers: Pool<SqliteConnectionManager>,
+    /// The connection that serves the rounds of note lookups. Rounds never overlap (see
+    /// `lookups`), so one connection is enough, and a note page skips the pool's checkout.
+    lookup_conn: Mutex<Connection>,
     writer: Writer,
     lookups: Lookups,
 }
@@ -112,11 +116,9 @@ impl SqliteStore {
         let busy = options.busy_timeout;
         let manager = SqliteConnectionManager::file(path)
             .with_flags(flags)
-            .with_init(move |c| {
-                set_busy_wait(c, busy)?;
-                tune(c)?;
-                c.pragma_update(None, "query_only", true)
-            });
+            .with_init(move |c| init_reader(c, busy));
+        let lookup_conn = Connection::open_with_flags(path, flags)?;
+        init_reader(&lookup_conn, busy)?;
         let readers = Pool::builder()
             .max_size(options.readers.max(1))
             // Connections open on demand: an idle instance keeps one.
@@ -131,6 +133,7 @@ impl SqliteStore {
         Ok(Self {
             path: path.to_owned(),
             readers,
+            lookup_conn: Mutex::new(lookup_conn),
             writer,
             lookups: Lookups::default(),
         })
@@ -152,22 +155,28 @@ impl SqliteStore {
     /// The notes of one round of lookups (see `lookups`), one answer per key, in order: a
     /// single key is a plain read; more share one read transaction.
     fn get_many(&self, keys: &[&str]) -> Vec<Result<Note, StoreError>> {
+        let conn = self.lookup_conn.lock().unwrap_or_else(|poisoned| {
+            // A round panicked (our bug), perhaps inside its transaction: end that first.
+            self.lookup_conn.clear_poison();
+            let conn = poisoned.into_inner();
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            conn
+        });
         if let [key] = keys {
-            return vec![self.get(key)];
+            let note = find(&conn, key).and_then(|n| n.ok_or_else(|| not_found(key)));
+            return vec![note];
         }
         let each_failed = |e: &dyn std::fmt::Display| {
             keys.iter()
                 .map(|_| Err(StoreError::Internal(e.to_string())))
                 .collect()
         };
-        let conn = match self.readers.get() {
-            Ok(conn) => conn,
-            Err(e) => return each_failed(&StoreError::Pool(e)),
-        };
         let notes = in_read_transaction(&conn, || {
             Ok(keys
                 .iter()
-                .map(|key| find(&conn, key)?.ok_or_else(|| StoreError::NotFound((*key).into())))
+                .map(|key| find(&conn, key)?.ok_or_else(|| not_found(key)))
                 .collect())
         });
         notes.unwrap_or_else(|e| each_failed(&e))
@@ -363,6 +372,17 @@ pub(super) fn delete_note(tx: &Connection, key: &str, now: i64) -> Result<Note, 
         now,
     )?;
     Ok(current)
+}
+
+/// A reader's settings: the shared ones, and no writes.
+fn init_reader(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
+    set_busy_wait(conn, busy)?;
+    tune(conn)?;
+    conn.pragma_update(None, "query_only", true)
+}
+
+fn not_found(key: &str) -> StoreError {
+    StoreError::NotFound(key.to_owned())
 }
 
 /// Per-connection settings: a small page cache (the working set is an index walk; memory per
@@ -561,7 +581,7 @@ impl NoteStore for SqliteStore {
 
     fn get(&self, key: &str) -> Result<Note, StoreError> {
         let conn = self.readers.get()?;
-        find(&conn, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
+        find(&conn, key)?.ok_or_else(|| not_found(key))
     }
 
     fn start_get(&self, key: String) -> PendingRead<'_> {

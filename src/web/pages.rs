@@ -3,12 +3,12 @@
 //! with the user's text kept and the reason shown.
 
 use askama::Template;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::body::{self, BodyFormat};
@@ -106,7 +106,7 @@ struct ErrorPage<'a> {
 /// Renders a page with a status. A template that fails to render is our bug: plain 500.
 fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
+        Ok(html) => html_response(status, html),
         Err(e) => {
             tracing::error!("template failed to render: {e}");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -215,7 +215,7 @@ pub async fn index(
             .filter(|(as_of, _)| *as_of == latest)
             .map(|(_, html)| html.clone());
         if let Some(html) = cached {
-            return Ok(html_response(html));
+            return Ok(html_response(StatusCode::OK, html));
         }
     }
     let list = state
@@ -245,11 +245,19 @@ pub async fn index(
     );
     *state.first_page.lock().unwrap_or_else(|p| p.into_inner()) =
         Some((as_of_change, html.clone()));
-    Ok(html_response(html))
+    Ok(html_response(StatusCode::OK, html))
 }
 
-fn html_response(html: Bytes) -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+/// An HTML page. Built directly: `Html(String)` would set the content type twice (plain text,
+/// then HTML) on every page.
+fn html_response(status: StatusCode, html: impl Into<Body>) -> Response {
+    let mut response = Response::new(html.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
 }
 
 pub async fn add_form() -> Response {
