@@ -13,7 +13,7 @@
 //! moment, made the ratios swing with it.
 //!
 //! Environment: `BENCH_SECS` (measurement window per load, default 3), `BENCH_CONNS`
-//! (connections, default 32), `BENCH_REPEAT` (runs per figure, the best kept, default 2),
+//! (connections, default 32), `BENCH_REPEAT` (runs per figure, the best kept, default 3),
 //! `BENCH_NOTESCTL` (a notesctl binary to measure instead of
 //! building target/release/notesctl, e.g. to compare two builds).
 
@@ -778,7 +778,7 @@ fn run() -> anyhow::Result<()> {
     let repeat: usize = std::env::var("BENCH_REPEAT")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2)
+        .unwrap_or(3)
         .max(1);
     let conns: usize = std::env::var("BENCH_CONNS")
         .ok()
