@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Address to bind [notes.toml: serve.host; default: 127.0.0.1]
     #[arg(long, env = "NOTES_HOST")]
     pub host: Option<String>,
+
+    /// Threads serving requests [default: one per CPU core]
+    #[arg(long, env = "NOTES_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +70,11 @@ pub struct ClusterArgs {
     /// Address to bind [notes.toml: serve.host; default: 127.0.0.1]
     #[arg(long, env = "NOTES_HOST")]
     pub host: Option<String>,
+
+    /// Threads serving requests in each instance [default: the CPU cores divided among the
+    /// instances, at least 1]
+    #[arg(long, env = "NOTES_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]

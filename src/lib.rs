@@ -43,14 +43,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     match cli.command {
-        Command::Serve(_) => {
+        Command::Serve(args) => {
             logging::init("info");
-            server::run(config)?;
+            server::run(config, args.workers.map(usize::from))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster(args) => {
             logging::init("info");
-            cluster::run(config, args.instances.map(usize::from))
+            cluster::run(
+                config,
+                args.instances.map(usize::from),
+                args.workers.map(usize::from),
+            )
         }
         Command::Status { json } => {
             let report = cluster::request_status(&cluster::control::socket_path(&config))?;

@@ -15,17 +15,21 @@ use crate::config::Config;
 use crate::net::Inherited;
 use crate::web::{AppState, app};
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Serves until stopped, with `workers` threads serving requests (default: one per core).
+pub fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     // Take an inherited socket before any thread exists (it edits the environment).
     let inherited = crate::net::inherited_listeners();
     limit_malloc_arenas();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime
         .enable_all()
         // Only deep list pages and event-stream catch-ups run here (writes are queued to the
         // store's writer thread and awaited): a few threads are plenty.
-        .max_blocking_threads(8)
-        .build()
-        .context("starting the async runtime")?;
+        .max_blocking_threads(8);
+    if let Some(workers) = workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.build().context("starting the async runtime")?;
     let result = runtime.block_on(serve(config, inherited));
     crate::logging::flush();
     result

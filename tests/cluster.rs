@@ -341,6 +341,34 @@ fn two_instances_start_and_share_notes() {
     assert_eq!(mode, "wal");
 }
 
+/// Each instance is started with its share of the cores as worker threads (at least one), so
+/// two instances on two cores do not run four workers.
+#[test]
+fn each_instance_gets_its_share_of_the_cores() {
+    let cluster = Cluster::start(2, "");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = (cores / 2).max(1).to_string();
+    for pid in cluster.instance_pids() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("read cmdline");
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let workers = args
+            .iter()
+            .position(|a| a == "--workers")
+            .and_then(|i| args.get(i + 1));
+        assert_eq!(workers, Some(&share), "instance {pid} runs {args:?}");
+    }
+    assert!(
+        cluster
+            .output()
+            .contains(&format!("({share} worker thread(s) each)")),
+        "{}",
+        cluster.output()
+    );
+}
+
 #[test]
 fn a_killed_instance_comes_back_on_its_port_without_refusing_connections() {
     let cluster = Cluster::start(2, "");

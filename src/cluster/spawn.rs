@@ -19,6 +19,8 @@ pub struct Launch {
     pub program: PathBuf,
     pub config: Option<PathBuf>,
     pub database: PathBuf,
+    /// Worker threads of each instance (`serve --workers`).
+    pub workers: usize,
 }
 
 /// A started instance, before it is ready.
@@ -43,6 +45,8 @@ impl Launch {
         cmd.arg("--db")
             .arg(&self.database)
             .arg("serve")
+            .arg("--workers")
+            .arg(self.workers.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -115,7 +115,12 @@ pub struct Instance {
 impl Instance {
     /// Starts `notesctl serve --port 0 --db <db>` and waits until it is listening.
     pub fn start(db: &Path) -> Instance {
-        let mut instance = Self::spawn(db);
+        Self::start_with(db, &[])
+    }
+
+    /// Like `start`, with more arguments for `serve`.
+    pub fn start_with(db: &Path, args: &[&str]) -> Instance {
+        let mut instance = Self::spawn(db, args);
         instance.wait_ready();
         instance
     }
@@ -129,7 +134,7 @@ impl Instance {
                 .map(|_| {
                     s.spawn(|| {
                         barrier.wait();
-                        Self::spawn(db)
+                        Self::spawn(db, &[])
                     })
                 })
                 .collect();
@@ -144,9 +149,10 @@ impl Instance {
         all
     }
 
-    fn spawn(db: &Path) -> Instance {
+    fn spawn(db: &Path, args: &[&str]) -> Instance {
         let mut cmd = notesctl(dir_of(db));
         cmd.arg("serve").arg("--port").arg("0").arg("--db").arg(db);
+        cmd.args(args);
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()));
