@@ -57,8 +57,8 @@ impl Default for StoreOptions {
 
 pub struct SqliteStore {
     path: PathBuf,
-    // Fields drop in this order: the readers close first, so that the writer's connection is
-    // the last one and checkpoints the WAL into the file as it closes.
+    // Fields drop in this order: the readers and the lookup connection close first, so that the
+    // writer's connection is the last one and checkpoints the WAL into the file as it closes.
     readers: Pool<SqliteConnectionManager>,
     /// The connection that serves the rounds of note lookups. Rounds never overlap (see
     /// `lookups`), so one connection is enough, and a note page skips the pool's checkout.

@@ -20,12 +20,10 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::IntoMakeService;
-use axum::routing::{get, post};
+use axum::routing::{IntoMakeService, get, post};
 use axum::{Router, ServiceExt};
 use tokio::sync::watch;
 use tower_layer::Layer;
