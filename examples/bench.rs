@@ -421,10 +421,14 @@ impl Bench {
         let mut first_error = None;
         let (mut instance_rss_max, mut instance_threads, mut supervisor_rss_max) = (0, 0, 0);
         let mut ceilings: Vec<f64> = Vec::new();
+        // Each kept run's ratio to the ceiling run just before it: a drift of the machine's
+        // speed moves both alike, so these show how much of a low ratio was the drift.
+        let mut paired: Vec<f64> = Vec::new();
         let (mut round, mut attempt, mut disturbed) = (0, 0, 0);
         while round < self.repeat {
             attempt += 1;
-            if let Some(rate) = self.run_ceiling(ceiling) {
+            let ceiling_now = self.run_ceiling(ceiling);
+            if let Some(rate) = ceiling_now {
                 ceilings.push(rate);
             }
             let workload = match &workload {
@@ -480,6 +484,9 @@ impl Bench {
                 .fold(instance_threads, u64::max);
             supervisor_rss_max = supervisor_rss_max.max(rss.get(n).map_or(0, |r| r.0));
             all_rps.push(format!("{:.0}", load.rps()));
+            if let Some(rate) = ceiling_now.filter(|r| *r > 0.0) {
+                paired.push(load.rps() / rate);
+            }
             if best.as_ref().is_none_or(|b| load.rps() > b.0.rps()) {
                 best = Some((load, cpu, bench_cpu, others, disk));
             }
@@ -500,6 +507,14 @@ impl Bench {
                 all.join(", "),
                 percent(load.rps() / best)
             ));
+            if !paired.is_empty() {
+                let each: Vec<String> = paired.iter().map(|r| percent(*r)).collect();
+                line.push_str(&format!(
+                    "; each run over the ceiling run before it: {} (median {})",
+                    each.join(", "),
+                    percent(median(paired.clone()))
+                ));
+            }
         }
         let cpus: Vec<String> = cpu[..n].iter().map(|c| format!("{c:.0}%")).collect();
         line.push_str(&format!(
@@ -758,12 +773,14 @@ fn percent(ratio: f64) -> String {
     format!("{:.0}%", (ratio * 100.0).floor())
 }
 
+/// The middle value (the mean of the two middle ones for an even count).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
-    v[v.len() / 2]
 }
 
 // ---- the run ---------------------------------------------------------------------------------
