@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::MAX_WORKERS;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "notesctl",
@@ -56,8 +58,8 @@ pub struct ServeArgs {
     #[arg(long, env = "NOTES_HOST")]
     pub host: Option<String>,
 
-    /// Threads serving requests [default: one per CPU core]
-    #[arg(long, env = "NOTES_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Threads serving requests [notes.toml: serve.workers; default: one per CPU core]
+    #[arg(long, env = "NOTES_WORKERS", value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKERS)))]
     pub workers: Option<u16>,
 }
 
@@ -71,9 +73,9 @@ pub struct ClusterArgs {
     #[arg(long, env = "NOTES_HOST")]
     pub host: Option<String>,
 
-    /// Threads serving requests in each instance [default: the CPU cores divided among the
-    /// instances, at least 1]
-    #[arg(long, env = "NOTES_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Threads serving requests in each instance [notes.toml: serve.workers; default: the CPU
+    /// cores divided among the instances, at least 1]
+    #[arg(long, env = "NOTES_WORKERS", value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKERS)))]
     pub workers: Option<u16>,
 }
 

@@ -18,6 +18,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "notes.toml";
 pub const DEFAULT_DATABASE: &str = "notes.db";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 3000;
+/// Most worker threads an instance may be given (`serve.workers`, `--workers`).
+pub const MAX_WORKERS: u16 = 1024;
 pub const DEFAULT_CLUSTER_PORTS: [u16; 2] = [3001, 3002];
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,7 @@ pub struct Overrides {
     pub database: Option<PathBuf>,
     pub host: Option<String>,
     pub port: Option<u16>,
+    pub workers: Option<u16>,
 }
 
 /// The validated configuration every subcommand works from.
@@ -55,6 +58,9 @@ pub struct ServeConfig {
     pub port: u16,
     /// How long a stopping instance waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// Threads serving requests in each instance; `None`: one per core for `serve`, and for
+    /// `cluster` the cores divided among the instances.
+    pub workers: Option<usize>,
 }
 
 /// The supervisor's settings; see the README for what each policy value does.
@@ -136,6 +142,7 @@ struct ServeFile {
     host: Option<String>,
     port: Option<u16>,
     shutdown_timeout: Option<String>,
+    workers: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,6 +257,15 @@ impl Config {
                 serve_file.shutdown_timeout.as_ref(),
                 Duration::from_secs(10),
             )?,
+            workers: match overrides.workers.or(serve_file.workers) {
+                Some(n @ 1..=MAX_WORKERS) => Some(usize::from(n)),
+                Some(n) => {
+                    return Err(invalid(format!(
+                        "serve.workers must be from 1 to {MAX_WORKERS}, not {n}"
+                    )));
+                }
+                None => None,
+            },
         };
 
         let c = parsed.cluster.unwrap_or_default();
@@ -397,15 +413,17 @@ mod tests {
             database: Some("x.db".into()),
             host: Some("0.0.0.0".into()),
             port: Some(4000),
+            workers: Some(3),
         };
         let c = Config::from_toml(
-            "database = \"a.db\"\n[serve]\nport = 3002",
+            "database = \"a.db\"\n[serve]\nport = 3002\nworkers = 1",
             Path::new("n.toml"),
             &o,
         )
         .expect("valid");
         assert_eq!(c.database, PathBuf::from("x.db"));
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("0.0.0.0", 4000));
+        assert_eq!(c.serve.workers, Some(3));
     }
 
     #[test]
@@ -429,6 +447,10 @@ mod tests {
             .expect_err("dup")
             .to_string();
         assert!(e.contains("3001 twice"), "{e}");
+        let e = load("[serve]\nworkers = 0\n")
+            .expect_err("no workers")
+            .to_string();
+        assert!(e.contains("serve.workers must be from 1"), "{e}");
         let e = load("[cluster]\nstop_timeout = \"10\"\n")
             .expect_err("unitless")
             .to_string();

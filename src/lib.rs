@@ -30,11 +30,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             database: cli.db.clone(),
             host: args.host.clone(),
             port: args.port,
+            workers: args.workers,
         },
         Command::Cluster(args) => Overrides {
             database: cli.db.clone(),
             host: args.host.clone(),
             port: None,
+            workers: args.workers,
         },
         Command::Notes { .. } | Command::Status { .. } | Command::Reload => Overrides {
             database: cli.db.clone(),
@@ -43,18 +45,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     match cli.command {
-        Command::Serve(args) => {
+        Command::Serve(_) => {
             logging::init("info");
-            server::run(config, args.workers.map(usize::from))?;
+            server::run(config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster(args) => {
             logging::init("info");
-            cluster::run(
-                config,
-                args.instances.map(usize::from),
-                args.workers.map(usize::from),
-            )
+            cluster::run(config, args.instances.map(usize::from))
         }
         Command::Status { json } => {
             let report = cluster::request_status(&cluster::control::socket_path(&config))?;

@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::net::Inherited;
 use crate::web::{AppState, app};
 
-/// Serves until stopped, with `workers` threads serving requests (default: one per core).
-pub fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
+/// Serves until stopped, with `serve.workers` threads serving requests (default: one per core).
+pub fn run(config: Config) -> anyhow::Result<()> {
     // Take an inherited socket before any thread exists (it edits the environment).
     let inherited = crate::net::inherited_listeners();
     limit_malloc_arenas();
@@ -26,7 +26,7 @@ pub fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         // Only deep list pages and event-stream catch-ups run here (writes are queued to the
         // store's writer thread and awaited): a few threads are plenty.
         .max_blocking_threads(8);
-    if let Some(workers) = workers {
+    if let Some(workers) = config.serve.workers {
         runtime.worker_threads(workers);
     }
     let runtime = runtime.build().context("starting the async runtime")?;

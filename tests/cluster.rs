@@ -341,6 +341,23 @@ fn two_instances_start_and_share_notes() {
     assert_eq!(mode, "wal");
 }
 
+/// The `--workers` argument each instance of `cluster` runs with.
+fn workers_of_instances(cluster: &Cluster) -> Vec<Option<String>> {
+    cluster
+        .instance_pids()
+        .into_iter()
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("read cmdline");
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let at = args.iter().position(|a| a == "--workers")?;
+            args.get(at + 1).cloned()
+        })
+        .collect()
+}
+
 /// Each instance is started with its share of the cores as worker threads (at least one), so
 /// two instances on two cores do not run four workers.
 #[test]
@@ -348,18 +365,7 @@ fn each_instance_gets_its_share_of_the_cores() {
     let cluster = Cluster::start(2, "");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let share = (cores / 2).max(1).to_string();
-    for pid in cluster.instance_pids() {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("read cmdline");
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let workers = args
-            .iter()
-            .position(|a| a == "--workers")
-            .and_then(|i| args.get(i + 1));
-        assert_eq!(workers, Some(&share), "instance {pid} runs {args:?}");
-    }
+    assert_eq!(workers_of_instances(&cluster), vec![Some(share.clone()); 2]);
     assert!(
         cluster
             .output()
@@ -367,6 +373,13 @@ fn each_instance_gets_its_share_of_the_cores() {
         "{}",
         cluster.output()
     );
+}
+
+/// `[serve] workers` in notes.toml sets the worker threads of every instance.
+#[test]
+fn serve_workers_in_notes_toml_applies_to_every_instance() {
+    let cluster = Cluster::start(2, "[serve]\nworkers = 3\n");
+    assert_eq!(workers_of_instances(&cluster), vec![Some("3".into()); 2]);
 }
 
 #[test]

@@ -77,26 +77,18 @@ pub(crate) struct Supervisor {
 }
 
 /// Supervises `instances` instances (default: one per configured port), each serving with
-/// `workers` threads (default: the CPU cores divided among them).
-pub fn run(
-    config: Config,
-    instances: Option<usize>,
-    workers: Option<usize>,
-) -> anyhow::Result<ExitCode> {
+/// `serve.workers` threads (default: the CPU cores divided among them).
+pub fn run(config: Config, instances: Option<usize>) -> anyhow::Result<ExitCode> {
     // One thread: the supervisor does little, and a parent-death signal is tied to the thread
     // that spawned the child, which must live as long as the supervisor.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(supervise(config, instances, workers))
+    runtime.block_on(supervise(config, instances))
 }
 
-async fn supervise(
-    config: Config,
-    instances: Option<usize>,
-    workers: Option<usize>,
-) -> anyhow::Result<ExitCode> {
+async fn supervise(config: Config, instances: Option<usize>) -> anyhow::Result<ExitCode> {
     let began = Instant::now();
     let out = Arc::new(Output::new());
     let (ports, note) = plan_ports(&config.cluster.ports, instances).map_err(anyhow::Error::msg)?;
@@ -126,7 +118,10 @@ async fn supervise(
         program: spawn::current_program().context("finding the notesctl binary")?,
         config: config.file.as_deref().map(spawn::absolute),
         database: database.clone(),
-        workers: workers.unwrap_or_else(|| share_of_cores(ports.len())),
+        workers: config
+            .serve
+            .workers
+            .unwrap_or_else(|| share_of_cores(ports.len())),
     });
     let (stop_tx, stop_rx) = watch::channel(StopMode::Run);
     let changed = Arc::new(Notify::new());
