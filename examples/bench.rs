@@ -512,7 +512,7 @@ impl Bench {
                 line.push_str(&format!(
                     "; each run over the ceiling run before it: {} (median {})",
                     each.join(", "),
-                    percent(median(paired.clone()))
+                    percent(median(paired))
                 ));
             }
         }

@@ -165,8 +165,7 @@ impl SqliteStore {
             conn
         });
         if let [key] = keys {
-            let note = find(&conn, key).and_then(|n| n.ok_or_else(|| not_found(key)));
-            return vec![note];
+            return vec![find_existing(&conn, key)];
         }
         let each_failed = |e: &dyn std::fmt::Display| {
             keys.iter()
@@ -174,10 +173,7 @@ impl SqliteStore {
                 .collect()
         };
         let notes = in_read_transaction(&conn, || {
-            Ok(keys
-                .iter()
-                .map(|key| find(&conn, key)?.ok_or_else(|| not_found(key)))
-                .collect())
+            Ok(keys.iter().map(|key| find_existing(&conn, key)).collect())
         });
         notes.unwrap_or_else(|e| each_failed(&e))
     }
@@ -381,10 +377,6 @@ fn init_reader(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
     conn.pragma_update(None, "query_only", true)
 }
 
-fn not_found(key: &str) -> StoreError {
-    StoreError::NotFound(key.to_owned())
-}
-
 /// Per-connection settings: a small page cache (the working set is an index walk; memory per
 /// instance matters more), and a planner that keeps one plan per statement, so binding a new
 /// LIMIT does not re-prepare it.
@@ -521,6 +513,11 @@ fn find(conn: &Connection, key: &str) -> Result<Option<Note>, StoreError> {
     Ok(stmt.query_row([key], note_from_row).optional()?)
 }
 
+/// `find`, with a missing note as `NotFound`.
+fn find_existing(conn: &Connection, key: &str) -> Result<Note, StoreError> {
+    find(conn, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
+}
+
 impl NoteStore for SqliteStore {
     fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
         let conn = self.readers.get()?;
@@ -581,7 +578,7 @@ impl NoteStore for SqliteStore {
 
     fn get(&self, key: &str) -> Result<Note, StoreError> {
         let conn = self.readers.get()?;
-        find(&conn, key)?.ok_or_else(|| not_found(key))
+        find_existing(&conn, key)
     }
 
     fn start_get(&self, key: String) -> PendingRead<'_> {
