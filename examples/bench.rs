@@ -49,7 +49,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--ceiling-server") {
         let size = |i: usize| args.get(i).and_then(|b| b.parse().ok()).unwrap_or(4096);
-        if let Err(e) = seed::run_ceiling_server(size(2), size(3)) {
+        let dbs = args.iter().skip(4).map(PathBuf::from).collect();
+        if let Err(e) = seed::run_ceiling_server(size(2), size(3), dbs) {
             eprintln!("ceiling server: {e:#}");
             std::process::exit(1);
         }
@@ -577,8 +578,16 @@ impl Bench {
         }
     }
 
-    /// GET /, view and save against one server; names like "GET / · 1 instance · 1k".
-    fn standard_runs(&mut self, server: &Server, size: &str, keys: &Arc<Vec<String>>) {
+    /// GET /, view and save against one server; names like "GET / · 1 instance · 1k". With
+    /// `bare_lookup` (the ceiling server and the index of its copy of this database), also the
+    /// bare lookup of the same keys, named "bare lookup · 1k".
+    fn standard_runs(
+        &mut self,
+        server: &Server,
+        size: &str,
+        keys: &Arc<Vec<String>>,
+        bare_lookup: Option<(&Server, usize)>,
+    ) {
         let label = server.label();
         self.measure(
             server,
@@ -589,9 +598,24 @@ impl Bench {
         self.measure(
             server,
             &format!("GET /notes/view · {label} · {size}"),
-            Workload::View(Arc::clone(keys)),
+            Workload::View {
+                path: "/notes/view".into(),
+                keys: Arc::clone(keys),
+            },
             Ceiling::Http("/view"),
         );
+        // The bare lookup beside the note page: the same read without the app.
+        if let Some((ceiling_server, db)) = bare_lookup {
+            self.measure(
+                ceiling_server,
+                &format!("bare lookup · {size}"),
+                Workload::View {
+                    path: format!("/lookup/{db}"),
+                    keys: Arc::clone(keys),
+                },
+                Ceiling::Http("/view"),
+            );
+        }
         let tag = format!("{}{}", if label.starts_with('1') { "s" } else { "c" }, size);
         self.measure(
             server,
@@ -929,6 +953,7 @@ fn run() -> anyhow::Result<()> {
         &page_bytes.to_string(),
         &view_bytes.to_string(),
     ])
+    .args([db_copy(SMALL, "lookup-1k")?, db_copy(LARGE, "lookup-100k")?])
     .stdout(std::process::Stdio::piped());
     let mut ceiling_proc = Proc::spawn(cmd, "ceiling server", None)?;
     let port: u16 = {
@@ -955,7 +980,7 @@ fn run() -> anyhow::Result<()> {
     };
     bench.http_ceiling = Some(addr(port));
 
-    bench.standard_runs(&server, "1k", &keys_small);
+    bench.standard_runs(&server, "1k", &keys_small, Some((&ceiling_server, 0)));
 
     println!("1,000 open event streams on that instance ...");
     let pid = server.proc.pid();
@@ -1026,7 +1051,7 @@ fn run() -> anyhow::Result<()> {
         .iter()
         .copied()
         .fold(bench.instance_rss_idle, u64::max);
-    bench.standard_runs(&cluster, "1k", &keys_small);
+    bench.standard_runs(&cluster, "1k", &keys_small, None);
     println!("live updates: 200 writes on A, events on B ...");
     let targets = cluster.targets();
     let live = bench
@@ -1041,11 +1066,11 @@ fn run() -> anyhow::Result<()> {
     // 4. 100,000 notes, 1 and 2 instances.
     println!("1 instance, {LARGE} notes ...");
     let server = bench.start_serve(&db_copy(LARGE, "serve-100k")?, "serve-100k")?;
-    bench.standard_runs(&server, "100k", &keys_large);
+    bench.standard_runs(&server, "100k", &keys_large, Some((&ceiling_server, 1)));
     server.stop();
     println!("2 instances, {LARGE} notes ...");
     let (cluster, _) = bench.start_cluster(&db_copy(LARGE, "cluster-100k")?, "cluster-100k")?;
-    bench.standard_runs(&cluster, "100k", &keys_large);
+    bench.standard_runs(&cluster, "100k", &keys_large, None);
     cluster.stop();
     ceiling_server.stop();
 
@@ -1123,6 +1148,25 @@ fn run() -> anyhow::Result<()> {
                     ratio: percent(ratio),
                     target: "≥ 50%".into(),
                     pass: Some(ratio >= 0.5 && m.load.errors == 0),
+                });
+            }
+            if let Some(bare) = runs.get(&format!("bare lookup · {size}")) {
+                // What one SQLite read costs alone, next to the note page that makes it.
+                let view = get(&format!("GET /notes/view · {label} · {size}"));
+                let ceiling = bare.ceiling.unwrap_or(f64::NAN);
+                rows.push(Row {
+                    figure: format!(
+                        "Reference, no target: bare lookup (axum + the note page's SQLite read, nothing else) · {label} · {size} notes"
+                    ),
+                    value: format!(
+                        "{}; the note page made {} of its req/s",
+                        bare.load.summary(),
+                        percent(view.load.rps() / bare.load.rps())
+                    ),
+                    ceiling: format!("{ceiling:.0} req/s (HTTP)"),
+                    ratio: percent(bare.load.rps() / ceiling),
+                    target: "–".into(),
+                    pass: None,
                 });
             }
             let m = get(&format!("POST /notes/save · {label} · {size}"));

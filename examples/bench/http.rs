@@ -272,8 +272,12 @@ pub async fn fetch(addr: SocketAddr, path: &str, timeout: Duration) -> io::Resul
 pub enum Workload {
     /// The same GET every time.
     Get(String),
-    /// `GET /notes/view?key=K` with K drawn at random from the list.
-    View(Arc<Vec<String>>),
+    /// `GET {path}?key=K` with K drawn at random from the list (`path` is `/notes/view`, or
+    /// the ceiling server's bare lookup).
+    View {
+        path: String,
+        keys: Arc<Vec<String>>,
+    },
     /// `POST /notes/save` creating a note with an empty key and a unique title.
     Save { tag: String },
 }
@@ -281,7 +285,7 @@ pub enum Workload {
 impl Workload {
     pub fn expected_status(&self) -> u16 {
         match self {
-            Workload::Get(_) | Workload::View(_) => 200,
+            Workload::Get(_) | Workload::View { .. } => 200,
             Workload::Save { .. } => 302,
         }
     }
@@ -289,9 +293,9 @@ impl Workload {
     fn build(&self, addr: SocketAddr, conn: usize, seq: u64, rng: &mut Rng) -> Vec<u8> {
         match self {
             Workload::Get(path) => get_request(addr, path),
-            Workload::View(keys) => {
+            Workload::View { path, keys } => {
                 let key = &keys[rng.below(keys.len())];
-                get_request(addr, &format!("/notes/view?key={key}"))
+                get_request(addr, &format!("{path}?key={key}"))
             }
             Workload::Save { tag } => {
                 let title = format!(

@@ -1,8 +1,17 @@
 //! Test data, and the two ceilings: a minimal axum server returning a fixed body (HTTP ceiling)
-//! and raw single-row SQLite inserts with notesctl's pragmas (storage ceiling).
+//! and raw single-row SQLite inserts with notesctl's pragmas (storage ceiling). The same server
+//! also answers a bare note lookup (one SQLite read, then the fixed body): a reference for the
+//! note page, showing what the read alone costs.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use rusqlite::OptionalExtension;
 use std::time::{Duration, Instant};
 
 use crate::http::Rng;
@@ -216,36 +225,56 @@ pub fn storage_ceiling(path: &Path, duration: Duration) -> rusqlite::Result<(f64
     Ok((rows as f64 / started.elapsed().as_secs_f64(), rows))
 }
 
-/// The HTTP ceiling server (run in a child process: `bench --ceiling-server BYTES VIEW_BYTES`):
-/// axum 0.8 on a multi-threaded tokio runtime like notesctl, two routes returning fixed HTML
-/// bodies, `/` of `bytes` bytes and `/view` of `view_bytes` (the sizes of notesctl's list and
-/// note pages). Prints its port on standard output, then serves until killed.
-pub fn run_ceiling_server(bytes: usize, view_bytes: usize) -> anyhow::Result<()> {
-    use axum::http::header;
+/// The HTTP ceiling server (run in a child process:
+/// `bench --ceiling-server BYTES VIEW_BYTES [DB]...`): axum 0.8 on a multi-threaded tokio runtime
+/// like notesctl, two routes returning fixed HTML bodies, `/` of `bytes` bytes and `/view` of
+/// `view_bytes` (the sizes of notesctl's list and note pages). `/lookup/{i}?key=K` first reads
+/// note K from the i-th database as notesctl's note page does (the same query and page cache
+/// size, on a connection per worker thread), then answers the `/view` body: 200 if the note was
+/// found, 404 if not. Prints its port on standard output, then serves until killed.
+pub fn run_ceiling_server(
+    bytes: usize,
+    view_bytes: usize,
+    dbs: Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    use axum::extract::{Path as UrlPath, Query};
+    use axum::http::{StatusCode, header};
     use axum::serve::ListenerExt;
 
     // Die with the bench, whatever happens to it.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-    let fixed = |bytes: usize| {
-        let mut body = String::with_capacity(bytes);
-        let filler = "<li><a href=\"/notes/view?key=n0000001\">A note title</a></li>\n";
-        while body.len() < bytes {
-            body.push_str(filler);
-        }
-        body.truncate(bytes);
-        let body = axum::body::Bytes::from(body);
+    let html = || [(header::CONTENT_TYPE, "text/html; charset=utf-8")];
+    let fixed = |body: axum::body::Bytes| {
         axum::routing::get(move || {
             let body = body.clone();
-            async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body) }
+            async move { (html(), body) }
         })
     };
+    let view = fixed_body(view_bytes);
+    let dbs = Arc::new(dbs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let app = axum::Router::new()
-            .route("/", fixed(bytes))
-            .route("/view", fixed(view_bytes));
+            .route("/", fixed(fixed_body(bytes)))
+            .route("/view", fixed(view.clone()))
+            .route(
+                "/lookup/{db}",
+                axum::routing::get(
+                    move |UrlPath(db): UrlPath<usize>, Query(q): Query<LookupParams>| async move {
+                        let status = match lookup(&dbs, db, &q.key) {
+                            Ok(true) => StatusCode::OK,
+                            Ok(false) => StatusCode::NOT_FOUND,
+                            Err(e) => {
+                                eprintln!("ceiling server lookup: {e:#}");
+                                StatusCode::INTERNAL_SERVER_ERROR
+                            }
+                        };
+                        (status, html(), view)
+                    },
+                ),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", listener.local_addr()?.port());
         std::io::stdout().flush()?;
@@ -255,5 +284,53 @@ pub fn run_ceiling_server(bytes: usize, view_bytes: usize) -> anyhow::Result<()>
         });
         axum::serve(listener, app).await?;
         anyhow::Ok(())
+    })
+}
+
+/// A fixed HTML body of `bytes` bytes.
+fn fixed_body(bytes: usize) -> axum::body::Bytes {
+    let mut body = String::with_capacity(bytes);
+    let filler = "<li><a href=\"/notes/view?key=n0000001\">A note title</a></li>\n";
+    while body.len() < bytes {
+        body.push_str(filler);
+    }
+    body.truncate(bytes);
+    axum::body::Bytes::from(body)
+}
+
+#[derive(serde::Deserialize)]
+struct LookupParams {
+    key: String,
+}
+
+thread_local! {
+    /// This worker thread's connection to each database, opened on first use.
+    static LOOKUP_CONNS: RefCell<HashMap<usize, rusqlite::Connection>> = RefCell::new(HashMap::new());
+}
+
+/// Reads note `key` from database `db` as notesctl's note page does; whether it exists.
+fn lookup(dbs: &[PathBuf], db: usize, key: &str) -> anyhow::Result<bool> {
+    LOOKUP_CONNS.with(|conns| {
+        let mut conns = conns.borrow_mut();
+        let conn = match conns.entry(db) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(slot) => {
+                let path = dbs.get(db).context("no such database")?;
+                let conn = rusqlite::Connection::open(path)?;
+                conn.pragma_update(None, "query_only", true)?;
+                conn.pragma_update(None, "cache_size", -512)?;
+                slot.insert(conn)
+            }
+        };
+        let mut stmt = conn.prepare_cached(
+            "SELECT key, title, body, version, created_at, updated_at FROM notes WHERE key = ?1",
+        )?;
+        let found = stmt
+            .query_row([key], |r| {
+                // Read the columns out, as building the page would.
+                Ok(r.get::<_, String>(1)?.len() + r.get::<_, String>(2)?.len())
+            })
+            .optional()?;
+        Ok(found.is_some())
     })
 }
