@@ -238,6 +238,7 @@ impl Config {
                 defaults.busy_timeout,
             )?,
             readers: defaults.readers,
+            lookup_connections: defaults.lookup_connections,
         };
 
         let serve_file = parsed.serve.unwrap_or_default();
@@ -266,6 +267,12 @@ impl Config {
                 }
                 None => None,
             },
+        };
+
+        // A note lookup reads on its worker's own connection: one per worker.
+        let store = StoreOptions {
+            lookup_connections: serve.workers.unwrap_or(store.lookup_connections),
+            ..store
         };
 
         let c = parsed.cluster.unwrap_or_default();

@@ -3,13 +3,12 @@
 //!
 //! `NoteStore` is deliberately small and speaks only in validated domain types, so another backend
 //! (PostgreSQL, say) can be added beside `sqlite` without touching the web or CLI code. Most
-//! methods block; `start_write` and `start_get` are for async callers, which must not hold a
-//! thread while a write waits its turn or a lookup waits for the round that serves it.
+//! methods block (reads are index lookups of microseconds); `start_write` is for async callers,
+//! which must not hold a thread while a write waits its turn.
 
 use std::future::Future;
 use std::pin::Pin;
 
-mod lookups;
 mod migrations;
 mod model;
 mod sqlite;
@@ -153,19 +152,15 @@ pub enum NoteWrite {
 /// A write under way: await it for the note written (or deleted).
 pub type PendingWrite = Pin<Box<dyn Future<Output = Result<Note, StoreError>> + Send>>;
 
-/// A lookup under way: await it for the note.
-pub type PendingRead<'a> = Pin<Box<dyn Future<Output = Result<Note, StoreError>> + Send + 'a>>;
-
 /// The store API shared by every frontend.
 pub trait NoteStore: Send + Sync + 'static {
     /// Starts a write without blocking the caller; async code awaits it, where the blocking
     /// `create`/`update`/`delete` would hold a thread while the write waits its turn.
     fn start_write(&self, write: NoteWrite) -> PendingWrite;
     fn list(&self, query: ListQuery) -> Result<NotePage, StoreError>;
+    /// One note, read on a connection of the calling thread's own: quick enough for an async
+    /// worker to call directly.
     fn get(&self, key: &str) -> Result<Note, StoreError>;
-    /// `get` for async callers, without blocking them on another thread's read: lookups that
-    /// arrive together share one read transaction, on the thread of one of them.
-    fn start_get(&self, key: String) -> PendingRead<'_>;
     fn create(&self, note: NewNote) -> Result<Note, StoreError>;
     fn update(&self, key: &str, update: NoteUpdate) -> Result<Note, StoreError>;
     /// Deletes and returns the deleted note.

@@ -2,26 +2,26 @@
 //!
 //! Invariants: WAL is switched on when the file is opened; each process has exactly one writer
 //! connection (writers queue on its mutex, inside the process, rather than in SQLite's busy
-//! polling) and a small pool of `query_only` readers; every write runs in `BEGIN IMMEDIATE`, so
+//! polling), a small pool of `query_only` readers, and a `query_only` connection per async
+//! worker thread for note lookups; every write runs in `BEGIN IMMEDIATE`, so
 //! a writer takes the lock before reading what it will change and never fails part-way with
 //! "database is locked"; a busy timeout covers the wait for other processes' writers.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
-use super::lookups::Lookups;
 use super::migrations::migrate;
 use super::writer::{Outcome, WriteOp, Writer};
 use super::{
     Change, ChangeKind, ChangeWatcher, ListPosition, ListQuery, NewNote, Note, NotePage, NoteStore,
-    NoteUpdate, NoteWrite, PendingRead, PendingWrite, StoreError, slug_from_title,
+    NoteUpdate, NoteWrite, PendingWrite, StoreError, slug_from_title,
 };
 
 /// How hard a commit is pushed to disk.
@@ -43,6 +43,8 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
     /// Reader connections in the pool.
     pub readers: u32,
+    /// Connections for note lookups: one per thread that serves requests.
+    pub lookup_connections: usize,
 }
 
 impl Default for StoreOptions {
@@ -51,20 +53,25 @@ impl Default for StoreOptions {
             synchronous: Synchronous::Normal,
             busy_timeout: Duration::from_secs(30),
             readers: 6,
+            lookup_connections: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
 
 pub struct SqliteStore {
     path: PathBuf,
-    // Fields drop in this order: the readers and the lookup connection close first, so that the
-    // writer's connection is the last one and checkpoints the WAL into the file as it closes.
+    // Fields drop in this order: the readers and the lookup connections close first, so that
+    // the writer's connection is the last one and checkpoints the WAL into the file as it closes.
     readers: Pool<SqliteConnectionManager>,
-    /// The connection that serves the rounds of note lookups. Rounds never overlap (see
-    /// `lookups`), so one connection is enough, and a note page skips the pool's checkout.
-    lookup_conn: Mutex<Connection>,
+    /// The connections that note lookups (`get`) read on, one per thread that looks notes up
+    /// (numbered by `thread_number`), each opened on its thread's first lookup. A note page
+    /// thus reads on the worker serving it, with no pool checkout and no hand-off to another
+    /// thread. Threads beyond the count share one (they take turns on its mutex).
+    lookup_conns: Box<[Mutex<Option<Connection>>]>,
+    /// How the lookup connections are opened.
+    lookup_flags: OpenFlags,
+    busy_timeout: Duration,
     writer: Writer,
-    lookups: Lookups,
 }
 
 /// The columns `note_from_row` reads, in its order (a macro, so `concat!` can build literals).
@@ -117,8 +124,6 @@ impl SqliteStore {
         let manager = SqliteConnectionManager::file(path)
             .with_flags(flags)
             .with_init(move |c| init_reader(c, busy));
-        let lookup_conn = Connection::open_with_flags(path, flags)?;
-        init_reader(&lookup_conn, busy)?;
         let readers = Pool::builder()
             .max_size(options.readers.max(1))
             // Connections open on demand: an idle instance keeps one.
@@ -133,9 +138,12 @@ impl SqliteStore {
         Ok(Self {
             path: path.to_owned(),
             readers,
-            lookup_conn: Mutex::new(lookup_conn),
+            lookup_conns: (0..options.lookup_connections.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            lookup_flags: flags,
+            busy_timeout: busy,
             writer,
-            lookups: Lookups::default(),
         })
     }
 
@@ -152,30 +160,28 @@ impl SqliteStore {
         Ok(truncate_wal(&conn, Duration::from_secs(1))?)
     }
 
-    /// The notes of one round of lookups (see `lookups`), one answer per key, in order: a
-    /// single key is a plain read; more share one read transaction.
-    fn get_many(&self, keys: &[&str]) -> Vec<Result<Note, StoreError>> {
-        let conn = self.lookup_conn.lock().unwrap_or_else(|poisoned| {
-            // A round panicked (our bug), perhaps inside its transaction: end that first.
-            self.lookup_conn.clear_poison();
-            let conn = poisoned.into_inner();
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+    /// Runs `read` on this thread's lookup connection (see `lookup_conns`), opening it first
+    /// if this is the thread's first lookup.
+    fn on_lookup_conn<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let slot = &self.lookup_conns[thread_number() % self.lookup_conns.len()];
+        // A panic during a read (our bug) leaves the connection as usable as any: a lookup is
+        // one statement, which is reset when dropped.
+        let mut conn = slot.lock().unwrap_or_else(|poisoned| {
+            slot.clear_poison();
+            poisoned.into_inner()
+        });
+        let conn = match &mut *conn {
+            Some(conn) => conn,
+            empty => {
+                let conn = Connection::open_with_flags(&self.path, self.lookup_flags)?;
+                init_reader(&conn, self.busy_timeout)?;
+                empty.insert(conn)
             }
-            conn
-        });
-        if let [key] = keys {
-            return vec![find_existing(&conn, key)];
-        }
-        let each_failed = |e: &dyn std::fmt::Display| {
-            keys.iter()
-                .map(|_| Err(StoreError::Internal(e.to_string())))
-                .collect()
         };
-        let notes = in_read_transaction(&conn, || {
-            Ok(keys.iter().map(|key| find_existing(&conn, key)).collect())
-        });
-        notes.unwrap_or_else(|e| each_failed(&e))
+        read(conn)
     }
 
     fn write_one(&self, op: WriteOp) -> Result<Note, StoreError> {
@@ -368,6 +374,15 @@ pub(super) fn delete_note(tx: &Connection, key: &str, now: i64) -> Result<Note, 
         now,
     )?;
     Ok(current)
+}
+
+/// A number for this thread, unique in the process: 0, 1, 2, ... in the order threads first ask.
+fn thread_number() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    NUMBER.with(|n| *n)
 }
 
 /// A reader's settings: the shared ones, and no writes.
@@ -577,15 +592,7 @@ impl NoteStore for SqliteStore {
     }
 
     fn get(&self, key: &str) -> Result<Note, StoreError> {
-        let conn = self.readers.get()?;
-        find_existing(&conn, key)
-    }
-
-    fn start_get(&self, key: String) -> PendingRead<'_> {
-        Box::pin(
-            self.lookups
-                .lookup(key, |keys: &[&str]| self.get_many(keys)),
-        )
+        self.on_lookup_conn(|conn| find_existing(conn, key))
     }
 
     fn start_write(&self, write: NoteWrite) -> PendingWrite {
@@ -702,5 +709,63 @@ mod tests {
             options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
             "{options:?}"
         );
+    }
+
+    fn store_with_lookup_connections(dir: &Path, n: usize) -> SqliteStore {
+        let options = StoreOptions {
+            lookup_connections: n,
+            ..StoreOptions::default()
+        };
+        SqliteStore::open(&dir.join("notes.db"), &options).unwrap()
+    }
+
+    /// More threads than lookup connections, all looking up at once: each lookup gets its own
+    /// note (or `NotFound`), and sees a write committed just before it.
+    #[test]
+    fn threads_sharing_lookup_connections_get_their_own_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_lookup_connections(dir.path(), 2);
+        for i in 0..50 {
+            let note = NewNote::parse(Some(&format!("k{i}")), &format!("Title {i}"), "b").unwrap();
+            store.create(note).unwrap();
+        }
+        std::thread::scope(|scope| {
+            for t in 0..6 {
+                let store = &store;
+                scope.spawn(move || {
+                    for round in 0..100 {
+                        let i = (t * 7 + round) % 60;
+                        match store.get(&format!("k{i}")) {
+                            Ok(note) if i < 50 => assert_eq!(note.title, format!("Title {i}")),
+                            Err(StoreError::NotFound(key)) if i >= 50 => {
+                                assert_eq!(key, format!("k{i}"))
+                            }
+                            other => panic!("k{i}: {other:?}"),
+                        }
+                    }
+                });
+            }
+        });
+        let late = NewNote::parse(Some("late"), "Late", "b").unwrap();
+        store.create(late).unwrap();
+        assert_eq!(store.get("late").unwrap().title, "Late");
+    }
+
+    /// A read that panics (a bug) poisons its connection's mutex; the next lookup on that
+    /// connection still works.
+    #[test]
+    fn a_lookup_after_a_panicking_read_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_lookup_connections(dir.path(), 1);
+        store
+            .create(NewNote::parse(Some("a"), "A", "b").unwrap())
+            .unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.on_lookup_conn(|_| -> Result<(), StoreError> { panic!("a bug") })
+        }));
+        assert!(panicked.is_err());
+        assert!(store.lookup_conns[0].is_poisoned());
+        assert_eq!(store.get("a").unwrap().title, "A");
+        assert!(!store.lookup_conns[0].is_poisoned());
     }
 }

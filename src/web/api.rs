@@ -119,7 +119,7 @@ async fn show(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Note>, ApiError> {
     let key = key_from(path)?;
-    Ok(Json(state.store.start_get(key).await?))
+    Ok(Json(state.read(|s| s.get(&key))?))
 }
 
 #[derive(Deserialize)]

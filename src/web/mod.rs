@@ -2,8 +2,8 @@
 //!
 //! Pages keep the book's URLs and form field names (`pages`), the JSON API lives under `/api`
 //! (`api`), and every request passes through one guard (`guard`): cross-site form refusal, the
-//! panic page, security headers, the request log. Quick reads run on the async worker (`read`,
-//! and note lookups through the store's `start_get`); writes go to the store's writer thread
+//! panic page, security headers, the request log. Quick reads run on the async worker (`read`;
+//! a note lookup on the worker's own connection); writes go to the store's writer thread
 //! (`write`); long reads run on the blocking pool (`blocking`).
 
 mod api;
@@ -70,8 +70,8 @@ impl AppState {
     /// Two workers may start reads at once; SQLite then makes one wait on a process-wide mutex
     /// while the other makes its lock system call. Making reads take turns in the runtime
     /// (a one-permit semaphore) removed those waits but cost 10% of throughput in the wake-ups
-    /// between workers. Note lookups, the most frequent read, go through
-    /// `NoteStore::start_get` instead: those arriving together share one transaction.
+    /// between workers; so did sharing one transaction among the note lookups that arrived
+    /// together (measured against each worker reading on its own connection, which `get` does).
     pub fn read<T>(
         &self,
         f: impl FnOnce(&dyn NoteStore) -> Result<T, StoreError>,

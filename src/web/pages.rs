@@ -181,7 +181,7 @@ async fn note_from_query(
     KeyQuery(key): KeyQuery,
 ) -> Result<(Note, i64), AppError> {
     let events_after = state.feed.last_seen();
-    let note = state.store.start_get(key).await?;
+    let note = state.read(|s| s.get(&key))?;
     Ok((note, events_after))
 }
 
