@@ -229,18 +229,6 @@ impl Config {
         if database.as_os_str().is_empty() {
             return Err(invalid("the database path is empty".into()));
         }
-        let defaults = StoreOptions::default();
-        let store = StoreOptions {
-            synchronous: db.synchronous.unwrap_or_default(),
-            busy_timeout: duration(
-                "database.busy_timeout",
-                db.busy_timeout.as_ref(),
-                defaults.busy_timeout,
-            )?,
-            readers: defaults.readers,
-            lookup_connections: defaults.lookup_connections,
-        };
-
         let serve_file = parsed.serve.unwrap_or_default();
         let host = overrides
             .host
@@ -269,10 +257,17 @@ impl Config {
             },
         };
 
-        // A note lookup reads on its worker's own connection: one per worker.
+        let defaults = StoreOptions::default();
         let store = StoreOptions {
-            lookup_connections: serve.workers.unwrap_or(store.lookup_connections),
-            ..store
+            synchronous: db.synchronous.unwrap_or_default(),
+            busy_timeout: duration(
+                "database.busy_timeout",
+                db.busy_timeout.as_ref(),
+                defaults.busy_timeout,
+            )?,
+            readers: defaults.readers,
+            // A note lookup reads on its worker's own connection: one per worker.
+            lookup_connections: serve.workers.unwrap_or(defaults.lookup_connections),
         };
 
         let c = parsed.cluster.unwrap_or_default();

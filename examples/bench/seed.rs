@@ -1,18 +1,14 @@
 //! Test data, and the two ceilings: a minimal axum server returning a fixed body (HTTP ceiling)
 //! and raw single-row SQLite inserts with notesctl's pragmas (storage ceiling). The same server
-//! also answers a bare note lookup (one SQLite read, then the fixed body): a reference for the
-//! note page, showing what the read alone costs.
+//! also answers a bare note lookup (the store's read of one note, then the fixed body): a
+//! reference for the note page, showing what the read alone costs.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use anyhow::Context;
-use rusqlite::OptionalExtension;
 use std::time::{Duration, Instant};
+
+use notesctl::store::{NoteStore, SqliteStore, StoreError, StoreOptions};
 
 use crate::http::Rng;
 
@@ -229,9 +225,9 @@ pub fn storage_ceiling(path: &Path, duration: Duration) -> rusqlite::Result<(f64
 /// `bench --ceiling-server BYTES VIEW_BYTES [DB]...`): axum 0.8 on a multi-threaded tokio runtime
 /// like notesctl, two routes returning fixed HTML bodies, `/` of `bytes` bytes and `/view` of
 /// `view_bytes` (the sizes of notesctl's list and note pages). `/lookup/{i}?key=K` first reads
-/// note K from the i-th database as notesctl's note page does (the same query and page cache
-/// size, on a connection per worker thread), then answers the `/view` body: 200 if the note was
-/// found, 404 if not. Prints its port on standard output, then serves until killed.
+/// note K from the i-th database with notesctl's own store, as the note page does (`get`, on a
+/// connection per worker thread), then answers the `/view` body: 200 if the note was found, 404
+/// if not. Prints its port on standard output, then serves until killed.
 pub fn run_ceiling_server(
     bytes: usize,
     view_bytes: usize,
@@ -251,7 +247,11 @@ pub fn run_ceiling_server(
         })
     };
     let view = fixed_body(view_bytes);
-    let dbs = Arc::new(dbs);
+    let stores = dbs
+        .iter()
+        .map(|db| SqliteStore::open(db, &StoreOptions::default()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stores = Arc::new(stores);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -263,11 +263,16 @@ pub fn run_ceiling_server(
                 "/lookup/{db}",
                 axum::routing::get(
                     move |UrlPath(db): UrlPath<usize>, Query(q): Query<LookupParams>| async move {
-                        let status = match lookup(&dbs, db, &q.key) {
-                            Ok(true) => StatusCode::OK,
-                            Ok(false) => StatusCode::NOT_FOUND,
-                            Err(e) => {
-                                eprintln!("ceiling server lookup: {e:#}");
+                        let found = stores.get(db).map(|store| store.get(&q.key));
+                        let status = match found {
+                            Some(Ok(_)) => StatusCode::OK,
+                            Some(Err(StoreError::NotFound(_))) => StatusCode::NOT_FOUND,
+                            Some(Err(e)) => {
+                                eprintln!("ceiling server lookup: {e}");
+                                StatusCode::INTERNAL_SERVER_ERROR
+                            }
+                            None => {
+                                eprintln!("ceiling server lookup: no database {db}");
                                 StatusCode::INTERNAL_SERVER_ERROR
                             }
                         };
@@ -301,36 +306,4 @@ fn fixed_body(bytes: usize) -> axum::body::Bytes {
 #[derive(serde::Deserialize)]
 struct LookupParams {
     key: String,
-}
-
-thread_local! {
-    /// This worker thread's connection to each database, opened on first use.
-    static LOOKUP_CONNS: RefCell<HashMap<usize, rusqlite::Connection>> = RefCell::new(HashMap::new());
-}
-
-/// Reads note `key` from database `db` as notesctl's note page does; whether it exists.
-fn lookup(dbs: &[PathBuf], db: usize, key: &str) -> anyhow::Result<bool> {
-    LOOKUP_CONNS.with(|conns| {
-        let mut conns = conns.borrow_mut();
-        let conn = match conns.entry(db) {
-            Entry::Occupied(open) => open.into_mut(),
-            Entry::Vacant(slot) => {
-                let path = dbs.get(db).context("no such database")?;
-                let conn = rusqlite::Connection::open(path)?;
-                conn.pragma_update(None, "query_only", true)?;
-                conn.pragma_update(None, "cache_size", -512)?;
-                slot.insert(conn)
-            }
-        };
-        let mut stmt = conn.prepare_cached(
-            "SELECT key, title, body, version, created_at, updated_at FROM notes WHERE key = ?1",
-        )?;
-        let found = stmt
-            .query_row([key], |r| {
-                // Read the columns out, as building the page would.
-                Ok(r.get::<_, String>(1)?.len() + r.get::<_, String>(2)?.len())
-            })
-            .optional()?;
-        Ok(found.is_some())
-    })
 }
