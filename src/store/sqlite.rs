@@ -63,7 +63,7 @@ pub struct SqliteStore {
     // Fields drop in this order: the readers and the lookup connections close first, so that
     // the writer's connection is the last one and checkpoints the WAL into the file as it closes.
     readers: Pool<SqliteConnectionManager>,
-    /// The connections that one-statement reads (`get`, `last_change_id`) run on, one per thread that looks notes up
+    /// The connections that note lookups (`get`) read on, one per thread that looks notes up
     /// (numbered by `thread_number`), each opened on its thread's first lookup. A note page
     /// thus reads on the worker serving it, with no pool checkout and no hand-off to another
     /// thread. Threads beyond the count share one (they take turns on its mutex).
@@ -661,13 +661,13 @@ impl NoteStore for SqliteStore {
     }
 
     fn last_change_id(&self) -> Result<i64, StoreError> {
-        // Asked on every first-page request (is the cached page still current?): one statement,
-        // like a note lookup, so it runs on the same per-thread connections.
-        self.on_lookup_conn(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM changes")?
-                .query_row([], |r| r.get(0))?)
-        })
+        // From the pool, not the per-thread lookup connections: the change feed's thread and
+        // the thread that starts it ask too, and a thread that takes a lookup connection once
+        // keeps its number, which could pair the two workers on one connection.
+        let conn = self.readers.get()?;
+        Ok(conn
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM changes")?
+            .query_row([], |r| r.get(0))?)
     }
 
     fn change_watcher(&self) -> Result<Box<dyn ChangeWatcher>, StoreError> {
