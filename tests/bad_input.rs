@@ -717,6 +717,21 @@ fn odd_page_numbers_and_limits_get_a_page_or_a_422_never_a_dropped_connection() 
     }
     expect_page(&get(a.port, "/?page=0"), 422, "page must be a number");
     expect_page(&get(a.port, "/?page=-3"), 422, "page must be a number");
+    expect_page(
+        &get(a.port, "/?after=abc"),
+        422,
+        "after must be a note position from a link",
+    );
+    expect_page(
+        &get(a.port, "/?before=1.5"),
+        422,
+        "before must be a note position from a link",
+    );
+    expect_page(&get(a.port, "/?page=2&after=7"), 422, "give one of page");
+    // A cursor past either end: an empty page that says so, not an error.
+    let r = get(a.port, "/?after=-1");
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.text().contains("No notes here any more"), "{r}");
     let r = get(a.port, "/api/notes?page=18446744073709551615");
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(r.json()["notes"], json!([]), "{r}");

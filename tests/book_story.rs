@@ -106,3 +106,80 @@ fn two_instances_share_notes_and_keep_them_across_restarts() {
         }
     }
 }
+
+/// The keys listed on a page, top to bottom.
+fn listed_keys(html: &str) -> Vec<String> {
+    html.split("<li data-key=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').expect("closing quote")].to_owned())
+        .collect()
+}
+
+/// The target of the pager link with this `rel` ("prev": newer notes, "next": older ones).
+fn pager_link(html: &str, rel: &str) -> Option<String> {
+    let end = html.find(&format!("\" rel=\"{rel}\">"))?;
+    let start = html[..end].rfind("href=\"")? + "href=\"".len();
+    Some(html[start..end].replace("&amp;", "&"))
+}
+
+fn keys(range: impl DoubleEndedIterator<Item = u32>) -> Vec<String> {
+    range.rev().map(|i| format!("p{i:02}")).collect()
+}
+
+/// The pager links carry cursors: each page is the next notes along, however deep, and a note
+/// added meanwhile does not shift the pages already handed out. Paging back past the newest
+/// note lands on the first page itself.
+#[test]
+fn the_pager_walks_the_list_by_cursor_and_back_to_the_first_page() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let lines: String = (1..=45)
+        .map(|i| format!("{{\"key\": \"p{i:02}\", \"title\": \"Note {i}\", \"body\": \"b\"}}\n"))
+        .collect();
+    let out = common::cli_with_stdin(&db, &["import", "-"], Some(&lines));
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let instance = Instance::start(&db);
+
+    let first = get(instance.port, "/").text();
+    assert_eq!(listed_keys(&first), keys(26..=45), "{first}");
+    assert!(first.contains("page 1 of 3"), "{first}");
+    assert!(first.contains("data-page=\"1\""), "{first}");
+    assert_eq!(pager_link(&first, "prev"), None, "{first}");
+    let to_second = pager_link(&first, "next").expect("an older link on the first page");
+    assert!(to_second.starts_with("/?after="), "{to_second}");
+
+    let second = get(instance.port, &to_second).text();
+    assert_eq!(listed_keys(&second), keys(6..=25), "{second}");
+    assert!(!second.contains("data-page=\"1\""), "{second}");
+    let third = get(instance.port, &pager_link(&second, "next").expect("older")).text();
+    assert_eq!(listed_keys(&third), keys(1..=5), "{third}");
+    assert_eq!(pager_link(&third, "next"), None, "the oldest page: {third}");
+
+    // A new note goes on top; paging back from the oldest notes still meets the same pages.
+    let out = common::cli(&db, &["add", "Note 46", "b", "--key", "p46"]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let back = pager_link(&third, "prev").expect("a newer link on the last page");
+    assert!(back.starts_with("/?before="), "{back}");
+    let second_again = get(instance.port, &back).text();
+    assert_eq!(listed_keys(&second_again), keys(6..=25), "{second_again}");
+
+    // Back again: the twenty notes just newer than those, which leaves the new note alone
+    // above them...
+    let newer = get(
+        instance.port,
+        &pager_link(&second_again, "prev").expect("newer"),
+    )
+    .text();
+    assert_eq!(listed_keys(&newer), keys(26..=45), "{newer}");
+    assert!(!newer.contains("data-page=\"1\""), "{newer}");
+    // ...so one more step back reaches the newest note: that is the first page itself.
+    let top = get(instance.port, &pager_link(&newer, "prev").expect("newer")).text();
+    assert_eq!(listed_keys(&top), keys(27..=46), "{top}");
+    assert!(top.contains("data-page=\"1\""), "{top}");
+    assert_eq!(pager_link(&top, "prev"), None, "{top}");
+
+    // Page numbers still work.
+    let by_number = get(instance.port, "/?page=2").text();
+    assert_eq!(listed_keys(&by_number), keys(7..=26), "{by_number}");
+    assert!(by_number.contains("page 2 of 3"), "{by_number}");
+}

@@ -27,8 +27,11 @@ pub enum ListPosition {
     /// 1-based page number, `limit` notes per page.
     Page(u64),
     /// The notes after an opaque cursor from a previous `NotePage::next_cursor`: stable while
-    /// notes are being added, unlike page numbers.
+    /// notes are being added, unlike page numbers, and as quick deep in the list as at its top.
     After(i64),
+    /// The `limit` notes just before a cursor from `NotePage::prev_cursor` (newer ones, still
+    /// listed newest first): paging back towards the top.
+    Before(i64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +46,7 @@ impl ListQuery {
     pub fn is_quick(&self) -> bool {
         let walked = match self.position {
             ListPosition::Page(page) => page.saturating_mul(u64::from(self.limit)),
-            ListPosition::After(_) => u64::from(self.limit),
+            ListPosition::After(_) | ListPosition::Before(_) => u64::from(self.limit),
         };
         walked <= 1000
     }
@@ -55,8 +58,10 @@ pub struct NotePage {
     pub notes: Vec<Note>,
     /// All notes in the store, not just this page.
     pub total: u64,
-    /// Present when more notes follow this page.
+    /// Present when older notes follow this page: pass it as `ListPosition::After`.
     pub next_cursor: Option<i64>,
+    /// Present when newer notes come before this page: pass it as `ListPosition::Before`.
+    pub prev_cursor: Option<i64>,
     /// The newest change this page reflects: live updates continue after it.
     pub as_of_change: i64,
 }

@@ -404,6 +404,22 @@ fn tune(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// `id` when some note's id compares to it as `comparison` says ("id <": an older note
+/// exists), so that a page ending at `id` can link on from there; `None` otherwise.
+fn cursor_if_beyond(
+    conn: &Connection,
+    comparison: &str,
+    id: Option<i64>,
+) -> Result<Option<i64>, StoreError> {
+    let Some(id) = id else { return Ok(None) };
+    let exists = conn
+        .prepare_cached(&format!(
+            "SELECT EXISTS (SELECT 1 FROM notes WHERE {comparison} ?1)"
+        ))?
+        .query_row([id], |r| r.get::<_, bool>(0))?;
+    Ok(exists.then_some(id))
+}
+
 /// Runs `f` in one read transaction (one consistent snapshot), ended whatever `f` returns.
 fn in_read_transaction<T>(
     conn: &Connection,
@@ -544,11 +560,14 @@ impl NoteStore for SqliteStore {
                      FROM note_stats WHERE id = 1",
                 )?
                 .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            // One extra row tells whether a next page exists.
-            let fetch = i64::from(query.limit) + 1;
-            let mut rows = Vec::with_capacity(query.limit as usize + 1);
-            let mut push = |row: &Row<'_>| -> rusqlite::Result<()> {
-                rows.push((row.get::<_, i64>(6)?, note_from_row(row)?));
+            let limit = i64::from(query.limit);
+            let mut rows = Vec::with_capacity(query.limit as usize);
+            let mut fetch = |sql: &str, cursor: i64| -> Result<(), StoreError> {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let mut q = stmt.query((limit, cursor))?;
+                while let Some(row) = q.next()? {
+                    rows.push((row.get::<_, i64>(6)?, note_from_row(row)?));
+                }
                 Ok(())
             };
             match query.position {
@@ -556,36 +575,43 @@ impl NoteStore for SqliteStore {
                     let offset = page
                         .saturating_sub(1)
                         .saturating_mul(u64::from(query.limit));
-                    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-                    let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {NOTE_COLUMNS}, id FROM notes ORDER BY id DESC LIMIT ?1 OFFSET ?2"
-                    ))?;
-                    let mut q = stmt.query((fetch, offset))?;
-                    while let Some(row) = q.next()? {
-                        push(row)?;
+                    // A page past the end has nothing to skip through to.
+                    if offset < total.max(0) as u64 {
+                        fetch(
+                            &format!(
+                                "SELECT {NOTE_COLUMNS}, id FROM notes ORDER BY id DESC LIMIT ?1 OFFSET ?2"
+                            ),
+                            i64::try_from(offset).unwrap_or(i64::MAX),
+                        )?;
                     }
                 }
-                ListPosition::After(cursor) => {
-                    let mut stmt = conn.prepare_cached(&format!(
+                ListPosition::After(cursor) => fetch(
+                    &format!(
                         "SELECT {NOTE_COLUMNS}, id FROM notes WHERE id < ?2 ORDER BY id DESC LIMIT ?1"
-                    ))?;
-                    let mut q = stmt.query((fetch, cursor))?;
-                    while let Some(row) = q.next()? {
-                        push(row)?;
-                    }
+                    ),
+                    cursor,
+                )?,
+                ListPosition::Before(cursor) => {
+                    // The nearest newer notes are the lowest ids above the cursor.
+                    fetch(
+                        &format!(
+                            "SELECT {NOTE_COLUMNS}, id FROM notes WHERE id > ?2 ORDER BY id ASC LIMIT ?1"
+                        ),
+                        cursor,
+                    )?;
+                    rows.reverse();
                 }
             }
-            let more = rows.len() > query.limit as usize;
-            rows.truncate(query.limit as usize);
-            let next_cursor = if more {
-                rows.last().map(|(id, _)| *id)
-            } else {
-                None
-            };
+            // Whether anything lies beyond each end of the page: one index probe each.
+            let last = rows.last().map(|(id, _)| *id);
+            let first = rows.first().map(|(id, _)| *id);
+            let next_cursor = cursor_if_beyond(&conn, "id <", last)?;
+            let prev_cursor = cursor_if_beyond(&conn, "id >", first)?;
             Ok(NotePage {
                 notes: rows.into_iter().map(|(_, n)| n).collect(),
                 total: total.max(0) as u64,
                 next_cursor,
+                prev_cursor,
                 as_of_change,
             })
         })

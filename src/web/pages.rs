@@ -14,7 +14,8 @@ use serde::Deserialize;
 use super::body::{self, BodyFormat};
 use super::{AppError, AppState, encode_component};
 use crate::store::{
-    ListPosition, ListQuery, NewNote, Note, NoteContent, NoteUpdate, NoteWrite, StoreError,
+    ListPosition, ListQuery, NewNote, Note, NoteContent, NotePage, NoteUpdate, NoteWrite,
+    StoreError,
 };
 use crate::timefmt;
 
@@ -53,10 +54,30 @@ struct IndexPage {
     events_after: i64,
     per_page: u32,
     total: u64,
-    page: u64,
+    /// The top of the list, where live updates add new notes.
+    first: bool,
+    /// The page number, for pages asked for by number (`?page=N`).
+    page: Option<u64>,
     pages: u64,
-    prev: Option<u64>,
-    next: Option<u64>,
+    /// Links to the newer and the older notes next to these, by cursor.
+    newer: Option<String>,
+    older: Option<String>,
+}
+
+impl IndexPage {
+    fn new(list: NotePage, page: Option<u64>) -> Self {
+        IndexPage {
+            first: page == Some(1),
+            notes: list.notes.into_iter().map(NoteView::from).collect(),
+            per_page: PER_PAGE,
+            events_after: list.as_of_change,
+            total: list.total,
+            page,
+            pages: list.total.div_ceil(u64::from(PER_PAGE)).max(1),
+            newer: list.prev_cursor.map(|c| format!("/?before={c}")),
+            older: list.next_cursor.map(|c| format!("/?after={c}")),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -188,59 +209,98 @@ async fn note_from_query(
 #[derive(Deserialize)]
 pub struct ListParams {
     page: Option<String>,
+    after: Option<String>,
+    before: Option<String>,
+}
+
+impl ListParams {
+    /// Which slice of the list the query asks for: a page number, or a cursor from a link.
+    fn position(&self) -> Result<ListPosition, AppError> {
+        fn given(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        let cursor = |name: &str, raw: &str| {
+            raw.parse::<i64>().map_err(|_| {
+                AppError::Invalid(format!(
+                    "{name} must be a note position from a link, not {raw:?}"
+                ))
+            })
+        };
+        match (given(&self.page), given(&self.after), given(&self.before)) {
+            (None, None, None) => Ok(ListPosition::Page(1)),
+            (Some(p), None, None) => p
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(ListPosition::Page)
+                .ok_or_else(|| {
+                    AppError::Invalid(format!("page must be a number from 1 up, not {p:?}"))
+                }),
+            (None, Some(c), None) => Ok(ListPosition::After(cursor("after", c)?)),
+            (None, None, Some(c)) => Ok(ListPosition::Before(cursor("before", c)?)),
+            _ => Err(AppError::Invalid(
+                "give one of page, after and before, not several".into(),
+            )),
+        }
+    }
 }
 
 // ---- handlers --------------------------------------------------------------------------------
 
+/// The list of notes, newest first. The pager's links carry cursors (`?after=`, `?before=`),
+/// so every page is an index walk of one page of notes however deep it is; a page number
+/// (`?page=N`) still works, but skips through every note before it.
 pub async fn index(
     State(state): State<AppState>,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, AppError> {
     let Query(params) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    let page = match params.page.as_deref().map(str::trim) {
-        None | Some("") => 1,
-        Some(p) => p.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-            AppError::Invalid(format!("page must be a number from 1 up, not {p:?}"))
-        })?,
-    };
-    // The first page is the most requested one and changes only with the data: it is
-    // rendered once per change, and checking that nothing changed is one indexed MAX().
-    if page == 1 {
-        let latest = state.read(|s| s.last_change_id())?;
-        let cached = state
-            .first_page
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .filter(|(as_of, _)| *as_of == latest)
-            .map(|(_, html)| html.clone());
-        if let Some(html) = cached {
-            return Ok(html_response(StatusCode::OK, html));
+    let position = params.position()?;
+    if position != ListPosition::Page(1) {
+        let list = state
+            .list(ListQuery {
+                limit: PER_PAGE,
+                position,
+            })
+            .await?;
+        // Paging back and reaching the newest note: that is the first page, which is whole
+        // (the last step back may hold fewer than a page of notes) and takes live updates.
+        let top = matches!(position, ListPosition::Before(_)) && list.prev_cursor.is_none();
+        if !top {
+            let page = match position {
+                ListPosition::Page(n) => Some(n),
+                _ => None,
+            };
+            return Ok(render(StatusCode::OK, &IndexPage::new(list, page)));
         }
+    }
+    first_page(&state).await
+}
+
+/// The first page is the most requested one and changes only with the data: it is rendered
+/// once per change, and checking that nothing changed is one indexed MAX().
+async fn first_page(state: &AppState) -> Result<Response, AppError> {
+    let latest = state.read(|s| s.last_change_id())?;
+    let cached = state
+        .first_page
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|(as_of, _)| *as_of == latest)
+        .map(|(_, html)| html.clone());
+    if let Some(html) = cached {
+        return Ok(html_response(StatusCode::OK, html));
     }
     let list = state
         .list(ListQuery {
             limit: PER_PAGE,
-            position: ListPosition::Page(page),
+            position: ListPosition::Page(1),
         })
         .await?;
     let as_of_change = list.as_of_change;
-    let pages = list.total.div_ceil(u64::from(PER_PAGE)).max(1);
-    let view = IndexPage {
-        notes: list.notes.into_iter().map(NoteView::from).collect(),
-        per_page: PER_PAGE,
-        events_after: list.as_of_change,
-        total: list.total,
-        page,
-        pages,
-        prev: (page > 1).then(|| (page - 1).min(pages)),
-        next: (page < pages).then(|| page + 1),
-    };
-    if page != 1 {
-        return Ok(render(StatusCode::OK, &view));
-    }
     let html = Bytes::from(
-        view.render()
+        IndexPage::new(list, Some(1))
+            .render()
             .map_err(|e| AppError::Internal(e.to_string()))?,
     );
     *state.first_page.lock().unwrap_or_else(|p| p.into_inner()) =
