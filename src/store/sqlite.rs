@@ -9,8 +9,8 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use r2d2::Pool;
@@ -64,9 +64,10 @@ pub struct SqliteStore {
     // the writer's connection is the last one and checkpoints the WAL into the file as it closes.
     readers: Pool<SqliteConnectionManager>,
     /// The connections that note lookups (`get`) read on, one per thread that looks notes up
-    /// (numbered by `thread_number`), each opened on its thread's first lookup. A note page
-    /// thus reads on the worker serving it, with no pool checkout and no hand-off to another
-    /// thread. Threads beyond the count share one (they take turns on its mutex).
+    /// (numbered by `thread_number`; a thread whose own is busy takes a free one, see
+    /// `lock_lookup_slot`), each opened on first use. A note page thus reads on the worker
+    /// serving it, with no pool checkout and no hand-off to another thread. Threads beyond the
+    /// count share them (they take turns on their mutexes).
     lookup_conns: Box<[Mutex<Option<Connection>>]>,
     /// How the lookup connections are opened.
     lookup_flags: OpenFlags,
@@ -166,13 +167,7 @@ impl SqliteStore {
         &self,
         read: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let slot = &self.lookup_conns[thread_number() % self.lookup_conns.len()];
-        // A panic during a read (our bug) leaves the connection as usable as any: a lookup is
-        // one statement, which is reset when dropped.
-        let mut conn = slot.lock().unwrap_or_else(|poisoned| {
-            slot.clear_poison();
-            poisoned.into_inner()
-        });
+        let mut conn = lock_lookup_slot(&self.lookup_conns, thread_number());
         let conn = match &mut *conn {
             Some(conn) => conn,
             empty => {
@@ -374,6 +369,33 @@ pub(super) fn delete_note(tx: &Connection, key: &str, now: i64) -> Result<Note, 
         now,
     )?;
     Ok(current)
+}
+
+/// The lookup connection slot for a thread whose own slot is `own % slots.len()`: that one
+/// when it is free, else the next free one, else (all busy) its own, waited for. So two
+/// threads never queue on one connection while another lies idle, whatever numbers they drew.
+/// A panic during a read (our bug) leaves a connection as usable as any: a lookup is one
+/// statement, reset when dropped; so a poisoned slot is taken and cleared.
+fn lock_lookup_slot(
+    slots: &[Mutex<Option<Connection>>],
+    own: usize,
+) -> MutexGuard<'_, Option<Connection>> {
+    let order = (0..slots.len()).map(|step| &slots[(own + step) % slots.len()]);
+    for slot in order {
+        match slot.try_lock() {
+            Ok(guard) => return guard,
+            Err(TryLockError::Poisoned(poisoned)) => {
+                slot.clear_poison();
+                return poisoned.into_inner();
+            }
+            Err(TryLockError::WouldBlock) => {}
+        }
+    }
+    let slot = &slots[own % slots.len()];
+    slot.lock().unwrap_or_else(|poisoned| {
+        slot.clear_poison();
+        poisoned.into_inner()
+    })
 }
 
 /// A number for this thread, unique in the process: 0, 1, 2, ... in the order threads first ask.
@@ -778,6 +800,36 @@ mod tests {
         let late = NewNote::parse(Some("late"), "Late", "b").unwrap();
         store.create(late).unwrap();
         assert_eq!(store.get("late").unwrap().title, "Late");
+    }
+
+    /// Two threads whose own slot is the same one: the second takes the free slot rather than
+    /// wait; with every slot busy, it waits for its own.
+    #[test]
+    fn a_lookup_takes_a_free_slot_when_its_own_is_busy() {
+        let slots: Vec<Mutex<Option<Connection>>> = (0..3).map(|_| Mutex::new(None)).collect();
+        let first = lock_lookup_slot(&slots, 4); // own slot: 4 % 3 = 1
+        let second = lock_lookup_slot(&slots, 1);
+        let third = lock_lookup_slot(&slots, 1);
+        let (a, b, c) = (
+            &*first as *const _,
+            &*second as *const _,
+            &*third as *const _,
+        );
+        assert!(a != b && b != c && a != c, "three threads, three slots");
+        drop(second);
+        let again = lock_lookup_slot(&slots, 1);
+        assert!(std::ptr::eq(&*again, b), "the free slot is taken again");
+        // All busy: the next caller waits for its own slot, and gets it once it is released.
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                let got = lock_lookup_slot(&slots, 4);
+                &*got as *const Option<Connection> as usize
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!waiter.is_finished(), "every slot is busy, so it waits");
+            drop(first);
+            assert_eq!(waiter.join().unwrap(), a as usize, "its own slot, slot 1");
+        });
     }
 
     /// A read that panics (a bug) poisons its connection's mutex; the next lookup on that
