@@ -2,7 +2,8 @@
 //!
 //! In one run on this machine it seeds databases of 1,000 and 100,000 notes, measures requests/s
 //! and p50/p99 latency of `GET /`, `GET /notes/view` and `POST /notes/save` with 1 instance
-//! (`notesctl serve`) and 2 instances (`notesctl cluster`), measures the two ceilings (a minimal
+//! (`notesctl serve`) and 2 instances (`notesctl cluster`), the list's oldest page as its
+//! pager reaches it (one instance), measures the two ceilings (a minimal
 //! axum server returning a body of the same size; raw single-row `BEGIN IMMEDIATE` inserts), RSS,
 //! cold start, crash recovery and live-update latency, and prints one table (also as Markdown,
 //! for BENCHMARKS.md). It is a measurement, not a test: it exits 0 whatever the results.
@@ -44,6 +45,8 @@ const SMALL: usize = 1_000;
 /// Percent of a core used by other processes above which a load run is repeated.
 const NOISY_OTHERS: f64 = 20.0;
 const LARGE: usize = 100_000;
+/// The list's last page, as its Older links reach it: the 20 notes with ids below 21.
+const OLDEST_PAGE: &str = "/?after=21";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -604,6 +607,17 @@ impl Bench {
             },
             Ceiling::Http("/view"),
         );
+        // The list's deepest page, by the cursor its Older links carry (ids start at 1 in the
+        // seeded files, so `after=21` is the oldest 20 notes): no ceiling, it is compared with
+        // itself at the other size.
+        if label.starts_with('1') {
+            self.measure(
+                server,
+                &format!("oldest page · {label} · {size}"),
+                Workload::Get(OLDEST_PAGE.into()),
+                Ceiling::None,
+            );
+        }
         // The bare lookup beside the note page: the same read without the app.
         if let Some((ceiling_server, db)) = bare_lookup {
             self.measure(
@@ -1211,6 +1225,19 @@ fn run() -> anyhow::Result<()> {
             });
         }
     }
+    let small = get("oldest page · 1 instance · 1k").load.p50_ms();
+    let large = get("oldest page · 1 instance · 100k").load.p50_ms();
+    let ratio = large / small;
+    rows.push(Row {
+        figure: format!(
+            "GET {OLDEST_PAGE} (the oldest page, by the pager's cursor) p50 at 100k vs 1k notes · 1 instance"
+        ),
+        value: format!("{large:.2} ms vs {small:.2} ms"),
+        ceiling: "–".into(),
+        ratio: format!("{ratio:.2}×"),
+        target: "≤ 1.5×".into(),
+        pass: Some(ratio <= 1.5),
+    });
     let (heaviest, instance_load_max) = runs
         .iter()
         .filter(|(name, _)| name.contains("instance"))
