@@ -2,11 +2,11 @@
 //!
 //! In one run on this machine it seeds databases of 1,000 and 100,000 notes, measures requests/s
 //! and p50/p99 latency of `GET /`, `GET /notes/view` and `POST /notes/save` with 1 instance
-//! (`notesctl serve`) and 2 instances (`notesctl cluster`), the list's oldest page as its
-//! pager reaches it (one instance), measures the two ceilings (a minimal
-//! axum server returning a body of the same size; raw single-row `BEGIN IMMEDIATE` inserts), RSS,
-//! cold start, crash recovery and live-update latency, and prints one table (also as Markdown,
-//! for BENCHMARKS.md). It is a measurement, not a test: it exits 0 whatever the results.
+//! (`notesctl serve`) and 2 instances (`notesctl cluster`), and of the list's oldest page as its
+//! pager reaches it (one instance); it measures the two ceilings (a minimal axum server
+//! returning a body of the same size; raw single-row `BEGIN IMMEDIATE` inserts), RSS, cold
+//! start, crash recovery and live-update latency, and prints one table (also as Markdown, for
+//! BENCHMARKS.md). It is a measurement, not a test: it exits 0 whatever the results.
 //!
 //! Each figure is compared with a ceiling measured beside it: every run of a figure is preceded
 //! by a run of its ceiling, and the ratio is best figure over best ceiling. On a shared virtual

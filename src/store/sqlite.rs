@@ -426,18 +426,16 @@ fn tune(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// `id` when some note's id compares to it as `comparison` says ("id <": an older note
-/// exists), so that a page ending at `id` can link on from there; `None` otherwise.
-fn cursor_if_beyond(
+/// `id` when `exists` (a query of one flag, given `id`) finds a note beyond it, so that a page
+/// ending at `id` can link on from there; `None` otherwise.
+fn cursor_if_any(
     conn: &Connection,
-    comparison: &str,
+    exists: &'static str,
     id: Option<i64>,
 ) -> Result<Option<i64>, StoreError> {
     let Some(id) = id else { return Ok(None) };
     let exists = conn
-        .prepare_cached(&format!(
-            "SELECT EXISTS (SELECT 1 FROM notes WHERE {comparison} ?1)"
-        ))?
+        .prepare_cached(exists)?
         .query_row([id], |r| r.get::<_, bool>(0))?;
     Ok(exists.then_some(id))
 }
@@ -582,6 +580,7 @@ impl NoteStore for SqliteStore {
                      FROM note_stats WHERE id = 1",
                 )?
                 .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let total = total.max(0) as u64;
             let limit = i64::from(query.limit);
             let mut rows = Vec::with_capacity(query.limit as usize);
             let mut fetch = |sql: &str, cursor: i64| -> Result<(), StoreError> {
@@ -598,26 +597,32 @@ impl NoteStore for SqliteStore {
                         .saturating_sub(1)
                         .saturating_mul(u64::from(query.limit));
                     // A page past the end has nothing to skip through to.
-                    if offset < total.max(0) as u64 {
+                    if offset < total {
                         fetch(
-                            &format!(
-                                "SELECT {NOTE_COLUMNS}, id FROM notes ORDER BY id DESC LIMIT ?1 OFFSET ?2"
+                            concat!(
+                                "SELECT ",
+                                note_columns!(),
+                                ", id FROM notes ORDER BY id DESC LIMIT ?1 OFFSET ?2"
                             ),
                             i64::try_from(offset).unwrap_or(i64::MAX),
                         )?;
                     }
                 }
                 ListPosition::After(cursor) => fetch(
-                    &format!(
-                        "SELECT {NOTE_COLUMNS}, id FROM notes WHERE id < ?2 ORDER BY id DESC LIMIT ?1"
+                    concat!(
+                        "SELECT ",
+                        note_columns!(),
+                        ", id FROM notes WHERE id < ?2 ORDER BY id DESC LIMIT ?1"
                     ),
                     cursor,
                 )?,
                 ListPosition::Before(cursor) => {
                     // The nearest newer notes are the lowest ids above the cursor.
                     fetch(
-                        &format!(
-                            "SELECT {NOTE_COLUMNS}, id FROM notes WHERE id > ?2 ORDER BY id ASC LIMIT ?1"
+                        concat!(
+                            "SELECT ",
+                            note_columns!(),
+                            ", id FROM notes WHERE id > ?2 ORDER BY id ASC LIMIT ?1"
                         ),
                         cursor,
                     )?;
@@ -627,11 +632,19 @@ impl NoteStore for SqliteStore {
             // Whether anything lies beyond each end of the page: one index probe each.
             let last = rows.last().map(|(id, _)| *id);
             let first = rows.first().map(|(id, _)| *id);
-            let next_cursor = cursor_if_beyond(&conn, "id <", last)?;
-            let prev_cursor = cursor_if_beyond(&conn, "id >", first)?;
+            let next_cursor = cursor_if_any(
+                &conn,
+                "SELECT EXISTS (SELECT 1 FROM notes WHERE id < ?1)",
+                last,
+            )?;
+            let prev_cursor = cursor_if_any(
+                &conn,
+                "SELECT EXISTS (SELECT 1 FROM notes WHERE id > ?1)",
+                first,
+            )?;
             Ok(NotePage {
                 notes: rows.into_iter().map(|(_, n)| n).collect(),
-                total: total.max(0) as u64,
+                total,
                 next_cursor,
                 prev_cursor,
                 as_of_change,
@@ -709,9 +722,6 @@ impl NoteStore for SqliteStore {
     }
 
     fn last_change_id(&self) -> Result<i64, StoreError> {
-        // From the pool, not the per-thread lookup connections: the change feed's thread and
-        // the thread that starts it ask too, and a thread that takes a lookup connection once
-        // keeps its number, which could pair the two workers on one connection.
         let conn = self.readers.get()?;
         Ok(conn
             .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM changes")?

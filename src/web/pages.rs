@@ -54,9 +54,8 @@ struct IndexPage {
     events_after: i64,
     per_page: u32,
     total: u64,
-    /// The top of the list, where live updates add new notes.
-    first: bool,
-    /// The page number, for pages asked for by number (`?page=N`).
+    /// The page number, for pages asked for by number (`?page=N`; the first page is 1, the
+    /// top of the list, where live updates add new notes).
     page: Option<u64>,
     pages: u64,
     /// Links to the newer and the older notes next to these, by cursor.
@@ -67,7 +66,6 @@ struct IndexPage {
 impl IndexPage {
     fn new(list: NotePage, page: Option<u64>) -> Self {
         IndexPage {
-            first: page == Some(1),
             notes: list.notes.into_iter().map(NoteView::from).collect(),
             per_page: PER_PAGE,
             events_after: list.as_of_change,
@@ -256,25 +254,25 @@ pub async fn index(
 ) -> Result<Response, AppError> {
     let Query(params) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let position = params.position()?;
-    if position != ListPosition::Page(1) {
-        let list = state
-            .list(ListQuery {
-                limit: PER_PAGE,
-                position,
-            })
-            .await?;
-        // Paging back and reaching the newest note: that is the first page, which is whole
-        // (the last step back may hold fewer than a page of notes) and takes live updates.
-        let top = matches!(position, ListPosition::Before(_)) && list.prev_cursor.is_none();
-        if !top {
-            let page = match position {
-                ListPosition::Page(n) => Some(n),
-                _ => None,
-            };
-            return Ok(render(StatusCode::OK, &IndexPage::new(list, page)));
-        }
+    if position == ListPosition::Page(1) {
+        return first_page(&state).await;
     }
-    first_page(&state).await
+    let list = state
+        .list(ListQuery {
+            limit: PER_PAGE,
+            position,
+        })
+        .await?;
+    // Paging back and reaching the newest note: that is the first page, which is whole (the
+    // last step back may hold fewer than a page of notes) and takes live updates.
+    if matches!(position, ListPosition::Before(_)) && list.prev_cursor.is_none() {
+        return first_page(&state).await;
+    }
+    let page = match position {
+        ListPosition::Page(n) => Some(n),
+        _ => None,
+    };
+    Ok(render(StatusCode::OK, &IndexPage::new(list, page)))
 }
 
 /// The first page is the most requested one and changes only with the data: it is rendered
