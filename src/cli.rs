@@ -33,14 +33,53 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run and supervise several instances on the ports of notes.toml ([cluster] ports)
     Cluster(ClusterArgs),
-    /// Show what the running cluster is doing
+    /// Show what the running cluster is doing (exit code 0: all ready; 3: an instance is not
+    /// ready; 4: an instance was given up; 1: no cluster)
     Status {
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
     },
-    /// Replace the running cluster's instances one at a time, without dropping requests
-    Reload,
+    /// Re-read notes.toml and replace the running cluster's instances one at a time, without
+    /// dropping requests (also SIGHUP to the cluster)
+    Reload {
+        /// Print JSON instead of lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace instances one at a time without dropping requests; revives failed ones
+    Restart {
+        /// The instances' ports [default: every instance]
+        ports: Vec<u16>,
+        /// Print JSON instead of lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run N instances: adds ports after the last one, or removes the last ones
+    Scale {
+        #[arg(value_parser = clap::value_parser!(u16).range(1..=256))]
+        instances: u16,
+        /// Print JSON instead of lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running cluster gracefully and wait until it has exited
+    Stop {
+        /// Print JSON instead of lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the cluster's recent output, and with -f keep following it
+    Logs {
+        /// Only this instance's lines
+        port: Option<u16>,
+        /// Keep printing new lines until interrupted
+        #[arg(long, short)]
+        follow: bool,
+        /// How many recent lines to show first
+        #[arg(long, short = 'n', default_value_t = 50)]
+        lines: usize,
+    },
     /// Read and write notes from the command line (running instances see the changes)
     Notes {
         #[command(subcommand)]

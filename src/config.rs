@@ -74,6 +74,15 @@ pub struct ClusterConfig {
     pub backoff_reset_after: Duration,
     pub crash_window: Duration,
     pub crash_limit: u32,
+    /// A death sooner than this after readiness (or before it) counts towards `crash_limit`;
+    /// a later one is bad luck (an OOM kill, an operator) and is always restarted.
+    pub min_uptime: Duration,
+    /// How often the supervisor asks each ready instance whether it is responsive.
+    pub liveness_interval: Duration,
+    /// An instance that has not answered for this long is killed and restarted.
+    pub liveness_timeout: Duration,
+    /// An instance whose resident memory passes this many bytes is replaced (new one first).
+    pub max_memory: Option<u64>,
     /// Where `status` and `reload` reach the supervisor [default: .notesctl.sock beside
     /// notes.toml].
     pub control_socket: Option<PathBuf>,
@@ -90,6 +99,10 @@ impl Default for ClusterConfig {
             backoff_reset_after: Duration::from_secs(30),
             crash_window: Duration::from_secs(60),
             crash_limit: 5,
+            min_uptime: Duration::from_secs(1),
+            liveness_interval: Duration::from_secs(1),
+            liveness_timeout: Duration::from_secs(3),
+            max_memory: None,
             control_socket: None,
         }
     }
@@ -156,6 +169,10 @@ struct ClusterFile {
     backoff_reset_after: Option<String>,
     crash_window: Option<String>,
     crash_limit: Option<u32>,
+    min_uptime: Option<String>,
+    liveness_interval: Option<String>,
+    liveness_timeout: Option<String>,
+    max_memory: Option<String>,
     control_socket: Option<String>,
 }
 
@@ -301,6 +318,23 @@ impl Config {
                 d.crash_window,
             )?,
             crash_limit: c.crash_limit.unwrap_or(d.crash_limit),
+            min_uptime: duration("cluster.min_uptime", c.min_uptime.as_ref(), d.min_uptime)?,
+            liveness_interval: duration(
+                "cluster.liveness_interval",
+                c.liveness_interval.as_ref(),
+                d.liveness_interval,
+            )?,
+            liveness_timeout: duration(
+                "cluster.liveness_timeout",
+                c.liveness_timeout.as_ref(),
+                d.liveness_timeout,
+            )?,
+            max_memory: match &c.max_memory {
+                Some(text) => Some(
+                    parse_size(text).map_err(|m| invalid(format!("cluster.max_memory: {m}")))?,
+                ),
+                None => d.max_memory,
+            },
             control_socket: c.control_socket.map(|p| base.join(p)),
         };
         validate_cluster(&cluster).map_err(invalid)?;
@@ -337,6 +371,18 @@ fn validate_cluster(c: &ClusterConfig) -> Result<(), String> {
     }
     if c.ready_timeout.is_zero() {
         return Err("cluster.ready_timeout must be more than 0".into());
+    }
+    if c.liveness_interval.is_zero() {
+        return Err("cluster.liveness_interval must be more than 0".into());
+    }
+    if c.liveness_timeout < c.liveness_interval {
+        return Err(
+            "cluster.liveness_timeout must be at least cluster.liveness_interval (one missed probe is not a hang)"
+                .into(),
+        );
+    }
+    if c.max_memory.is_some_and(|m| m < 4_000_000) {
+        return Err("cluster.max_memory is below 4MB, less than an idle instance uses".into());
     }
     Ok(())
 }
@@ -375,6 +421,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     millis.map(Duration::from_millis).ok_or_else(|| {
         format!("{text:?} is not a duration; write e.g. \"250ms\", \"10s\" or \"2m\"")
     })
+}
+
+/// "512MB", "1GB", "300MiB", "2GiB": a memory size in bytes. The unit must be explicit.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let bad = || format!("{text:?} is not a memory size; write e.g. \"512MB\" or \"1GiB\"");
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim() {
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -465,5 +530,17 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512MB"), Ok(512_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("512").is_err());
+        assert!(parse_size("lots").is_err());
+        let e = load("[cluster]\nmax_memory = \"1MB\"\n")
+            .expect_err("too small")
+            .to_string();
+        assert!(e.contains("cluster.max_memory"), "{e}");
     }
 }

@@ -38,12 +38,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             port: None,
             workers: args.workers,
         },
-        Command::Notes { .. } | Command::Status { .. } | Command::Reload => Overrides {
+        Command::Notes { .. }
+        | Command::Status { .. }
+        | Command::Reload { .. }
+        | Command::Restart { .. }
+        | Command::Scale { .. }
+        | Command::Stop { .. }
+        | Command::Logs { .. } => Overrides {
             database: cli.db.clone(),
             ..Overrides::default()
         },
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
+    let socket = cluster::control::socket_path(&config);
+    // A rolling operation may take each instance its readiness timeout plus its stop timeout.
+    let roll_timeout = (config.cluster.ready_timeout + config.cluster.stop_timeout) * 64;
     match cli.command {
         Command::Serve(_) => {
             logging::init("info");
@@ -52,31 +61,41 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Cluster(args) => {
             logging::init("info");
-            cluster::run(config, args.instances.map(usize::from))
+            let origin = cluster::Origin {
+                file: cli.config.clone(),
+                overrides,
+            };
+            cluster::run(config, args.instances.map(usize::from), origin)
         }
         Command::Status { json } => {
-            let report = cluster::request_status(&cluster::control::socket_path(&config))?;
+            let report = cluster::request_status(&socket)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", cluster::control::format_status(&report));
+                print!("{}", cluster::client::format_status(&report));
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitCode::from(cluster::client::status_code(&report)))
         }
-        Command::Reload => {
-            let socket = cluster::control::socket_path(&config);
-            // Each instance may take its readiness timeout plus its stop timeout.
-            let per_instance = config.cluster.ready_timeout + config.cluster.stop_timeout;
-            let timeout = per_instance * 64;
-            let report = cluster::request_reload(&socket, timeout)?;
-            for step in &report.steps {
-                println!("{step}");
-            }
-            Ok(if report.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+        Command::Reload { json } => print_op(cluster::client::reload(&socket, roll_timeout)?, json),
+        Command::Restart { ports, json } => print_op(
+            cluster::client::restart(&socket, ports, roll_timeout)?,
+            json,
+        ),
+        Command::Scale { instances, json } => print_op(
+            cluster::client::scale(&socket, usize::from(instances), roll_timeout)?,
+            json,
+        ),
+        Command::Stop { json } => {
+            let timeout = config.cluster.stop_timeout + std::time::Duration::from_secs(10);
+            print_op(cluster::client::stop(&socket, timeout)?, json)
+        }
+        Command::Logs {
+            port,
+            follow,
+            lines,
+        } => {
+            cluster::client::logs(&socket, lines, port, follow, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Notes { command } => {
             logging::init("warn");
@@ -84,6 +103,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             notes_cmd::run(store.as_ref(), command)
         }
     }
+}
+
+/// Prints what a cluster operation did, as lines or JSON; exit code 1 when it did not
+/// complete.
+fn print_op(report: cluster::control::OpReport, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for step in &report.steps {
+            println!("{step}");
+        }
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Opens the configured database (creating and migrating it if needed).

@@ -1,19 +1,23 @@
 //! The control socket: a unix socket beside notes.toml (owner-only) on which a running
-//! supervisor answers `notesctl status` and `notesctl reload`. One JSON request line, one JSON
-//! answer line.
+//! supervisor answers `notesctl status`, `reload`, `restart`, `scale`, `stop` and `logs`.
+//! One JSON request line; the answer is one JSON line, except for `logs`, which streams plain
+//! log lines until the client goes away (`-f`) or the backlog is sent.
+//!
+//! Each connection is its own task, and a slow `logs -f` reader only falls behind (its lost
+//! lines are counted to it), so no client can hold up the supervisor or another client.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast::error::RecvError;
 
-use super::output::human_duration;
-use super::{Supervisor, instance};
+use super::output::{LogLine, RING_LINES};
+use super::{Supervisor, instance, lock};
 use crate::config::Config;
 
 /// The socket's file name, beside notes.toml (or in the current directory without one).
@@ -21,9 +25,22 @@ pub const SOCKET_NAME: &str = ".notesctl.sock";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
-enum Request {
+pub(crate) enum Request {
     Status,
     Reload,
+    Restart {
+        #[serde(default)]
+        ports: Vec<u16>,
+    },
+    Scale {
+        instances: usize,
+    },
+    Stop,
+    Logs {
+        lines: usize,
+        port: Option<u16>,
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,10 +64,14 @@ pub struct InstanceReport {
     pub rss_bytes: Option<u64>,
 }
 
+/// The answer to `reload`, `restart`, `scale` and `stop`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ReloadReport {
+pub struct OpReport {
     pub ok: bool,
     pub steps: Vec<String>,
+    /// The supervisor's pid (for `stop`, which waits for it to exit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor_pid: Option<u32>,
 }
 
 /// Where the supervisor for this configuration listens.
@@ -96,6 +117,8 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 pub(crate) async fn serve(listener: UnixListener, supervisor: Arc<Supervisor>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, most likely: try again shortly rather than spin.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let supervisor = Arc::clone(&supervisor);
@@ -109,15 +132,31 @@ async fn answer(stream: UnixStream, supervisor: &Supervisor) -> std::io::Result<
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
+    let op = |outcome: super::Outcome| {
+        serde_json::to_string(&OpReport {
+            ok: outcome.ok,
+            steps: outcome.lines,
+            supervisor_pid: None,
+        })
+    };
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => serde_json::to_string(&status_report(supervisor)),
-        Ok(Request::Reload) => {
-            let outcome = supervisor.rolling_reload().await;
-            serde_json::to_string(&ReloadReport {
-                ok: outcome.ok,
-                steps: outcome.lines,
+        Ok(Request::Reload) => op(supervisor.reload().await),
+        Ok(Request::Restart { ports }) => op(supervisor.restart(&ports).await),
+        Ok(Request::Scale { instances }) => op(supervisor.scale(instances).await),
+        Ok(Request::Stop) => {
+            supervisor.request_stop();
+            serde_json::to_string(&OpReport {
+                ok: true,
+                steps: vec!["stopping every instance".into()],
+                supervisor_pid: Some(std::process::id()),
             })
         }
+        Ok(Request::Logs {
+            lines,
+            port,
+            follow,
+        }) => return stream_logs(write, supervisor, lines, port, follow).await,
         Err(e) => Ok(serde_json::json!({ "error": format!("bad request: {e}") }).to_string()),
     }
     .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
@@ -126,14 +165,50 @@ async fn answer(stream: UnixStream, supervisor: &Supervisor) -> std::io::Result<
     write.shutdown().await
 }
 
+/// Sends the last `lines` lines (of `port`'s instance, or all), then, with `follow`, every new
+/// line until the client goes away.
+async fn stream_logs(
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    supervisor: &Supervisor,
+    lines: usize,
+    port: Option<u16>,
+    follow: bool,
+) -> std::io::Result<()> {
+    // Subscribed before the backlog is read: a line logged in between is sent twice at worst,
+    // never lost.
+    let mut live = supervisor.out.subscribe();
+    let mut text = String::new();
+    for line in supervisor.out.recent(lines.min(RING_LINES), port) {
+        text.push_str(&line.plain());
+        text.push('\n');
+    }
+    write.write_all(text.as_bytes()).await?;
+    if !follow {
+        return write.shutdown().await;
+    }
+    let wanted = |l: &LogLine| port.is_none() || l.port == port;
+    loop {
+        let text = match live.recv().await {
+            Ok(line) if wanted(&line) => format!("{}\n", line.plain()),
+            Ok(_) => continue,
+            Err(RecvError::Lagged(n)) => format!(
+                "{:<7} | ... {} line(s) dropped: this reader fell behind\n",
+                "logs",
+                super::output::thousands(n)
+            ),
+            Err(RecvError::Closed) => return write.shutdown().await,
+        };
+        write.write_all(text.as_bytes()).await?;
+    }
+}
+
 fn status_report(supervisor: &Supervisor) -> StatusReport {
     StatusReport {
         supervisor_pid: std::process::id(),
         uptime_ms: supervisor.started.elapsed().as_millis() as u64,
         rss_bytes: rss_bytes(std::process::id()),
         database: supervisor.database.clone(),
-        instances: supervisor
-            .handles
+        instances: lock(&supervisor.handles)
             .iter()
             .map(|h| {
                 let s = instance::lock(&h.status);
@@ -158,76 +233,4 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-// ---- the client side: `notesctl status` and `notesctl reload` --------------------------------
-
-async fn ask(path: &Path, request: &Request, timeout: Duration) -> anyhow::Result<String> {
-    let mut stream = match UnixStream::connect(path).await {
-        Ok(s) => s,
-        Err(_) => anyhow::bail!(NotRunning(path.to_owned())),
-    };
-    let mut text = serde_json::to_string(request)?;
-    text.push('\n');
-    stream.write_all(text.as_bytes()).await?;
-    let mut reply = String::new();
-    tokio::time::timeout(timeout, BufReader::new(stream).read_line(&mut reply))
-        .await
-        .context("the cluster did not answer in time")??;
-    Ok(reply)
-}
-
-/// No supervisor answers on the control socket.
-#[derive(Debug, thiserror::Error)]
-#[error("no cluster is running for this configuration (nothing answers on {}); start one with `notesctl cluster`", .0.display())]
-pub struct NotRunning(pub PathBuf);
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
-pub fn request_status(path: &Path) -> anyhow::Result<StatusReport> {
-    let reply = runtime()?.block_on(ask(path, &Request::Status, Duration::from_secs(10)))?;
-    serde_json::from_str(&reply).context("the cluster's answer was not understood")
-}
-
-pub fn request_reload(path: &Path, timeout: Duration) -> anyhow::Result<ReloadReport> {
-    let reply = runtime()?.block_on(ask(path, &Request::Reload, timeout))?;
-    serde_json::from_str(&reply).context("the cluster's answer was not understood")
-}
-
-/// The status as a table for people.
-pub fn format_status(r: &StatusReport) -> String {
-    let mb = |b: Option<u64>| b.map_or("-".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6));
-    let mut text = format!(
-        "cluster pid {}, up {}, {} MB, database {}\n",
-        r.supervisor_pid,
-        human_duration(Duration::from_millis(r.uptime_ms)),
-        r.rss_bytes
-            .map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1e6)),
-        r.database
-    );
-    text.push_str(&format!(
-        "{:<6} {:<8} {:<10} {:<9} {:>8}  {:<9} LAST EXIT\n",
-        "PORT", "PID", "STATE", "UPTIME", "RESTARTS", "RSS"
-    ));
-    for i in &r.instances {
-        text.push_str(&format!(
-            "{:<6} {:<8} {:<10} {:<9} {:>8}  {:<9} {}\n",
-            i.port,
-            i.pid.map_or("-".to_owned(), |p| p.to_string()),
-            i.state,
-            i.uptime_ms
-                .map_or("-".to_owned(), |u| human_duration(Duration::from_millis(u))),
-            i.restarts,
-            mb(i.rss_bytes),
-            i.last_exit.as_deref().unwrap_or("-"),
-        ));
-        if let Some(f) = &i.failure {
-            text.push_str(&format!("       {f}\n"));
-        }
-    }
-    text
 }

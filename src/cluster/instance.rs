@@ -1,20 +1,24 @@
-//! One task per instance (one per port): start the process, wait for readiness, restart it when
-//! it crashes (per `RestartPolicy`), replace it on reload, stop it on request.
+//! One task per instance (one per port): start the process, wait for readiness, watch that it
+//! stays responsive and within its memory limit, restart it when it dies (per
+//! `RestartPolicy`), replace it on request, revive it when given up, stop it on request.
 //!
 //! States and their transitions:
 //!
 //! ```text
-//! Starting ──ready──> Ready ──crash──> Backoff ──delay──> Starting
-//!    │                  │ └──reload──> Reloading ──new one ready, old stopped──> Ready
-//!    └──crash/timeout───┴──too many crashes──> Failed
-//! any ──stop──> Stopping ──> Stopped
+//! Starting ──ready──> Ready ──died / unresponsive──> Backoff ──delay──> Starting
+//!    │                  │ └──restart, reload, max_memory──> Reloading ──new one ready──> Ready
+//!    └──died/timeout────┴──crash loop (deaths within min_uptime)──> Failed
+//! Backoff, Failed ──restart──> Starting (Failed: with the crash count reset)
+//! any ──stop, scale down──> Stopping ──> Stopped
 //! ```
 //!
-//! The port's listening socket belongs to the supervisor, so while this task restarts or
-//! replaces the process, connections wait in the kernel's queue instead of being refused.
+//! The port's listening socket belongs to the supervisor, and every instance is handed every
+//! port: while this task restarts, replaces or gives up its process, the siblings accept from
+//! its port and connections never wait for this one.
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,8 +29,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Child;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use super::output::{Output, human_duration};
+use super::output::{Output, human_bytes, human_duration};
 use super::policy::{RestartPolicy, Verdict};
+use super::ports::Doors;
 use super::probe;
 use super::spawn::{Launch, describe_exit};
 use crate::config::ClusterConfig;
@@ -58,6 +63,11 @@ impl State {
             State::Stopped => "stopped",
         }
     }
+
+    /// A process of this instance is answering users (a reloading one still is).
+    pub fn serving(self) -> bool {
+        matches!(self, State::Ready | State::Reloading)
+    }
 }
 
 /// How the supervisor wants instances to stop.
@@ -68,6 +78,14 @@ pub enum StopMode {
     Graceful,
     /// SIGKILL the process group now (a second Ctrl-C).
     Force,
+}
+
+/// How instances are started and supervised; replaced as a whole when a reload re-reads
+/// notes.toml.
+#[derive(Debug)]
+pub struct Settings {
+    pub launch: Launch,
+    pub policy: ClusterConfig,
 }
 
 /// What `status` reports for one instance.
@@ -91,20 +109,34 @@ pub fn lock(status: &SharedStatus) -> MutexGuard<'_, Status> {
     status.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A reload request; the reply says what happened to this instance.
-pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+/// The reply to a command: a line saying what happened.
+pub type Reply = oneshot::Sender<Result<String, String>>;
+
+/// What the supervisor asks of an instance task.
+pub enum Command {
+    /// Replace the running process, new one ready first; or, when none runs (backoff,
+    /// failed), start one now with a fresh crash count. `settings` come from a reload.
+    Restart {
+        settings: Option<Arc<Settings>>,
+        reply: Reply,
+    },
+    /// Stop for good (scale down); the task ends.
+    Retire { reply: Reply },
+}
 
 pub struct Instance {
     pub port: u16,
     pub index: usize,
     pub listener: Arc<TcpListener>,
-    pub launch: Arc<Launch>,
-    pub policy: ClusterConfig,
+    pub doors: Arc<Doors>,
+    pub settings: Arc<Settings>,
     pub status: SharedStatus,
     pub changed: Arc<Notify>,
     pub out: Arc<Output>,
     pub stop: watch::Receiver<StopMode>,
-    pub reloads: mpsc::Receiver<ReloadRequest>,
+    pub commands: mpsc::Receiver<Command>,
+    /// True while two processes serve this port (a replacement): log lines then carry the pid.
+    pub overlap: Arc<AtomicBool>,
 }
 
 /// A process that passed its readiness check.
@@ -112,6 +144,25 @@ struct Running {
     child: Child,
     pid: u32,
     started: Instant,
+    ready_at: Instant,
+    /// Liveness and memory findings of the watcher task.
+    alarms: mpsc::Receiver<Alarm>,
+    _watcher: AbortOnDrop,
+}
+
+/// What the watcher found wrong with a running process.
+enum Alarm {
+    Unresponsive(Duration),
+    OverMemory(u64),
+}
+
+/// Aborts a task when dropped: a process's watcher ends with the process's `Running`.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Why a process did not become ready.
@@ -120,6 +171,34 @@ enum StartError {
     NotReady(Duration),
     Spawn(String),
     Stopped,
+}
+
+impl StartError {
+    /// How the process ended (for `last_exit`) and why it is not serving (for the log).
+    fn describe(&self) -> (String, String) {
+        match self {
+            StartError::Exited(d) => (d.clone(), format!("{d} before it was ready")),
+            StartError::NotReady(t) => {
+                let r = format!("not ready within {}", human_duration(*t));
+                (r.clone(), r)
+            }
+            StartError::Spawn(e) => {
+                let r = format!("could not be started: {e}");
+                (r.clone(), r)
+            }
+            StartError::Stopped => ("stopped".into(), "the cluster is stopping".into()),
+        }
+    }
+}
+
+/// Where the task goes next.
+enum Phase {
+    Start,
+    Run(Box<Running>),
+    /// Waiting out the restart delay.
+    Wait(Duration),
+    Failed,
+    Done,
 }
 
 pub fn new_status(port: u16) -> SharedStatus {
@@ -145,78 +224,187 @@ impl Instance {
         *self.stop.borrow()
     }
 
-    /// The task body: runs until the supervisor stops this instance.
+    fn policy(&self) -> &ClusterConfig {
+        &self.settings.policy
+    }
+
+    /// The task body: runs until the supervisor stops or retires this instance.
     pub async fn run(mut self) {
-        let mut policy = RestartPolicy::new(&self.policy);
-        let mut current: Option<Running> = None;
+        let mut policy = RestartPolicy::new(self.policy());
+        let mut phase = Phase::Start;
         loop {
-            let running = match current.as_mut() {
-                Some(r) => r,
-                None => match self.start(State::Starting).await {
-                    Ok(r) => {
-                        self.update(|s| {
-                            s.pid = Some(r.pid);
-                            s.started = Some(r.started);
-                            s.state = State::Ready;
-                        });
-                        current.insert(r)
-                    }
-                    Err(StartError::Stopped) => return self.finish(),
-                    Err(e) => {
-                        // `last_exit` is how the process ended; the log line says when.
-                        let (last_exit, reason) = match e {
-                            StartError::Exited(d) => {
-                                (d.clone(), format!("{d} before it was ready"))
-                            }
-                            StartError::NotReady(t) => {
-                                let r = format!("not ready within {}", human_duration(t));
-                                (r.clone(), r)
-                            }
-                            StartError::Spawn(e) => {
-                                let r = format!("could not be started: {e}");
-                                (r.clone(), r)
-                            }
-                            StartError::Stopped => unreachable!("handled above"),
-                        };
-                        self.update(|s| {
-                            s.pid = None;
-                            s.last_exit = Some(last_exit);
-                        });
-                        let uptime = Duration::ZERO;
-                        if !self.after_crash(&mut policy, &reason, uptime).await {
-                            return self.finish();
-                        }
-                        continue;
-                    }
+            phase = match phase {
+                Phase::Start => match self.start(State::Starting).await {
+                    Ok(r) => self.running(r),
+                    Err(StartError::Stopped) => Phase::Done,
+                    Err(e) => self.start_failed(&mut policy, &e).await,
                 },
+                Phase::Run(r) => self.supervise(r, &mut policy).await,
+                Phase::Wait(delay) => {
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => Phase::Start,
+                        Some(command) = self.commands.recv() => self.revive(command, &mut policy).await,
+                        () = stop_requested(&mut stop) => Phase::Done,
+                    }
+                }
+                Phase::Failed => {
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        Some(command) = self.commands.recv() => self.revive(command, &mut policy).await,
+                        () = stop_requested(&mut stop) => Phase::Done,
+                    }
+                }
+                Phase::Done => return self.finish(),
             };
-            tokio::select! {
-                exit = running.child.wait() => {
-                    let uptime = running.started.elapsed();
-                    let reason = exit.map_or_else(|e| format!("lost ({e})"), |s| describe_exit(&s));
-                    current = None;
-                    self.update(|s| {
-                        s.pid = None;
-                        s.started = None;
-                        s.last_exit = Some(reason.clone());
-                    });
-                    let reason = format!("{reason} after {}", human_duration(uptime));
-                    if !self.after_crash(&mut policy, &reason, uptime).await {
-                        return self.finish();
-                    }
-                }
-                Some(reply) = self.reloads.recv() => {
-                    let old = current.take().expect("a running process is present in this branch");
-                    current = Some(self.replace(old, reply).await);
-                }
-                _ = self.stop.changed() => {
-                    if let Some(r) = current.take() {
-                        self.update(|s| s.state = State::Stopping);
-                        self.stop_process(r).await;
-                    }
-                    return self.finish();
-                }
+        }
+    }
+
+    fn running(&self, r: Running) -> Phase {
+        self.update(|s| {
+            s.pid = Some(r.pid);
+            s.started = Some(r.started);
+            s.state = State::Ready;
+            s.failure = None;
+        });
+        Phase::Run(Box::new(r))
+    }
+
+    async fn start_failed(&mut self, policy: &mut RestartPolicy, e: &StartError) -> Phase {
+        let (last_exit, reason) = e.describe();
+        self.update(|s| {
+            s.pid = None;
+            s.last_exit = Some(last_exit);
+        });
+        self.after_death(policy, &reason, None)
+    }
+
+    /// Waits on a running process: its exit, the watcher's alarms, commands, a stop.
+    async fn supervise(&mut self, r: Box<Running>, policy: &mut RestartPolicy) -> Phase {
+        let mut r = *r;
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            exit = r.child.wait() => {
+                let ready_for = r.ready_at.elapsed();
+                let reason = exit.map_or_else(|e| format!("lost ({e})"), |s| describe_exit(&s));
+                self.died(policy, r.started, ready_for, reason)
             }
+            Some(alarm) = r.alarms.recv() => match alarm {
+                Alarm::Unresponsive(silent) => {
+                    let silent = human_duration(silent);
+                    self.out.event(&format!(
+                        "{} pid {} unresponsive for {silent}: it did not answer /livez; killing it",
+                        self.port, r.pid
+                    ));
+                    kill_group(r.pid, Signal::SIGKILL);
+                    let _ = r.child.wait().await;
+                    let ready_for = r.ready_at.elapsed();
+                    self.died(policy, r.started, ready_for, format!("killed: unresponsive for {silent}"))
+                }
+                Alarm::OverMemory(rss) => {
+                    let limit = self.policy().max_memory.map_or_else(String::new, human_bytes);
+                    self.out.event(&format!(
+                        "{} pid {} uses {} (max_memory {limit}): replacing it",
+                        self.port, r.pid, human_bytes(rss)
+                    ));
+                    let (r, outcome) = self.replace(r).await;
+                    match outcome {
+                        Ok(line) => self.out.event(&line),
+                        Err(line) => self.out.event(&line),
+                    }
+                    Phase::Run(Box::new(r))
+                }
+            },
+            Some(command) = self.commands.recv() => match command {
+                Command::Restart { settings, reply } => {
+                    self.adopt(settings, policy);
+                    let (r, outcome) = self.replace(r).await;
+                    let _ = reply.send(outcome);
+                    Phase::Run(Box::new(r))
+                }
+                Command::Retire { reply } => {
+                    let pid = r.pid;
+                    self.update(|s| s.state = State::Stopping);
+                    self.stop_process(r).await;
+                    let _ = reply.send(Ok(format!("{}: stopped pid {pid}", self.port)));
+                    Phase::Done
+                }
+            },
+            () = stop_requested(&mut stop) => {
+                self.update(|s| s.state = State::Stopping);
+                self.stop_process(r).await;
+                Phase::Done
+            }
+        }
+    }
+
+    fn died(
+        &mut self,
+        policy: &mut RestartPolicy,
+        started: Instant,
+        ready_for: Duration,
+        reason: String,
+    ) -> Phase {
+        self.update(|s| {
+            s.pid = None;
+            s.started = None;
+            s.last_exit = Some(reason.clone());
+        });
+        let reason = format!("{reason}; it ran {}", human_duration(started.elapsed()));
+        self.after_death(policy, &reason, Some(ready_for))
+    }
+
+    /// A restart command while no process runs: start one now, with a fresh crash count.
+    async fn revive(&mut self, command: Command, policy: &mut RestartPolicy) -> Phase {
+        let reply = match command {
+            Command::Retire { reply } => {
+                let _ = reply.send(Ok(format!(
+                    "{}: stopped (no process was running)",
+                    self.port
+                )));
+                return Phase::Done;
+            }
+            Command::Restart { settings, reply } => {
+                self.adopt(settings, policy);
+                reply
+            }
+        };
+        policy.reset();
+        let was = lock(&self.status).state;
+        match self.start(State::Starting).await {
+            Ok(r) => {
+                let _ = reply.send(Ok(format!(
+                    "{}: {} pid {} ready",
+                    self.port,
+                    if was == State::Failed {
+                        "revived,"
+                    } else {
+                        "restarted now,"
+                    },
+                    r.pid
+                )));
+                self.running(r)
+            }
+            Err(StartError::Stopped) => {
+                let _ = reply.send(Err(format!("{}: the cluster is stopping", self.port)));
+                Phase::Done
+            }
+            Err(e) => {
+                let (_, reason) = e.describe();
+                let _ = reply.send(Err(format!(
+                    "{}: could not be started ({reason})",
+                    self.port
+                )));
+                self.start_failed(policy, &e).await
+            }
+        }
+    }
+
+    /// Takes the settings of a reload, if any.
+    fn adopt(&mut self, settings: Option<Arc<Settings>>, policy: &mut RestartPolicy) {
+        if let Some(settings) = settings {
+            policy.configure(&settings.policy);
+            self.settings = settings;
         }
     }
 
@@ -243,23 +431,26 @@ impl Instance {
         });
     }
 
-    /// Records a crash and waits out the backoff. False when the instance is given up or the
-    /// supervisor is stopping.
-    async fn after_crash(
+    /// Records a death and decides what comes next: a restart after the policy's delay, giving
+    /// up (a crash loop), or nothing when the supervisor is stopping. `ready_for` is `None`
+    /// for a process that never became ready.
+    fn after_death(
         &mut self,
         policy: &mut RestartPolicy,
         reason: &str,
-        uptime: Duration,
-    ) -> bool {
+        ready_for: Option<Duration>,
+    ) -> Phase {
         if self.stop_mode() != StopMode::Run {
-            return false;
+            return Phase::Done;
         }
         self.update(|s| s.restarts += 1);
-        match policy.on_crash(Instant::now(), uptime) {
+        match policy.on_crash(Instant::now(), ready_for) {
             Verdict::GiveUp { crashes, window } => {
                 let failure = format!(
-                    "gave up after {crashes} crashes within {}; last: {reason}",
-                    human_duration(window)
+                    "gave up after {crashes} crashes within {} (each before it was ready or within min_uptime {}); last: {reason}; its port is served by the other instances; `notesctl restart {}` tries again",
+                    human_duration(window),
+                    human_duration(self.policy().min_uptime),
+                    self.port
                 );
                 self.out.event(&format!("{} {failure}", self.port));
                 self.show_last_lines();
@@ -267,10 +458,7 @@ impl Instance {
                     s.state = State::Failed;
                     s.failure = Some(failure);
                 });
-                // Stay failed (the port keeps queueing nothing useful, but status shows why)
-                // until the supervisor stops.
-                let _ = self.stop.wait_for(|m| *m != StopMode::Run).await;
-                false
+                Phase::Failed
             }
             Verdict::RestartAfter(delay) => {
                 let when = if delay.is_zero() {
@@ -283,10 +471,7 @@ impl Instance {
                     self.port
                 ));
                 self.update(|s| s.state = State::Backoff);
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => true,
-                    _ = self.stop.wait_for(|m| *m != StopMode::Run) => false,
-                }
+                Phase::Wait(delay)
             }
         }
     }
@@ -295,13 +480,17 @@ impl Instance {
     async fn start(&mut self, state: State) -> Result<Running, StartError> {
         self.update(|s| s.state = state);
         let began = Instant::now();
+        let others = self.doors.others(self.port);
+        let others: Vec<&TcpListener> = others.iter().map(|l| l.as_ref()).collect();
         let spawned = self
+            .settings
             .launch
-            .spawn(&self.listener)
+            .spawn(&self.listener, &others)
             .map_err(|e| StartError::Spawn(e.to_string()))?;
         let mut child = spawned.child;
-        self.forward_output(&mut child);
-        let timeout = self.policy.ready_timeout;
+        self.forward_output(&mut child, spawned.pid);
+        let timeout = self.policy().ready_timeout;
+        let mut stop = self.stop.clone();
         let outcome = tokio::select! {
             ready = tokio::time::timeout(timeout, probe::wait_until_healthy(spawned.health_port)) => {
                 match ready {
@@ -312,7 +501,7 @@ impl Instance {
             exit = child.wait() => Err(StartError::Exited(
                 exit.map_or_else(|e| format!("lost ({e})"), |s| describe_exit(&s)),
             )),
-            _ = self.stop.wait_for(|m| *m != StopMode::Run) => Err(StartError::Stopped),
+            () = stop_requested(&mut stop) => Err(StartError::Stopped),
         };
         match outcome {
             Ok(()) => {
@@ -323,10 +512,20 @@ impl Instance {
                     spawned.pid,
                     human_duration(began.elapsed())
                 ));
+                let (tx, alarms) = mpsc::channel(2);
+                let watcher = tokio::spawn(watch(
+                    spawned.pid,
+                    spawned.health_port,
+                    self.policy().clone(),
+                    tx,
+                ));
                 Ok(Running {
                     child,
                     pid: spawned.pid,
                     started: began,
+                    ready_at: Instant::now(),
+                    alarms,
+                    _watcher: AbortOnDrop(watcher),
                 })
             }
             Err(e) => {
@@ -353,36 +552,34 @@ impl Instance {
             .map_or_else(|_| format!("127.0.0.1:{}", self.port), |a| a.to_string())
     }
 
-    /// Rolling-reload step: start a replacement, and only once it is ready stop the old one.
-    async fn replace(&mut self, old: Running, reply: ReloadRequest) -> Running {
-        match self.start(State::Reloading).await {
+    /// Rolling step: start a replacement, and only once it is ready stop the old one. On
+    /// failure the old process keeps serving. Returns the process now serving and a line for
+    /// the operator.
+    async fn replace(&mut self, old: Running) -> (Running, Result<String, String>) {
+        self.overlap.store(true, Ordering::Relaxed);
+        let started = self.start(State::Reloading).await;
+        let outcome = match started {
             Ok(new) => {
                 let message = format!("{}: pid {} replaced by pid {}", self.port, old.pid, new.pid);
                 self.update(|s| {
                     s.pid = Some(new.pid);
                     s.started = Some(new.started);
-                    s.state = State::Ready;
                 });
                 self.stop_process(old).await;
-                self.update(|s| s.state = State::Ready);
-                let _ = reply.send(Ok(message));
-                new
+                (new, Ok(message))
             }
             Err(e) => {
-                let why = match e {
-                    StartError::Exited(d) => d,
-                    StartError::NotReady(t) => format!("not ready within {}", human_duration(t)),
-                    StartError::Spawn(e) => e,
-                    StartError::Stopped => "the cluster is stopping".into(),
-                };
-                self.update(|s| s.state = State::Ready);
-                let _ = reply.send(Err(format!(
+                let (_, why) = e.describe();
+                let line = format!(
                     "{}: the replacement failed ({why}); pid {} keeps serving",
                     self.port, old.pid
-                )));
-                old
+                );
+                (old, Err(line))
             }
-        }
+        };
+        self.overlap.store(false, Ordering::Relaxed);
+        self.update(|s| s.state = State::Ready);
+        outcome
     }
 
     /// SIGTERM, then SIGKILL to the process group after `stop_timeout` (or at once on Force).
@@ -392,7 +589,8 @@ impl Instance {
         } else {
             let _ = kill(Pid::from_raw(r.pid as i32), Signal::SIGTERM);
         }
-        let timeout = self.policy.stop_timeout;
+        let timeout = self.policy().stop_timeout;
+        let mut stop = self.stop.clone();
         let forced = tokio::select! {
             _ = r.child.wait() => false,
             () = tokio::time::sleep(timeout) => {
@@ -402,7 +600,7 @@ impl Instance {
                 ));
                 true
             }
-            _ = self.stop.wait_for(|m| *m == StopMode::Force) => true,
+            () = force_requested(&mut stop) => true,
         };
         if forced {
             kill_group(r.pid, Signal::SIGKILL);
@@ -415,25 +613,28 @@ impl Instance {
     }
 
     /// Prefixes the child's output lines and keeps the last few for failure reports.
-    fn forward_output(&self, child: &mut Child) {
+    fn forward_output(&self, child: &mut Child, pid: u32) {
         if let Some(stdout) = child.stdout.take() {
-            self.spawn_reader(stdout);
+            self.spawn_reader(stdout, pid);
         }
         if let Some(stderr) = child.stderr.take() {
-            self.spawn_reader(stderr);
+            self.spawn_reader(stderr, pid);
         }
     }
 
     /// Reads whatever the instance wrote and passes on all complete lines at once: under load
     /// an instance logs thousands of lines a second, and one write per chunk instead of one per
-    /// line keeps the supervisor's share of the CPU small.
-    fn spawn_reader(&self, mut stream: impl AsyncRead + Unpin + Send + 'static) {
+    /// line keeps the supervisor's share of the CPU small. `Output` never blocks, so the pipe is
+    /// always drained and the instance never waits on its own log.
+    fn spawn_reader(&self, mut stream: impl AsyncRead + Unpin + Send + 'static, pid: u32) {
         let (port, index) = (self.port, self.index);
         let out = Arc::clone(&self.out);
         let status = Arc::clone(&self.status);
+        let overlap = Arc::clone(&self.overlap);
         tokio::spawn(async move {
             let mut chunk = vec![0u8; 64 * 1024];
             let mut pending: Vec<u8> = Vec::new();
+            let label = |overlap: &AtomicBool| overlap.load(Ordering::Relaxed).then_some(pid);
             loop {
                 let n = match stream.read(&mut chunk).await {
                     Ok(0) | Err(_) => break,
@@ -446,7 +647,7 @@ impl Instance {
                 let complete: Vec<u8> = pending.drain(..=end).collect();
                 let text = String::from_utf8_lossy(&complete);
                 let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
-                out.instance_lines(port, index, &lines);
+                out.instance_lines(port, index, label(&overlap), &lines);
                 let mut s = lock(&status);
                 for line in lines.iter().skip(lines.len().saturating_sub(KEPT_LINES)) {
                     if s.last_lines.len() == KEPT_LINES {
@@ -458,10 +659,54 @@ impl Instance {
             // A last line without a line break.
             if !pending.is_empty() {
                 let text = String::from_utf8_lossy(&pending);
-                out.instance_lines(port, index, &[text.trim_end()]);
+                out.instance_lines(port, index, label(&overlap), &[text.trim_end()]);
             }
         });
     }
+}
+
+/// Watches a ready process: every `liveness_interval` asks `/livez` on its private port, and
+/// reports it unresponsive once nothing answered for `liveness_timeout` (a stopped or
+/// deadlocked process; one holding the database's write turn would otherwise hold up every
+/// other instance's writes). Also reports it once when its memory passes `max_memory`.
+async fn watch(pid: u32, health_port: u16, policy: ClusterConfig, alarms: mpsc::Sender<Alarm>) {
+    let began = Instant::now();
+    let mut last_answer = Instant::now();
+    let mut memory_reported = false;
+    let mut ticks = tokio::time::interval(policy.liveness_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if probe::alive(health_port, policy.liveness_interval).await {
+            last_answer = Instant::now();
+        } else if last_answer.elapsed() >= policy.liveness_timeout {
+            let _ = alarms
+                .send(Alarm::Unresponsive(last_answer.elapsed()))
+                .await;
+            return;
+        }
+        // A fresh process is given min_uptime to settle before its memory is judged.
+        if let Some(max) = policy.max_memory
+            && !memory_reported
+            && began.elapsed() >= policy.min_uptime
+            && let Some(rss) = super::control::rss_bytes(pid)
+            && rss > max
+        {
+            memory_reported = true;
+            let _ = alarms.send(Alarm::OverMemory(rss)).await;
+        }
+    }
+}
+
+/// Completes once the supervisor wants instances stopped. Returns nothing: a borrowed value
+/// of the channel must not live across an await (it is not `Send`).
+async fn stop_requested(stop: &mut watch::Receiver<StopMode>) {
+    let _ = stop.wait_for(|m| *m != StopMode::Run).await;
+}
+
+/// Completes once the supervisor wants instances killed now.
+async fn force_requested(stop: &mut watch::Receiver<StopMode>) {
+    let _ = stop.wait_for(|m| *m == StopMode::Force).await;
 }
 
 /// Signals the process group led by `pid` (each instance leads its own group).

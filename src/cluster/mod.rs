@@ -1,94 +1,107 @@
-//! `notesctl cluster`: a supervisor that makes several instances one reliable service.
+//! `notesctl cluster`: a supervisor that makes several instances one reliable service, and
+//! never takes that service down by itself.
 //!
-//! The supervisor migrates the database once, binds and holds every port, and hands each port's
-//! socket to its instance (`spawn`), one task per instance (`instance`) with a restart policy
-//! (`policy`) and a readiness probe (`probe`). A unix control socket (`control`) answers
-//! `notesctl status` and `notesctl reload`. Because the sockets outlive the processes, a port
-//! never refuses a connection while its instance crashes, restarts or is replaced.
+//! The supervisor migrates the database once, binds and holds every port (`ports`), and hands
+//! every port's socket to every instance (`spawn`), so a port is served while any instance
+//! runs. One task per instance (`instance`) restarts it per a policy that tells a crash loop
+//! from bad luck (`policy`), probes readiness and liveness (`probe`), and replaces it when it
+//! outgrows `max_memory`. When no instance serves at all, the supervisor answers 503 itself
+//! (`fallback`). Its output never blocks (`output`). A unix control socket (`control`) answers
+//! `status`, `reload`, `restart`, `scale`, `stop` and `logs`; systemd hears about start-up,
+//! reloads and stops (`systemd`).
 
+pub mod client;
 pub mod control;
+mod fallback;
 mod instance;
 mod output;
 mod policy;
+mod ports;
 mod probe;
 mod spawn;
+mod systemd;
 
-use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
+use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, oneshot, watch};
 
-use crate::config::Config;
-use instance::{Instance, ReloadRequest, SharedStatus, State, StopMode};
+use crate::config::{Config, Overrides};
+use instance::{Command, Instance, Settings, SharedStatus, State, StopMode};
 use output::{Output, human_duration};
+use ports::Doors;
 use spawn::Launch;
 
-pub use control::{StatusReport, request_reload, request_status};
+pub use client::request_status;
+pub use control::StatusReport;
+pub use ports::plan_ports;
 
-/// The instances' ports: the first `n` of `configured`, continuing after the last one when `n`
-/// is larger. The second value explains the extension, for the log.
-pub fn plan_ports(
-    configured: &[u16],
-    n: Option<usize>,
-) -> Result<(Vec<u16>, Option<String>), String> {
-    let n = n.unwrap_or(configured.len());
-    if n == 0 {
-        return Err("--instances must be at least 1".into());
-    }
-    let mut ports: Vec<u16> = configured.iter().copied().take(n).collect();
-    let mut next = u32::from(*configured.iter().max().unwrap_or(&3000)) + 1;
-    let mut extra = Vec::new();
-    while ports.len() < n {
-        let port =
-            u16::try_from(next).map_err(|_| "not enough ports above the listed ones".to_owned())?;
-        ports.push(port);
-        extra.push(port.to_string());
-        next += 1;
-    }
-    let note = (!extra.is_empty()).then(|| {
-        format!(
-            "cluster.ports lists {} port(s); using {} for the other instance(s)",
-            configured.len(),
-            extra.join(", ")
-        )
-    });
-    Ok((ports, note))
-}
-
-/// Handles the supervisor keeps on each instance task.
+/// What the supervisor keeps on each instance task.
 struct Handle {
     port: u16,
     status: SharedStatus,
-    reload: mpsc::Sender<ReloadRequest>,
+    commands: mpsc::Sender<Command>,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Shared by the signal handlers and the control socket.
+/// Where a reload reads its settings again: the same file and the same flags and environment
+/// the cluster was started with.
+pub struct Origin {
+    pub file: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+/// Shared by the signal handlers, the control socket and the fallback.
 pub(crate) struct Supervisor {
-    handles: Vec<Handle>,
     started: Instant,
     database: String,
-    /// One rolling reload at a time.
-    reloading: AsyncMutex<()>,
+    host: String,
+    origin: Origin,
+    out: Arc<Output>,
+    doors: Arc<Doors>,
+    settings: Mutex<Arc<Settings>>,
+    handles: Mutex<Vec<Handle>>,
+    /// Notified on every state change of any instance.
+    changed: Arc<Notify>,
+    stop: watch::Receiver<StopMode>,
+    /// Asks the main loop to stop the cluster (`notesctl stop`).
+    stop_request: mpsc::Sender<()>,
+    /// The instance count asked for by `--instances` or `scale`; `None`: one per listed port.
+    wanted: Mutex<Option<usize>>,
+    /// Instances started so far, for their colours.
+    spawned: Mutex<usize>,
+    /// One operation (reload, restart, scale) at a time.
+    ops: AsyncMutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a few plain assignments: a poisoned lock is still whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Supervises `instances` instances (default: one per configured port), each serving with
-/// `serve.workers` threads (default: the CPU cores divided among them).
-pub fn run(config: Config, instances: Option<usize>) -> anyhow::Result<ExitCode> {
+/// `serve.workers` threads (default: the CPU cores divided among them). `origin` is where a
+/// reload reads the configuration again.
+pub fn run(config: Config, instances: Option<usize>, origin: Origin) -> anyhow::Result<ExitCode> {
     // One thread: the supervisor does little, and a parent-death signal is tied to the thread
     // that spawned the child, which must live as long as the supervisor.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(supervise(config, instances))
+    runtime.block_on(supervise(config, instances, origin))
 }
 
-async fn supervise(config: Config, instances: Option<usize>) -> anyhow::Result<ExitCode> {
+async fn supervise(
+    config: Config,
+    instances: Option<usize>,
+    origin: Origin,
+) -> anyhow::Result<ExitCode> {
     let began = Instant::now();
     let out = Arc::new(Output::new());
     let (ports, note) = plan_ports(&config.cluster.ports, instances).map_err(anyhow::Error::msg)?;
@@ -108,69 +121,53 @@ async fn supervise(config: Config, instances: Option<usize>) -> anyhow::Result<E
     }
 
     // All ports or none: a port taken by another program stops the start with nothing running.
-    let mut listeners = Vec::with_capacity(ports.len());
+    let doors = Arc::new(Doors::default());
     for port in &ports {
-        listeners.push(Arc::new(crate::net::bind(&config.serve.host, *port)?));
+        doors.insert(
+            *port,
+            Arc::new(crate::net::bind(&config.serve.host, *port)?),
+        );
     }
     let control_listener = control::bind(&socket_path)?;
 
-    let launch = Arc::new(Launch {
-        program: spawn::current_program().context("finding the notesctl binary")?,
-        config: config.file.as_deref().map(spawn::absolute),
-        database: database.clone(),
-        workers: config
-            .serve
-            .workers
-            .unwrap_or_else(|| share_of_cores(ports.len())),
+    let settings = Arc::new(Settings {
+        launch: launch_for(&config, &database, ports.len())?,
+        policy: config.cluster.clone(),
     });
-    let (stop_tx, stop_rx) = watch::channel(StopMode::Run);
-    let changed = Arc::new(Notify::new());
-    let mut handles = Vec::new();
     out.event(&format!(
         "starting {} instance(s) on port(s) {} with database {} ({} worker thread(s) each)",
         ports.len(),
-        ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
+        join(&ports),
         database.display(),
-        launch.workers
+        settings.launch.workers
     ));
-    for (index, (port, listener)) in ports.iter().zip(&listeners).enumerate() {
-        let status = instance::new_status(*port);
-        let (reload_tx, reload_rx) = mpsc::channel(1);
-        let task = tokio::spawn(
-            Instance {
-                port: *port,
-                index,
-                listener: Arc::clone(listener),
-                launch: Arc::clone(&launch),
-                policy: config.cluster.clone(),
-                status: Arc::clone(&status),
-                changed: Arc::clone(&changed),
-                out: Arc::clone(&out),
-                stop: stop_rx.clone(),
-                reloads: reload_rx,
-            }
-            .run(),
-        );
-        handles.push(Handle {
-            port: *port,
-            status,
-            reload: reload_tx,
-            task,
-        });
-    }
+    let (stop_tx, stop_rx) = watch::channel(StopMode::Run);
+    let (stop_request, mut stop_requested) = mpsc::channel(1);
     let supervisor = Arc::new(Supervisor {
-        handles,
         started: began,
         database: database.display().to_string(),
-        reloading: AsyncMutex::new(()),
+        host: config.serve.host.clone(),
+        origin,
+        out: Arc::clone(&out),
+        doors,
+        settings: Mutex::new(settings),
+        handles: Mutex::new(Vec::new()),
+        changed: Arc::new(Notify::new()),
+        stop: stop_rx,
+        stop_request,
+        wanted: Mutex::new(instances),
+        spawned: Mutex::new(0),
+        ops: AsyncMutex::new(()),
     });
+    for port in &ports {
+        supervisor.add_instance(*port);
+    }
 
     let control_task = tokio::spawn(control::serve(control_listener, Arc::clone(&supervisor)));
-    report_startup(&supervisor, &changed, &out, &config, began, &listeners).await;
+    report_startup(&supervisor, &config, began).await;
+    systemd::ready(&supervisor.summary());
+    let fallback_task = tokio::spawn(fallback::guard_ports(Arc::clone(&supervisor)));
+    let watchdog_task = tokio::spawn(systemd::keep_watchdog_fed());
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -179,22 +176,25 @@ async fn supervise(config: Config, instances: Option<usize>) -> anyhow::Result<E
         tokio::select! {
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
+            Some(()) = stopped_requested(&mut stop_requested) => break "notesctl stop",
             _ = sighup.recv() => {
-                out.event("SIGHUP: rolling reload");
+                out.event("SIGHUP: re-reading the configuration and replacing every instance");
                 let sup = Arc::clone(&supervisor);
-                let out = Arc::clone(&out);
                 tokio::spawn(async move {
-                    for line in sup.rolling_reload().await.lines {
-                        out.event(&line);
+                    let outcome = sup.reload().await;
+                    for line in outcome.lines {
+                        sup.out.event(&line);
                     }
                 });
             }
         }
     };
+    systemd::stopping();
+    let count = lock(&supervisor.handles).len();
+    let stop_timeout = lock(&supervisor.settings).policy.stop_timeout;
     out.event(&format!(
-        "{stopped_by}: stopping {} instance(s) (SIGTERM, SIGKILL after {}; press Ctrl-C again to kill now)",
-        supervisor.handles.len(),
-        human_duration(config.cluster.stop_timeout)
+        "{stopped_by}: stopping {count} instance(s) (SIGTERM, SIGKILL after {}; press Ctrl-C again to kill now)",
+        human_duration(stop_timeout)
     ));
     let _ = stop_tx.send(StopMode::Graceful);
     let wait_all = wait_for_tasks(&supervisor);
@@ -212,18 +212,54 @@ async fn supervise(config: Config, instances: Option<usize>) -> anyhow::Result<E
         }
     }
     control_task.abort();
+    fallback_task.abort();
+    watchdog_task.abort();
     let _ = std::fs::remove_file(&socket_path);
-    drop(listeners);
     out.event(&format!(
         "stopped after {}",
         human_duration(began.elapsed())
     ));
+    // The output thread writes what is queued; a reader that never reads again cannot hold the
+    // exit up for more than a moment.
+    out.drain(Duration::from_secs(1));
     Ok(ExitCode::SUCCESS)
+}
+
+async fn stopped_requested(rx: &mut mpsc::Receiver<()>) -> Option<()> {
+    rx.recv().await
+}
+
+/// How instances are launched with `config`, for `instances` instances.
+fn launch_for(
+    config: &Config,
+    database: &std::path::Path,
+    instances: usize,
+) -> anyhow::Result<Launch> {
+    Ok(Launch {
+        program: spawn::current_program().context("finding the notesctl binary")?,
+        config: config.file.as_deref().map(spawn::absolute),
+        database: database.to_owned(),
+        workers: config
+            .serve
+            .workers
+            .unwrap_or_else(|| share_of_cores(instances)),
+    })
+}
+
+fn join(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn wait_for_tasks(supervisor: &Supervisor) {
     loop {
-        if supervisor.handles.iter().all(|h| h.task.is_finished()) {
+        if lock(&supervisor.handles)
+            .iter()
+            .all(|h| h.task.is_finished())
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -231,22 +267,16 @@ async fn wait_for_tasks(supervisor: &Supervisor) {
 }
 
 /// Shows start-up progress until every instance is ready or has given up, then the URLs.
-async fn report_startup(
-    supervisor: &Supervisor,
-    changed: &Notify,
-    out: &Output,
-    config: &Config,
-    began: Instant,
-    listeners: &[Arc<TcpListener>],
-) {
+async fn report_startup(supervisor: &Supervisor, config: &Config, began: Instant) {
+    let out = &supervisor.out;
+    let ports = supervisor.ports();
     let spinners = out.wants_spinners().then(|| {
         let mp = indicatif::MultiProgress::new();
-        let bars: Vec<_> = supervisor
-            .handles
+        let bars: Vec<_> = ports
             .iter()
-            .map(|h| {
+            .map(|port| {
                 let bar = mp.add(indicatif::ProgressBar::new_spinner());
-                bar.set_message(format!("{}: starting", h.port));
+                bar.set_message(format!("{port}: starting"));
                 bar.enable_steady_tick(Duration::from_millis(80));
                 bar
             })
@@ -257,15 +287,11 @@ async fn report_startup(
     // Bounded: past the readiness timeout every instance is ready, restarting or failed.
     let deadline = began + config.cluster.ready_timeout + Duration::from_secs(1);
     loop {
-        let notified = changed.notified();
-        let states: Vec<State> = supervisor
-            .handles
-            .iter()
-            .map(|h| instance::lock(&h.status).state)
-            .collect();
+        let notified = supervisor.changed.notified();
+        let states = supervisor.states();
         if let Some(bars) = &spinners {
-            for (bar, (state, h)) in bars.iter().zip(states.iter().zip(&supervisor.handles)) {
-                bar.set_message(format!("{}: {}", h.port, state.as_str()));
+            for (bar, (state, port)) in bars.iter().zip(states.iter().zip(&ports)) {
+                bar.set_message(format!("{port}: {}", state.as_str()));
             }
         }
         let settled = states
@@ -282,18 +308,19 @@ async fn report_startup(
         }
         out.set_progress(None);
     }
+    let doors = supervisor.doors.all();
     let ready: Vec<String> = supervisor
-        .handles
+        .snapshot()
         .iter()
-        .zip(listeners)
-        .filter(|(h, _)| instance::lock(&h.status).state == State::Ready)
+        .filter(|(_, state)| *state == State::Ready)
+        .filter_map(|(port, _)| doors.iter().find(|(p, _)| p == port))
         .filter_map(|(_, l)| l.local_addr().ok())
         .map(|a| format!("http://{a}"))
         .collect();
     out.event(&format!(
         "{} of {} instance(s) ready in {}: {}",
         ready.len(),
-        supervisor.handles.len(),
+        ports.len(),
         human_duration(began.elapsed()),
         if ready.is_empty() {
             "none".to_owned()
@@ -303,42 +330,380 @@ async fn report_startup(
     ));
 }
 
-/// The outcome of a rolling reload, one line per step.
-pub struct ReloadOutcome {
+/// The outcome of an operation (reload, restart, scale), one line per step.
+pub struct Outcome {
     pub ok: bool,
     pub lines: Vec<String>,
 }
 
+impl Outcome {
+    fn failed(line: String) -> Self {
+        Self {
+            ok: false,
+            lines: vec![line],
+        }
+    }
+}
+
 impl Supervisor {
-    /// Replaces instances one at a time, each replacement ready before the old one stops. Stops
-    /// at the first failure, leaving the rest on their current processes.
-    pub(crate) async fn rolling_reload(&self) -> ReloadOutcome {
-        let _one_at_a_time = self.reloading.lock().await;
-        let mut lines = Vec::new();
-        for h in &self.handles {
-            let (port, state) = (h.port, instance::lock(&h.status).state);
-            if state != State::Ready {
-                lines.push(format!("{port}: skipped ({})", state.as_str()));
-                continue;
-            }
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if h.reload.send(tx).await.is_err() {
-                lines.push(format!("{port}: skipped (stopping)"));
-                continue;
-            }
-            match rx.await {
-                Ok(Ok(line)) => lines.push(line),
-                Ok(Err(line)) => {
-                    lines.push(line);
-                    lines.push("reload stopped; the remaining instances were not replaced".into());
-                    return ReloadOutcome { ok: false, lines };
-                }
-                // The instance crashed or stopped meanwhile; its own restart takes over.
-                Err(_) => lines.push(format!("{port}: skipped (restarting)")),
+    fn ports(&self) -> Vec<u16> {
+        lock(&self.handles).iter().map(|h| h.port).collect()
+    }
+
+    fn states(&self) -> Vec<State> {
+        lock(&self.handles)
+            .iter()
+            .map(|h| instance::lock(&h.status).state)
+            .collect()
+    }
+
+    fn snapshot(&self) -> Vec<(u16, State)> {
+        lock(&self.handles)
+            .iter()
+            .map(|h| (h.port, instance::lock(&h.status).state))
+            .collect()
+    }
+
+    /// "2 ready, 1 failed": the instances by state, for logs and the 503 page.
+    fn summary(&self) -> String {
+        let states = self.states();
+        let mut parts: Vec<String> = Vec::new();
+        for state in [
+            State::Ready,
+            State::Reloading,
+            State::Starting,
+            State::Backoff,
+            State::Failed,
+            State::Stopping,
+            State::Stopped,
+        ] {
+            let n = states.iter().filter(|s| **s == state).count();
+            if n > 0 {
+                let word = match state {
+                    State::Backoff => "restarting",
+                    other => other.as_str(),
+                };
+                parts.push(format!("{n} {word}"));
             }
         }
-        lines.push("reload complete".into());
-        ReloadOutcome { ok: true, lines }
+        if parts.is_empty() {
+            "no instances".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// Starts the task of a new instance on `port` (its door is already open).
+    fn add_instance(&self, port: u16) {
+        let Some(listener) = self
+            .doors
+            .all()
+            .into_iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, l)| l)
+        else {
+            return;
+        };
+        let status = instance::new_status(port);
+        let (commands_tx, commands) = mpsc::channel(1);
+        let index = {
+            let mut spawned = lock(&self.spawned);
+            *spawned += 1;
+            *spawned - 1
+        };
+        let task = tokio::spawn(
+            Instance {
+                port,
+                index,
+                listener,
+                doors: Arc::clone(&self.doors),
+                settings: Arc::clone(&lock(&self.settings)),
+                status: Arc::clone(&status),
+                changed: Arc::clone(&self.changed),
+                out: Arc::clone(&self.out),
+                stop: self.stop.clone(),
+                commands,
+                overlap: Arc::new(AtomicBool::new(false)),
+            }
+            .run(),
+        );
+        lock(&self.handles).push(Handle {
+            port,
+            status,
+            commands: commands_tx,
+            task,
+        });
+    }
+
+    /// Sends `command` (built around its reply channel) to the instance on `port` and waits
+    /// for the answer.
+    async fn ask(
+        &self,
+        port: u16,
+        command: impl FnOnce(instance::Reply) -> Command,
+    ) -> Result<String, String> {
+        let sender = lock(&self.handles)
+            .iter()
+            .find(|h| h.port == port)
+            .map(|h| h.commands.clone());
+        let Some(sender) = sender else {
+            return Err(format!("{port}: no such instance"));
+        };
+        let (tx, rx) = oneshot::channel();
+        if sender.send(command(tx)).await.is_err() {
+            return Err(format!("{port}: skipped (stopping)"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(format!("{port}: skipped (the cluster is stopping)")))
+    }
+
+    /// Replaces the instances on `ports` one at a time, each replacement ready before the old
+    /// one stops; starts those that are failed or waiting to restart. A failed replacement of
+    /// a serving instance stops the roll (whatever broke it would break the next one too),
+    /// leaving the rest on their current processes.
+    async fn roll(&self, ports: &[u16], settings: Option<Arc<Settings>>) -> Outcome {
+        let mut lines = Vec::new();
+        let mut ok = true;
+        for port in ports {
+            let was_serving = lock(&self.handles)
+                .iter()
+                .find(|h| h.port == *port)
+                .is_some_and(|h| instance::lock(&h.status).state.serving());
+            let settings = settings.clone();
+            match self
+                .ask(*port, |reply| Command::Restart { settings, reply })
+                .await
+            {
+                Ok(line) => lines.push(line),
+                Err(line) => {
+                    lines.push(line);
+                    ok = false;
+                    if was_serving {
+                        lines
+                            .push("stopped here; the remaining instances were not replaced".into());
+                        return Outcome { ok, lines };
+                    }
+                }
+            }
+        }
+        Outcome { ok, lines }
+    }
+
+    /// `notesctl restart [PORT...]`: a rolling restart of the given instances (all when none
+    /// are given) with the current settings; failed ones are revived.
+    pub(crate) async fn restart(&self, ports: &[u16]) -> Outcome {
+        let _one_at_a_time = self.ops.lock().await;
+        let known = self.ports();
+        if let Some(unknown) = ports.iter().find(|p| !known.contains(p)) {
+            return Outcome::failed(format!(
+                "no instance on port {unknown}; the cluster's ports are {}",
+                join(&known)
+            ));
+        }
+        let ports = if ports.is_empty() {
+            known
+        } else {
+            ports.to_vec()
+        };
+        let mut outcome = self.roll(&ports, None).await;
+        outcome.lines.push(if outcome.ok {
+            "restart complete".into()
+        } else {
+            "restart incomplete".into()
+        });
+        outcome
+    }
+
+    /// `notesctl reload` and SIGHUP: reads notes.toml again (policy values, workers, ports)
+    /// and replaces every instance with the new settings, and the binary now at the path the
+    /// cluster was started from. A configuration that does not load changes nothing.
+    pub(crate) async fn reload(&self) -> Outcome {
+        let _one_at_a_time = self.ops.lock().await;
+        systemd::reloading();
+        let outcome = self.reload_locked().await;
+        systemd::ready(&self.summary());
+        outcome
+    }
+
+    async fn reload_locked(&self) -> Outcome {
+        let config = match Config::load(self.origin.file.as_deref(), &self.origin.overrides) {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome::failed(format!("{e}\nnothing was changed"));
+            }
+        };
+        let mut lines = Vec::new();
+        if config.serve.host != self.host {
+            lines.push(format!(
+                "serve.host changed to {}: not applied (the ports stay bound to {}); restart the cluster for it",
+                config.serve.host, self.host
+            ));
+        }
+        if spawn::absolute(&config.database).display().to_string() != self.database {
+            lines.push(format!(
+                "the database changed to {}: not applied (instances keep {}); restart the cluster for it",
+                config.database.display(),
+                self.database
+            ));
+        }
+        let count = lock(&self.wanted).unwrap_or(config.cluster.ports.len());
+        let (wanted_ports, _) = match plan_ports(&config.cluster.ports, Some(count)) {
+            Ok(p) => p,
+            Err(e) => return Outcome::failed(format!("{e}; nothing was changed")),
+        };
+        let database = std::path::PathBuf::from(&self.database);
+        let launch = match launch_for(&config, &database, count) {
+            Ok(l) => l,
+            Err(e) => return Outcome::failed(format!("{e:#}; nothing was changed")),
+        };
+        let settings = Arc::new(Settings {
+            launch,
+            policy: config.cluster.clone(),
+        });
+        let mut outcome = self
+            .reshape(&wanted_ports, Some(Arc::clone(&settings)))
+            .await;
+        lines.append(&mut outcome.lines);
+        lines.push(if outcome.ok {
+            "reload complete".into()
+        } else {
+            "reload incomplete".into()
+        });
+        Outcome {
+            ok: outcome.ok,
+            lines,
+        }
+    }
+
+    /// `notesctl scale N`: adds instances on the ports after the last one, or removes the
+    /// last ones, with no failed request.
+    pub(crate) async fn scale(&self, n: usize) -> Outcome {
+        let _one_at_a_time = self.ops.lock().await;
+        if n == 0 || n > 256 {
+            return Outcome::failed("scale takes 1 to 256 instances".into());
+        }
+        let current = self.ports();
+        let mut wanted: Vec<u16> = current.iter().copied().take(n).collect();
+        let mut next = u32::from(current.iter().copied().max().unwrap_or(3000)) + 1;
+        while wanted.len() < n {
+            let Ok(port) = u16::try_from(next) else {
+                return Outcome::failed("no ports left above the last one".into());
+            };
+            wanted.push(port);
+            next += 1;
+        }
+        let mut outcome = self.reshape(&wanted, None).await;
+        *lock(&self.wanted) = Some(n);
+        outcome.lines.push(format!(
+            "{} instance(s) on port(s) {}",
+            self.ports().len(),
+            join(&self.ports())
+        ));
+        outcome
+    }
+
+    /// Makes the cluster run one instance per port of `wanted`: opens and starts the new
+    /// ports, stops and closes the ones no longer wanted, then replaces the kept instances
+    /// (with `settings` if given, and so that each is handed every port now open).
+    async fn reshape(&self, wanted: &[u16], settings: Option<Arc<Settings>>) -> Outcome {
+        let current = self.ports();
+        let added: Vec<u16> = wanted
+            .iter()
+            .copied()
+            .filter(|p| !current.contains(p))
+            .collect();
+        let removed: Vec<u16> = current
+            .iter()
+            .copied()
+            .filter(|p| !wanted.contains(p))
+            .collect();
+        let kept: Vec<u16> = current
+            .iter()
+            .copied()
+            .filter(|p| wanted.contains(p))
+            .collect();
+
+        // Every new port first: one that cannot be bound changes nothing.
+        let mut opened = Vec::new();
+        for port in &added {
+            match crate::net::bind(&self.host, *port) {
+                Ok(l) => opened.push((*port, Arc::new(l))),
+                Err(e) => return Outcome::failed(format!("{e}; nothing was changed")),
+            }
+        }
+        if let Some(settings) = &settings {
+            *lock(&self.settings) = Arc::clone(settings);
+        }
+        let mut lines = Vec::new();
+        let mut ok = true;
+        for (port, listener) in opened {
+            self.doors.insert(port, listener);
+            self.add_instance(port);
+        }
+        if !added.is_empty() {
+            let ready = self.wait_settled(&added).await;
+            for (port, state) in ready {
+                if state == State::Ready {
+                    lines.push(format!("{port}: started"));
+                } else {
+                    ok = false;
+                    lines.push(format!("{port}: not ready ({})", state.as_str()));
+                }
+            }
+        }
+        for port in &removed {
+            match self.ask(*port, |reply| Command::Retire { reply }).await {
+                Ok(line) | Err(line) => lines.push(line),
+            }
+            let handle = {
+                let mut handles = lock(&self.handles);
+                handles
+                    .iter()
+                    .position(|h| h.port == *port)
+                    .map(|i| handles.remove(i))
+            };
+            if let Some(h) = handle {
+                let _ = h.task.await;
+            }
+            self.doors.close(*port);
+            lines.push(format!("{port}: port closed"));
+        }
+        // Kept instances take the new settings, and the new ports: they were handed the
+        // ports open when they started.
+        if settings.is_some() || !added.is_empty() {
+            let mut rolled = self.roll(&kept, settings).await;
+            ok &= rolled.ok;
+            lines.append(&mut rolled.lines);
+        }
+        self.changed.notify_waiters();
+        Outcome { ok, lines }
+    }
+
+    /// Waits until each of `ports` is ready or has given up (bounded by the readiness
+    /// timeout), and returns their states.
+    async fn wait_settled(&self, ports: &[u16]) -> Vec<(u16, State)> {
+        let timeout = lock(&self.settings).policy.ready_timeout;
+        let deadline = Instant::now() + timeout + Duration::from_secs(1);
+        loop {
+            let notified = self.changed.notified();
+            let states: Vec<(u16, State)> = self
+                .snapshot()
+                .into_iter()
+                .filter(|(p, _)| ports.contains(p))
+                .collect();
+            let settled = states
+                .iter()
+                .all(|(_, s)| matches!(s, State::Ready | State::Failed | State::Stopped));
+            if settled || Instant::now() >= deadline {
+                return states;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    }
+
+    /// `notesctl stop`: the main loop stops the cluster as on SIGTERM.
+    pub(crate) fn request_stop(&self) {
+        let _ = self.stop_request.try_send(());
     }
 }
 

@@ -1,25 +1,94 @@
 //! The cluster's log stream: every instance's output line-prefixed and coloured by instance
 //! (`3001 | ...`), and the supervisor's own events (`cluster | ...`) in the same stream, on
 //! standard output. While start-up spinners are on screen, lines are printed above them.
+//!
+//! Invariant: logging never blocks anyone. Lines go into a bounded queue that one writer thread
+//! empties into standard output; that thread alone may block (a terminal paused with Ctrl-S, a
+//! pipe nobody reads). When the queue is full, lines are dropped and counted, and a notice says
+//! how many once the output moves again. The instances' pipes are therefore always read, and the
+//! supervisor's own tasks (probes, restarts, the control socket) never wait on the reader.
+//!
+//! The last lines are also kept in a ring, and every line is offered to `notesctl logs -f`
+//! followers through a broadcast channel (a slow follower loses lines, never stalls anyone).
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use indicatif::MultiProgress;
+use tokio::sync::broadcast;
 
 const COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
+/// Bytes of output held while the reader is slow; past this, lines are dropped.
+const QUEUE_BYTES: usize = 256 << 10;
+/// Lines kept for `notesctl logs`.
+pub const RING_LINES: usize = 2000;
+/// Lines a `logs -f` follower may fall behind before it loses some.
+const FOLLOW_BACKLOG: usize = 4096;
+
+/// One line of the stream, for `notesctl logs`.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// The instance's port, or `None` for a supervisor event.
+    pub port: Option<u16>,
+    /// `3001`, `3001 #4242` (two processes on one port, during a replacement) or `cluster`.
+    pub label: String,
+    pub text: String,
+}
+
+impl LogLine {
+    /// The line as `notesctl logs` prints it (no colour).
+    pub fn plain(&self) -> String {
+        format!("{:<7} | {}", self.label, self.text)
+    }
+}
 
 pub struct Output {
     color: bool,
+    writer: Arc<Writer>,
+    ring: Mutex<VecDeque<Arc<LogLine>>>,
+    follow: broadcast::Sender<Arc<LogLine>>,
+}
+
+/// What the calling tasks share with the writer thread.
+struct Writer {
+    queue: Mutex<Queue>,
+    wake: Condvar,
     progress: Mutex<Option<MultiProgress>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    /// Lines dropped since the last notice.
+    dropped: u64,
+    /// The writer thread holds bytes it has not finished writing.
+    writing: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a few plain assignments: a poisoned lock is still whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Output {
     pub fn new() -> Self {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let writer = Arc::new(Writer {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            progress: Mutex::new(None),
+        });
+        let thread_writer = Arc::clone(&writer);
+        // Without the thread, lines stay queued (and then dropped): the service is unaffected.
+        let _ = std::thread::Builder::new()
+            .name("cluster-output".into())
+            .spawn(move || thread_writer.run());
         Self {
             color,
-            progress: Mutex::new(None),
+            writer,
+            ring: Mutex::new(VecDeque::with_capacity(RING_LINES)),
+            follow: broadcast::channel(FOLLOW_BACKLOG).0,
         }
     }
 
@@ -29,42 +98,154 @@ impl Output {
     }
 
     pub fn set_progress(&self, progress: Option<MultiProgress>) {
-        *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = progress;
+        *lock(&self.writer.progress) = progress;
     }
 
-    /// Lines of an instance's own output, written together.
-    pub fn instance_lines(&self, port: u16, index: usize, lines: &[&str]) {
+    /// Lines of an instance's own output, written together. `pid` is shown while two processes
+    /// serve one port (a replacement), so their lines can be told apart.
+    pub fn instance_lines(&self, port: u16, index: usize, pid: Option<u32>, lines: &[&str]) {
         let color = COLORS[index % COLORS.len()];
-        self.emit_all(&format!("{port:<7}"), color, lines);
+        let label = match pid {
+            Some(pid) => format!("{port} #{pid}"),
+            None => port.to_string(),
+        };
+        self.emit_all(Some(port), &label, color, lines);
     }
 
     /// A supervisor event.
     pub fn event(&self, text: &str) {
-        self.emit("cluster", "1", text);
+        self.emit_all(None, "cluster", "1", &[text]);
     }
 
-    fn emit(&self, label: &str, color: &str, text: &str) {
-        self.emit_all(label, color, &[text]);
+    /// The last `n` lines (of one port's instance, or all), oldest first.
+    pub fn recent(&self, n: usize, port: Option<u16>) -> Vec<Arc<LogLine>> {
+        let ring = lock(&self.ring);
+        let mut picked: Vec<Arc<LogLine>> = ring
+            .iter()
+            .rev()
+            .filter(|l| port.is_none() || l.port == port)
+            .take(n)
+            .cloned()
+            .collect();
+        picked.reverse();
+        picked
     }
 
-    fn emit_all(&self, label: &str, color: &str, lines: &[&str]) {
+    /// Waits until everything queued is written, or `timeout` passed (a reader that stopped
+    /// reading must not hold the supervisor's exit up).
+    pub fn drain(&self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            {
+                let q = lock(&self.writer.queue);
+                if q.bytes.is_empty() && q.dropped == 0 && !q.writing {
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Every line from now on, for `notesctl logs -f`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogLine>> {
+        self.follow.subscribe()
+    }
+
+    fn emit_all(&self, port: Option<u16>, label: &str, color: &str, lines: &[&str]) {
         let mut block = String::new();
         for text in lines {
             if self.color {
-                block.push_str(&format!("\x1b[{color}m{label} |\x1b[0m {text}\n"));
+                block.push_str(&format!("\x1b[{color}m{label:<7} |\x1b[0m {text}\n"));
             } else {
-                block.push_str(&format!("{label} | {text}\n"));
+                block.push_str(&format!("{label:<7} | {text}\n"));
             }
         }
-        let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(mp) = progress.as_ref()
-            && mp.println(block.trim_end()).is_ok()
-        {
+        self.writer.push(block.as_bytes(), lines.len() as u64);
+        let mut ring = lock(&self.ring);
+        for text in lines {
+            let line = Arc::new(LogLine {
+                port,
+                label: label.to_owned(),
+                text: (*text).to_owned(),
+            });
+            if ring.len() == RING_LINES {
+                ring.pop_front();
+            }
+            ring.push_back(Arc::clone(&line));
+            // No follower is not an error.
+            let _ = self.follow.send(line);
+        }
+    }
+}
+
+impl Writer {
+    /// Queues `lines` lines of text, or drops them (counted) when the queue is full.
+    fn push(&self, block: &[u8], lines: u64) {
+        let mut q = lock(&self.queue);
+        if q.bytes.len() + block.len() > QUEUE_BYTES {
+            q.dropped += lines;
             return;
         }
-        // A closed stdout must not stop the supervisor: the instances keep serving.
-        let _ = std::io::stdout().lock().write_all(block.as_bytes());
+        if q.dropped > 0 {
+            let notice = dropped_notice(q.dropped);
+            q.bytes.extend_from_slice(notice.as_bytes());
+            q.dropped = 0;
+        }
+        q.bytes.extend_from_slice(block);
+        self.wake.notify_one();
     }
+
+    /// The writer thread: the only place that writes to standard output.
+    fn run(&self) {
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            {
+                let mut q = lock(&self.queue);
+                while q.bytes.is_empty() && q.dropped == 0 {
+                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                // Swapped, not copied: both buffers keep their capacity.
+                std::mem::swap(&mut q.bytes, &mut out);
+                q.writing = true;
+                if out.is_empty() && q.dropped > 0 {
+                    out.extend_from_slice(dropped_notice(q.dropped).as_bytes());
+                    q.dropped = 0;
+                }
+            }
+            let progress = lock(&self.progress).clone();
+            let shown = progress
+                .is_some_and(|mp| mp.println(String::from_utf8_lossy(&out).trim_end()).is_ok());
+            if !shown {
+                // A closed stdout must not stop the supervisor: the instances keep serving.
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(&out);
+                let _ = stdout.flush();
+            }
+            out.clear();
+            lock(&self.queue).writing = false;
+        }
+    }
+}
+
+fn dropped_notice(lines: u64) -> String {
+    format!(
+        "{:<7} | ... {} line(s) dropped while the output was blocked\n",
+        "cluster",
+        thousands(lines)
+    )
+}
+
+/// 1532 -> "1,532".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl Default for Output {
@@ -84,5 +265,46 @@ pub fn human_duration(d: std::time::Duration) -> String {
         format!("{}m {}s", ms / 60_000, ms / 1000 % 60)
     } else {
         format!("{}h {}m", ms / 3_600_000, ms / 60_000 % 60)
+    }
+}
+
+/// "9.2 MB": bytes for people.
+pub fn human_bytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(7), "7");
+        assert_eq!(thousands(1532), "1,532");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_then_says_so() {
+        let w = Writer {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            progress: Mutex::new(None),
+        };
+        let line = vec![b'x'; 1000];
+        let mut pushed = 0;
+        while lock(&w.queue).dropped == 0 {
+            w.push(&line, 1);
+            pushed += 1;
+        }
+        assert_eq!(pushed, QUEUE_BYTES / 1000 + 1);
+        w.push(&line, 1);
+        lock(&w.queue).bytes.clear();
+        w.push(b"next\n", 1);
+        let text = String::from_utf8_lossy(&lock(&w.queue).bytes).to_string();
+        assert!(
+            text.starts_with("cluster | ... 2 line(s) dropped") && text.ends_with("next\n"),
+            "{text}"
+        );
     }
 }

@@ -3,8 +3,13 @@
 //! The first crash after a stable run restarts at once (a one-off crash should cost no more than
 //! a process start). Further crashes in a row wait `backoff_initial`, doubling up to `backoff_max`,
 //! with ±20 % jitter so instances crashing together do not restart in lockstep. A run longer than
-//! `backoff_reset_after` ends the streak. `crash_limit` crashes within `crash_window` mark the
-//! instance failed: restarting it again would only repeat the same failure.
+//! `backoff_reset_after` ends the streak.
+//!
+//! Giving up tells a crash loop from bad luck: only a death before readiness, or within
+//! `min_uptime` of it, counts towards `crash_limit` within `crash_window`. Such a process never
+//! got going (a broken notes.toml, a bad binary), and starting it again would repeat the same
+//! failure. A process that ran longer proved its binary and settings; what killed it (the OOM
+//! killer, an operator's `kill -9`) is restarted, with backoff, for ever.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -26,6 +31,7 @@ pub struct RestartPolicy {
     reset_after: Duration,
     window: Duration,
     limit: usize,
+    min_uptime: Duration,
     streak: u32,
     recent: VecDeque<Instant>,
     seed: u64,
@@ -38,24 +44,48 @@ impl RestartPolicy {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x9E37_79B9_7F4A_7C15)
             | 1;
-        Self {
-            initial: c.backoff_initial,
-            max: c.backoff_max,
-            reset_after: c.backoff_reset_after,
-            window: c.crash_window,
-            limit: c.crash_limit as usize,
+        let mut policy = Self {
+            initial: Duration::ZERO,
+            max: Duration::ZERO,
+            reset_after: Duration::ZERO,
+            window: Duration::ZERO,
+            limit: 1,
+            min_uptime: Duration::ZERO,
             streak: 0,
             recent: VecDeque::new(),
             seed,
-        }
+        };
+        policy.configure(c);
+        policy
     }
 
-    /// Records a crash at `now` of a process that had run for `uptime`.
-    pub fn on_crash(&mut self, now: Instant, uptime: Duration) -> Verdict {
+    /// Takes new settings (a reload re-read notes.toml); the crash history is kept.
+    pub fn configure(&mut self, c: &ClusterConfig) {
+        self.initial = c.backoff_initial;
+        self.max = c.backoff_max;
+        self.reset_after = c.backoff_reset_after;
+        self.window = c.crash_window;
+        self.limit = c.crash_limit as usize;
+        self.min_uptime = c.min_uptime;
+    }
+
+    /// Forgets every crash: an operator revived the instance and wants a fresh start.
+    pub fn reset(&mut self) {
+        self.streak = 0;
+        self.recent.clear();
+    }
+
+    /// Records a death at `now` of a process that had been ready for `ready_for` (`None`: it
+    /// died before it was ready).
+    pub fn on_crash(&mut self, now: Instant, ready_for: Option<Duration>) -> Verdict {
+        let uptime = ready_for.unwrap_or(Duration::ZERO);
         if uptime >= self.reset_after {
             self.streak = 0;
         }
-        self.recent.push_back(now);
+        let counts = ready_for.is_none_or(|up| up < self.min_uptime);
+        if counts {
+            self.recent.push_back(now);
+        }
         while let Some(first) = self.recent.front() {
             if now.duration_since(*first) > self.window {
                 self.recent.pop_front();
@@ -63,7 +93,7 @@ impl RestartPolicy {
                 break;
             }
         }
-        if self.recent.len() >= self.limit {
+        if counts && self.recent.len() >= self.limit {
             return Verdict::GiveUp {
                 crashes: self.recent.len(),
                 window: self.window,
@@ -103,6 +133,7 @@ mod tests {
             backoff_reset_after: Duration::from_secs(30),
             crash_window: Duration::from_secs(60),
             crash_limit: 6,
+            min_uptime: Duration::from_secs(1),
             ..ClusterConfig::default()
         }
     }
@@ -111,7 +142,7 @@ mod tests {
     fn backoff_doubles_with_jitter_and_caps() {
         let mut p = RestartPolicy::new(&config());
         let t = Instant::now();
-        let short = Duration::from_millis(10);
+        let short = Some(Duration::from_millis(10));
         assert_eq!(p.on_crash(t, short), Verdict::RestartAfter(Duration::ZERO));
         let expect = [100, 200, 400, 800];
         for ms in expect {
@@ -134,12 +165,33 @@ mod tests {
     fn a_long_run_resets_the_streak_and_old_crashes_leave_the_window() {
         let mut p = RestartPolicy::new(&config());
         let t = Instant::now();
-        p.on_crash(t, Duration::ZERO);
-        p.on_crash(t, Duration::ZERO);
+        p.on_crash(t, None);
+        p.on_crash(t, None);
         assert_eq!(
-            p.on_crash(t + Duration::from_secs(100), Duration::from_secs(40)),
+            p.on_crash(
+                t + Duration::from_secs(100),
+                Some(Duration::from_millis(500))
+            ),
             Verdict::RestartAfter(Duration::ZERO)
         );
         assert_eq!(p.recent.len(), 1);
+    }
+
+    #[test]
+    fn deaths_after_min_uptime_never_give_up() {
+        let mut p = RestartPolicy::new(&config());
+        let t = Instant::now();
+        for i in 0..100 {
+            let verdict = p.on_crash(t + Duration::from_millis(i), Some(Duration::from_secs(2)));
+            let Verdict::RestartAfter(delay) = verdict else {
+                panic!("gave up on an instance that ran past min_uptime: {verdict:?}")
+            };
+            assert!(delay <= Duration::from_millis(1200), "{delay:?}");
+        }
+        // Deaths before readiness still trip the breaker.
+        for _ in 0..5 {
+            assert!(matches!(p.on_crash(t, None), Verdict::RestartAfter(_)));
+        }
+        assert!(matches!(p.on_crash(t, None), Verdict::GiveUp { .. }));
     }
 }

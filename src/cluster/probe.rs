@@ -1,23 +1,34 @@
-//! Readiness: an instance is ready when `GET /healthz` on its private health port answers 200.
+//! Asking an instance, on its private health port, whether it is ready (`GET /healthz`: it can
+//! read the database) and whether it is alive (`GET /livez`: its HTTP server answers; the
+//! database is not touched, so a slow or unreachable database is never mistaken for a hang).
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// One probe: true on a 200 answer. Bounded by `timeout`.
+/// One readiness probe: true on a 200 answer. Bounded by `timeout`.
 pub async fn healthy(port: u16, timeout: Duration) -> bool {
-    tokio::time::timeout(timeout, probe(port))
+    answers_200(port, "/healthz", timeout).await
+}
+
+/// One liveness probe: true on a 200 answer from `/livez` within `timeout`.
+pub async fn alive(port: u16, timeout: Duration) -> bool {
+    answers_200(port, "/livez", timeout).await
+}
+
+async fn answers_200(port: u16, path: &str, timeout: Duration) -> bool {
+    tokio::time::timeout(timeout, probe(port, path))
         .await
         .unwrap_or(false)
 }
 
-async fn probe(port: u16) -> bool {
+async fn probe(port: u16, path: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
     };
     let request = format!(
-        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nUser-Agent: notesctl-supervisor\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nUser-Agent: notesctl-supervisor\r\n\r\n"
     );
     if stream.write_all(request.as_bytes()).await.is_err() {
         return false;

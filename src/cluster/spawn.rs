@@ -1,6 +1,9 @@
 //! Starting one instance process: this same binary running `serve`, spawned directly (no
 //! shell), in its own process group, killed by the kernel if the supervisor dies, and handed its
-//! sockets by the systemd `LISTEN_FDS` convention (3 = the port, 4 = a private health socket).
+//! sockets by the systemd `LISTEN_FDS` convention: 3 = its own port (`http`), 4 = a private
+//! health socket (`health`), 5.. = every other instance's port (`http`). Every instance accepts
+//! on every port, so a port whose own instance is down, restarting or hung is still served by
+//! its siblings (they share the data).
 
 use std::ffi::CString;
 use std::net::TcpListener;
@@ -32,7 +35,8 @@ pub struct Spawned {
 }
 
 impl Launch {
-    pub fn spawn(&self, public: &TcpListener) -> std::io::Result<Spawned> {
+    /// Starts an instance serving `public` (its own port) and `others` (its siblings' ports).
+    pub fn spawn(&self, public: &TcpListener, others: &[&TcpListener]) -> std::io::Result<Spawned> {
         // A fresh private socket per process: probing the public port could reach the old
         // instance during a reload, since both accept from the same socket.
         let health = TcpListener::bind("127.0.0.1:0")?;
@@ -53,16 +57,17 @@ impl Launch {
             .kill_on_drop(false)
             .process_group(0);
 
-        let public_fd = public.as_raw_fd();
-        let health_fd = health.as_raw_fd();
+        let mut fds = vec![public.as_raw_fd(), health.as_raw_fd()];
+        fds.extend(others.iter().map(|l| l.as_raw_fd()));
         let supervisor = nix::unistd::getpid();
-        let names = EnvVars::new();
+        let names = EnvVars::new(fds.len());
+        let mut high = vec![0; fds.len()];
         // SAFETY: the closure runs in the child between fork and exec. It only makes system
-        // calls (prctl, dup, fcntl, setenv on C strings prepared before the fork) and touches no
-        // Rust lock. The environment is not changed through `Command`, so the `setenv` calls are
-        // what exec passes on.
+        // calls (prctl, dup, fcntl, setenv on C strings prepared before the fork), writes into
+        // a buffer allocated before the fork, and touches no Rust lock. The environment is not
+        // changed through `Command`, so the `setenv` calls are what exec passes on.
         unsafe {
-            cmd.pre_exec(move || child_setup(supervisor, public_fd, health_fd, &names));
+            cmd.pre_exec(move || child_setup(supervisor, &fds, &mut high, &names));
         }
         let child = cmd.spawn()?;
         let pid = child
@@ -82,27 +87,33 @@ struct EnvVars {
     listen_fds: CString,
     listen_pid: CString,
     listen_fdnames: CString,
-    two: CString,
+    count: CString,
     names: CString,
+    /// The supervisor's own systemd variables: an instance must not answer for the service.
+    unset: [CString; 3],
 }
 
 impl EnvVars {
-    fn new() -> Self {
-        let c = |s: &str| CString::new(s).expect("static text has no NUL");
+    /// For `n` descriptors: the own port, the health socket, then the siblings' ports.
+    fn new(n: usize) -> Self {
+        let c = |s: &str| CString::new(s).expect("the text is built without NUL bytes");
+        let mut names = vec!["http", "health"];
+        names.resize(n.max(2), "http");
         Self {
             listen_fds: c("LISTEN_FDS"),
             listen_pid: c("LISTEN_PID"),
             listen_fdnames: c("LISTEN_FDNAMES"),
-            two: c("2"),
-            names: c("http:health"),
+            count: c(&n.to_string()),
+            names: c(&names.join(":")),
+            unset: [c("NOTIFY_SOCKET"), c("WATCHDOG_USEC"), c("WATCHDOG_PID")],
         }
     }
 }
 
 fn child_setup(
     supervisor: nix::unistd::Pid,
-    public_fd: RawFd,
-    health_fd: RawFd,
+    fds: &[RawFd],
+    high: &mut [RawFd],
     env: &EnvVars,
 ) -> std::io::Result<()> {
     use nix::libc;
@@ -112,27 +123,39 @@ fn child_setup(
         // The supervisor died before the line above took effect.
         return Err(std::io::Error::other("the supervisor exited"));
     }
-    // Move both sockets above 4 first, so placing one cannot overwrite the other.
+    // Move every socket above both the sources and the targets first, so placing one at 3 + i
+    // cannot overwrite another still to be placed.
+    let first_free = fds
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(3 + fds.len() as RawFd)
+        + 1;
     // SAFETY (all calls below): plain system calls on descriptors this process owns.
-    let public_high = unsafe { libc::fcntl(public_fd, libc::F_DUPFD, 10) };
-    let health_high = unsafe { libc::fcntl(health_fd, libc::F_DUPFD, 10) };
-    if public_high < 0 || health_high < 0 {
-        return Err(std::io::Error::last_os_error());
+    for (h, fd) in high.iter_mut().zip(fds) {
+        *h = unsafe { libc::fcntl(*fd, libc::F_DUPFD, first_free) };
+        if *h < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
-    // dup2 clears close-on-exec on the new descriptors: exactly 3 and 4 survive the exec.
-    if unsafe { libc::dup2(public_high, 3) } < 0 || unsafe { libc::dup2(health_high, 4) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    unsafe {
-        libc::close(public_high);
-        libc::close(health_high);
+    // dup2 clears close-on-exec on the new descriptors: exactly 3.. survive the exec.
+    for (i, h) in high.iter().enumerate() {
+        if unsafe { libc::dup2(*h, 3 + i as RawFd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        unsafe { libc::close(*h) };
     }
     let mut digits = [0u8; 16];
     let pid = format_pid(std::process::id(), &mut digits);
     let ok = unsafe {
-        libc::setenv(env.listen_fds.as_ptr(), env.two.as_ptr(), 1) == 0
+        libc::setenv(env.listen_fds.as_ptr(), env.count.as_ptr(), 1) == 0
             && libc::setenv(env.listen_pid.as_ptr(), pid, 1) == 0
             && libc::setenv(env.listen_fdnames.as_ptr(), env.names.as_ptr(), 1) == 0
+            && env
+                .unset
+                .iter()
+                .all(|name| libc::unsetenv(name.as_ptr()) == 0)
     };
     if !ok {
         return Err(std::io::Error::last_os_error());

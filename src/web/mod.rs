@@ -148,6 +148,7 @@ fn routes() -> Router<AppState> {
             post(pages::destroy_confirm).layer(body_limit()),
         )
         .route("/healthz", get(pages::healthz))
+        .route("/livez", get(pages::livez))
         .route("/events", get(events::events))
         .route("/static/{file}", get(assets::serve))
         .nest("/api", api::router())

@@ -543,6 +543,11 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// 200 while the HTTP server answers; the supervisor's liveness probe. Touches no database.
+pub async fn livez() -> &'static str {
+    "ok\n"
+}
+
 pub async fn not_found(uri: Uri) -> Response {
     let error = AppError::NotFound(format!("there is no page at {}", uri.path()));
     error.respond_for_path(uri.path())

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+pub mod cluster;
+
 /// How long an instance may take to say it is listening, or to exit after a signal.
 pub const PROCESS_DEADLINE: Duration = Duration::from_secs(20);
 /// How long one CLI command may run.

@@ -1,0 +1,339 @@
+//! A running `notesctl cluster` for the cluster tests: free ports, a temp dir with notes.toml,
+//! the supervisor's output forwarded and kept, `status --json` as a user runs it, and load
+//! clients that count what failed. Every wait has a hard deadline; the supervisor is killed on
+//! drop (its instances die with it).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use super::{PROCESS_DEADLINE, notesctl, wait_until};
+
+pub const READY_LINE: &str = "instance(s) ready in";
+
+/// `n` ports that are free right now.
+///
+/// They are taken below the kernel's ephemeral range (32768 and up), from a random start: ports
+/// the kernel hands out for `bind(0)` or to client connections are soon handed out again, to
+/// another test running at the same time, and a test checking that a port was released would
+/// then see that other test's socket.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut candidate = 20_000 + (seed % 12_000) as u16;
+    let mut held = Vec::new();
+    while held.len() < n {
+        candidate = if candidate >= 32_000 {
+            20_000
+        } else {
+            candidate + 1
+        };
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", candidate)) {
+            held.push(l);
+        }
+    }
+    held.iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// A running `notesctl cluster`, killed on drop (its instances die with it).
+pub struct Cluster {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub ports: Vec<u16>,
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub done: bool,
+}
+
+impl Cluster {
+    pub fn config(ports: &[u16], extra: &str) -> String {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        format!(
+            "database = \"data/notes.db\"\n[cluster]\nports = [{}]\nstop_timeout = \"5s\"\n{extra}",
+            list.join(", ")
+        )
+    }
+
+    /// Spawns the supervisor; does not wait for readiness.
+    pub fn spawn(ports: &[u16], extra: &str) -> (Cluster, mpsc::Receiver<String>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("data")).expect("data dir");
+        for name in ["notes.toml", "status.toml"] {
+            std::fs::write(dir.path().join(name), Self::config(ports, extra))
+                .expect("write config");
+        }
+        let mut child = notesctl(dir.path())
+            .args(["--config", "notes.toml", "cluster"])
+            .spawn()
+            .expect("run notesctl cluster");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let pid = child.id();
+        let prefix = format!("[cluster {pid}]");
+        super::forward(
+            child.stdout.take().expect("piped"),
+            prefix.clone(),
+            Arc::clone(&log),
+            tx.clone(),
+        );
+        super::forward(
+            child.stderr.take().expect("piped"),
+            prefix,
+            Arc::clone(&log),
+            tx,
+        );
+        let cluster = Cluster {
+            child,
+            dir,
+            ports: ports.to_vec(),
+            log,
+            done: false,
+        };
+        (cluster, rx)
+    }
+
+    pub fn start(n: usize, extra: &str) -> Cluster {
+        let (cluster, rx) = Self::spawn(&free_ports(n), extra);
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(READY_LINE) => {
+                    assert!(
+                        line.contains(&format!("{n} of {n} instance(s) ready")),
+                        "not every instance became ready: {line}"
+                    );
+                    return cluster;
+                }
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "the cluster did not report readiness within {PROCESS_DEADLINE:?}:\n{}",
+                    cluster.output()
+                ),
+            }
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn output(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// `notesctl status --json`, run the way a user would, from the config's folder. It reads a
+    /// copy of notes.toml, which a test may break on purpose. The exit code must agree with
+    /// the states: 0 all ready, 3 one not ready, 4 one given up.
+    pub fn status(&self) -> Value {
+        let out = super::run_in(
+            self.dir.path(),
+            &["--config", "status.toml", "status", "--json"],
+            None,
+        );
+        let status: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("status --json prints JSON: {}", super::describe(&out)));
+        let states: Vec<&str> = status["instances"]
+            .as_array()
+            .expect("instances array")
+            .iter()
+            .map(|i| i["state"].as_str().expect("a state"))
+            .collect();
+        let expected = if states.contains(&"failed") {
+            4
+        } else if states.iter().all(|s| *s == "ready" || *s == "reloading") {
+            0
+        } else {
+            3
+        };
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "status exit code for states {states:?}: {}",
+            super::describe(&out)
+        );
+        status
+    }
+
+    pub fn instance_pids(&self) -> Vec<u32> {
+        self.status()["instances"]
+            .as_array()
+            .expect("instances array")
+            .iter()
+            .map(|i| i["pid"].as_u64().expect("every instance has a pid") as u32)
+            .collect()
+    }
+
+    /// Polls `status` until `pred` holds for it, or fails with the last status and the log.
+    pub fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        loop {
+            let status = self.status();
+            if pred(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last status {status:#}\nlog:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let status = wait_until(&mut self.child, Instant::now() + PROCESS_DEADLINE);
+        self.done = true;
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!("the supervisor did not exit in time:\n{}", self.output())
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// True while `pid` is a live (non-zombie) process.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Nothing listens on `port` any more: no orphan holds it. (Binding it instead would be
+/// fooled by other tests' client connections, which may use the same port number.) An orphan
+/// accepts every time; a refusal within a second passes, since another test's `free_ports`
+/// may hold the number for a moment while it looks for ports.
+pub fn assert_refused(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            other if Instant::now() >= deadline => {
+                panic!("port {port} still accepts connections: {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+pub fn wait_gone(pids: &[u32], within: Duration) -> Result<Duration, Vec<u32>> {
+    let start = Instant::now();
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > within {
+            return Err(left);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One GET that reports failure instead of panicking: Err says how it failed.
+pub fn try_get(port: u16, path: &str) -> Result<u16, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    let head = String::from_utf8_lossy(&raw[..raw.len().min(16)]).into_owned();
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no HTTP response (got {} bytes)", raw.len()))
+}
+
+/// Clients sending requests to `ports` in a loop until stopped: (successes, failures).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(ports: &[u16], per_port: usize, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for &port in ports {
+            for _ in 0..per_port {
+                let (stop, ok, failures) =
+                    (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failures));
+                threads.push(std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match try_get(port, path) {
+                            Ok(200) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(code) => failures
+                                .lock()
+                                .expect("lock")
+                                .push(format!("{port}: status {code}")),
+                            Err(e) => failures.lock().expect("lock").push(format!("{port}: {e}")),
+                        }
+                    }
+                }));
+            }
+        }
+        Load {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+        let failures = self.failures.lock().expect("lock").clone();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
