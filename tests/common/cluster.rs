@@ -47,6 +47,32 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// `n` free ports whose `spare` successors are free too, for a cluster that will scale up.
+pub fn free_ports_with_spares(n: usize, spare: u16) -> Vec<u16> {
+    loop {
+        let ports = free_ports(n);
+        let last = *ports.iter().max().expect("n > 0");
+        let spares_free = (1..=spare).all(|i| {
+            last.checked_add(i)
+                .is_some_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        });
+        if spares_free {
+            return ports;
+        }
+    }
+}
+
+/// How a test wants the supervisor run.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Extra `[cluster]` lines for notes.toml.
+    pub extra: &'a str,
+    /// Leave standard output unread (a paused terminal, a full pipe): kept in `Cluster::stdout`.
+    pub unread_stdout: bool,
+    /// Extra environment variables for the supervisor.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
 /// A running `notesctl cluster`, killed on drop (its instances die with it).
 pub struct Cluster {
     pub child: Child,
@@ -54,6 +80,8 @@ pub struct Cluster {
     pub ports: Vec<u16>,
     pub log: Arc<Mutex<Vec<String>>>,
     pub done: bool,
+    /// The supervisor's standard output, when the test reads it itself.
+    pub stdout: Option<std::process::ChildStdout>,
 }
 
 impl Cluster {
@@ -67,26 +95,40 @@ impl Cluster {
 
     /// Spawns the supervisor; does not wait for readiness.
     pub fn spawn(ports: &[u16], extra: &str) -> (Cluster, mpsc::Receiver<String>) {
+        Self::spawn_with(
+            ports,
+            &Options {
+                extra,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Spawns the supervisor as `options` say; does not wait for readiness.
+    pub fn spawn_with(ports: &[u16], options: &Options) -> (Cluster, mpsc::Receiver<String>) {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("data")).expect("data dir");
         for name in ["notes.toml", "status.toml"] {
-            std::fs::write(dir.path().join(name), Self::config(ports, extra))
+            std::fs::write(dir.path().join(name), Self::config(ports, options.extra))
                 .expect("write config");
         }
-        let mut child = notesctl(dir.path())
-            .args(["--config", "notes.toml", "cluster"])
-            .spawn()
-            .expect("run notesctl cluster");
+        let mut cmd = notesctl(dir.path());
+        cmd.args(["--config", "notes.toml", "cluster"]);
+        for (k, v) in options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("run notesctl cluster");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let pid = child.id();
         let prefix = format!("[cluster {pid}]");
-        super::forward(
-            child.stdout.take().expect("piped"),
-            prefix.clone(),
-            Arc::clone(&log),
-            tx.clone(),
-        );
+        let stdout = child.stdout.take().expect("piped");
+        let stdout = if options.unread_stdout {
+            Some(stdout)
+        } else {
+            super::forward(stdout, prefix.clone(), Arc::clone(&log), tx.clone());
+            None
+        };
         super::forward(
             child.stderr.take().expect("piped"),
             prefix,
@@ -99,12 +141,19 @@ impl Cluster {
             ports: ports.to_vec(),
             log,
             done: false,
+            stdout,
         };
         (cluster, rx)
     }
 
     pub fn start(n: usize, extra: &str) -> Cluster {
-        let (cluster, rx) = Self::spawn(&free_ports(n), extra);
+        Self::start_on(&free_ports(n), extra)
+    }
+
+    /// Starts a cluster on `ports` and waits until every instance is ready.
+    pub fn start_on(ports: &[u16], extra: &str) -> Cluster {
+        let n = ports.len();
+        let (cluster, rx) = Self::spawn(ports, extra);
         let deadline = Instant::now() + PROCESS_DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -171,6 +220,35 @@ impl Cluster {
             super::describe(&out)
         );
         status
+    }
+
+    /// Waits until the supervisor's output has a line containing `text`.
+    pub fn wait_log(&self, what: &str, text: &str) {
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        while !self.output().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} ({text:?}); log:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `notesctl --config status.toml <args>` from the cluster's folder.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["--config", "status.toml"];
+        all.extend_from_slice(args);
+        super::run_in(self.dir.path(), &all, None)
+    }
+
+    /// Polls until every instance is ready (all of `ports`).
+    pub fn wait_all_ready(&self) -> Value {
+        self.wait_status("every instance to be ready", |s| {
+            s["instances"]
+                .as_array()
+                .is_some_and(|is| !is.is_empty() && is.iter().all(|i| i["state"] == "ready"))
+        })
     }
 
     pub fn instance_pids(&self) -> Vec<u32> {
@@ -266,23 +344,108 @@ pub fn wait_gone(pids: &[u32], within: Duration) -> Result<Duration, Vec<u32>> {
 
 /// One GET that reports failure instead of panicking: Err says how it failed.
 pub fn try_get(port: u16, path: &str) -> Result<u16, String> {
+    try_request(port, "GET", path, "").map(|(code, _)| code)
+}
+
+/// One request on a new connection, with timeouts: Ok(status, body) or Err saying how it
+/// failed ("connect: ..." when refused, "hung: ..." when the answer did not come in time).
+pub fn try_request(port: u16, method: &str, path: &str, json: &str) -> Result<(u16, String), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
+    let body = if json.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Type: application/json\r\nContent-Length: {}\r\n", json.len())
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{body}\r\n{json}"
     )
     .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
-    let head = String::from_utf8_lossy(&raw[..raw.len().min(16)]).into_owned();
-    head.split_whitespace()
+    s.read_to_end(&mut raw).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!("hung: {e}"),
+        _ => format!("read: {e}"),
+    })?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no HTTP response (got {} bytes)", raw.len()))
+        .ok_or_else(|| format!("no HTTP response (got {} bytes)", raw.len()))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Writers creating notes through the JSON API on `ports` until stopped, each note with a
+/// unique key: which were acknowledged (201), and how the others failed.
+pub struct Writes {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writes {
+    pub fn start(ports: &[u16], per_port: usize) -> Writes {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for (p, &port) in ports.iter().enumerate() {
+            for t in 0..per_port {
+                let (stop, acknowledged, failures) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&acknowledged),
+                    Arc::clone(&failures),
+                );
+                threads.push(std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let key = format!("w{p}-{t}-{n}");
+                        let note = serde_json::json!({"key": key, "title": key, "body": "chaos"});
+                        match try_request(port, "POST", "/api/notes", &note.to_string()) {
+                            Ok((201, _)) => acknowledged.lock().expect("lock").push(key),
+                            Ok((code, body)) => failures
+                                .lock()
+                                .expect("lock")
+                                .push(format!("{port}: status {code}: {body}")),
+                            Err(e) => failures.lock().expect("lock").push(format!("{port}: {e}")),
+                        }
+                    }
+                }));
+            }
+        }
+        Writes {
+            stop,
+            acknowledged,
+            failures,
+            threads,
+        }
+    }
+
+    /// Acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().expect("lock").len()
+    }
+
+    /// Stops the writers: (acknowledged keys, failures).
+    pub fn finish(self) -> (Vec<String>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("writer thread");
+        }
+        let acknowledged = self.acknowledged.lock().expect("lock").clone();
+        let failures = self.failures.lock().expect("lock").clone();
+        (acknowledged, failures)
+    }
 }
 
 /// Clients sending requests to `ports` in a loop until stopped: (successes, failures).
