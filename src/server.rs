@@ -30,9 +30,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         runtime.worker_threads(workers);
     }
     let runtime = runtime.build().context("starting the async runtime")?;
-    let result = runtime.block_on(serve(config, inherited));
-    crate::logging::flush();
-    result
+    runtime.block_on(serve(config, inherited))
 }
 
 async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<()> {
