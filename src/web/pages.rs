@@ -543,6 +543,12 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /livez`: the process answers requests. Neither the database nor the store is asked
+/// (that is `/healthz`), so a slow disk does not get a live instance killed.
+pub async fn livez() -> &'static str {
+    "ok\n"
+}
+
 pub async fn not_found(uri: Uri) -> Response {
     let error = AppError::NotFound(format!("there is no page at {}", uri.path()));
     error.respond_for_path(uri.path())
