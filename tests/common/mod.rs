@@ -210,10 +210,22 @@ impl Instance {
         (instance, reader)
     }
 
+    /// Starts a `serve` process from a prepared command (stdout and stderr piped) and waits
+    /// until it is listening.
+    pub fn start_command(cmd: Command) -> Instance {
+        let mut instance = Self::spawn_command(cmd);
+        instance.wait_ready();
+        instance
+    }
+
     fn spawn(db: &Path, args: &[&str]) -> Instance {
         let mut cmd = notesctl(dir_of(db));
         cmd.arg("serve").arg("--port").arg("0").arg("--db").arg(db);
         cmd.args(args);
+        Self::spawn_command(cmd)
+    }
+
+    fn spawn_command(mut cmd: Command) -> Instance {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()));
