@@ -7,7 +7,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = notesctl::cli::Cli::parse(); // exits 2 on a usage error
-    match notesctl::run(cli) {
+    let outcome = notesctl::run(cli);
+    // Log lines still in memory go out before the error message, and before the exit.
+    notesctl::logging::flush();
+    match outcome {
         Ok(code) => code,
         Err(err) => {
             if notesctl::is_broken_pipe(&err) {

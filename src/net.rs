@@ -1,5 +1,6 @@
-//! Listening sockets: binding with errors that say how to fix them, taking a socket handed down
-//! by a supervisor (the systemd `LISTEN_FDS` convention), and finding which process holds a port.
+//! Listening sockets: binding with errors that say how to fix them, taking the sockets handed
+//! down by a supervisor (the systemd `LISTEN_FDS` convention), and finding which process holds a
+//! port.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -90,13 +91,17 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Sockets handed down by a supervisor, per the systemd `LISTEN_FDS` convention: the
-/// environment names this pid in `LISTEN_PID`, descriptor 3 is the public socket and, when
-/// `LISTEN_FDS` is 2, descriptor 4 is a private socket on which the supervisor probes this very
-/// instance's health (the public socket is shared with other instances during a reload). The
-/// variables are removed so that children of this process do not take the sockets for theirs.
+/// environment names this pid in `LISTEN_PID` and the count in `LISTEN_FDS`; descriptors 3, 4,
+/// ... are named in `LISTEN_FDNAMES` (colon-separated). The first `http` socket is this
+/// instance's own port, `health` is a private socket on which the supervisor probes this very
+/// instance (a public socket is shared with other instances), and further `http` sockets are
+/// the other instances' ports: every instance serves them all, so a port keeps answering while
+/// its own instance is down. Without names: 3 own, 4 health, 5.. other ports. The variables
+/// are removed so that children of this process do not take the sockets for theirs.
 pub fn inherited_listeners() -> Option<Inherited> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
-    let fds: i32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    let fds: usize = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    let names = std::env::var("LISTEN_FDNAMES").ok();
     // SAFETY: called at start-up before any other thread exists.
     unsafe {
         std::env::remove_var("LISTEN_PID");
@@ -106,28 +111,113 @@ pub fn inherited_listeners() -> Option<Inherited> {
     if pid != std::process::id() || fds < 1 {
         return None;
     }
-    let take = |fd: RawFd| -> Option<TcpListener> {
-        set_cloexec(fd);
-        // SAFETY: by the LISTEN_FDS convention, descriptors 3.. are open listening sockets that
-        // this process now owns and nothing else in the process refers to.
-        let listener = unsafe { TcpListener::from_raw_fd(fd) };
-        listener.set_nonblocking(true).ok()?;
-        Some(listener)
+    if fds > MAX_INHERITED {
+        tracing::warn!("LISTEN_FDS={fds} is more than {MAX_INHERITED} sockets; ignoring them");
+        return None;
+    }
+    let names = match names {
+        Some(n) if n.split(':').count() != fds => {
+            tracing::warn!(
+                "LISTEN_FDNAMES names {} sockets but LISTEN_FDS is {fds}; taking them by position",
+                n.split(':').count()
+            );
+            None
+        }
+        names => names,
+    };
+    let mut own = None;
+    let mut health = None;
+    let mut others = Vec::new();
+    for (fd, role) in (LISTEN_FDS_START..).zip(roles(fds, names.as_deref())) {
+        let Some(listener) = take(fd) else {
+            tracing::warn!("inherited descriptor {fd} is not an open socket; ignoring it");
+            continue;
+        };
+        match role {
+            Role::Own => own = Some(listener),
+            Role::Health => health = Some(listener),
+            Role::Other => others.push(listener),
+            // Closed: nothing here would serve it.
+            Role::Unused => {
+                tracing::warn!("inherited descriptor {fd} has an unknown name; closing it")
+            }
+        }
+    }
+    let Some(public) = own else {
+        tracing::warn!("no inherited socket is named http; listening on a port of its own");
+        return None;
     };
     Some(Inherited {
-        public: take(LISTEN_FDS_START)?,
-        health: if fds >= 2 {
-            take(LISTEN_FDS_START + 1)
-        } else {
-            None
-        },
+        public,
+        health,
+        others,
     })
+}
+
+/// More inherited descriptors than this is a mistake, not a cluster.
+const MAX_INHERITED: usize = 1024;
+
+/// Takes ownership of inherited descriptor `fd`, if it is open.
+fn take(fd: RawFd) -> Option<TcpListener> {
+    // SAFETY: F_GETFD only reads the flags of a descriptor number, open or not.
+    if unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } < 0 {
+        return None;
+    }
+    set_cloexec(fd);
+    // SAFETY: by the LISTEN_FDS convention, descriptors 3.. are open listening sockets that
+    // this process now owns and nothing else in the process refers to.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true).ok()?;
+    Some(listener)
+}
+
+/// What an inherited descriptor is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Own,
+    Health,
+    Other,
+    Unused,
+}
+
+/// The role of each of `count` inherited descriptors, from `names` (one per descriptor) or,
+/// without names, by position.
+fn roles(count: usize, names: Option<&str>) -> Vec<Role> {
+    let Some(names) = names else {
+        return (0..count)
+            .map(|i| match i {
+                0 => Role::Own,
+                1 => Role::Health,
+                _ => Role::Other,
+            })
+            .collect();
+    };
+    let (mut own, mut health) = (false, false);
+    names
+        .split(':')
+        .map(|name| match name {
+            "http" if !own => {
+                own = true;
+                Role::Own
+            }
+            "http" => Role::Other,
+            "health" if !health => {
+                health = true;
+                Role::Health
+            }
+            _ => Role::Unused,
+        })
+        .collect()
 }
 
 /// What `inherited_listeners` found.
 pub struct Inherited {
+    /// This instance's own port.
     pub public: TcpListener,
+    /// The private socket the supervisor probes this instance on.
     pub health: Option<TcpListener>,
+    /// The other instances' ports, served as well.
+    pub others: Vec<TcpListener>,
 }
 
 fn set_cloexec(fd: RawFd) {
@@ -182,6 +272,30 @@ fn listening_inode(table: &str, port: u16) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Role::{Health, Other, Own, Unused};
+
+    #[test]
+    fn names_give_each_socket_its_role() {
+        assert_eq!(roles(2, Some("http:health")), [Own, Health]);
+        assert_eq!(
+            roles(4, Some("http:health:http:http")),
+            [Own, Health, Other, Other]
+        );
+        // The first `http` is the instance's own port wherever it stands.
+        assert_eq!(roles(3, Some("health:http:http")), [Health, Own, Other]);
+        assert_eq!(
+            roles(4, Some("http:health:health:metrics")),
+            [Own, Health, Unused, Unused]
+        );
+        assert_eq!(roles(1, Some("health")), [Health]);
+    }
+
+    #[test]
+    fn without_names_position_gives_the_role() {
+        assert_eq!(roles(1, None), [Own]);
+        assert_eq!(roles(2, None), [Own, Health]);
+        assert_eq!(roles(4, None), [Own, Health, Other, Other]);
+    }
 
     #[test]
     fn a_taken_port_names_its_owner() {

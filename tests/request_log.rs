@@ -1,6 +1,7 @@
 //! Every request gets one log line on standard error, `<timestamp>  INFO GET /path 404 0.1ms`,
 //! in the same layout as the other log lines. Under a supervisor or a log collector (a pipe)
-//! these lines are batched, so the test also checks that stopping writes out what is held.
+//! these lines are batched, so the test also checks that stopping writes out what is held. The
+//! liveness probe is the one request left out.
 
 mod common;
 
@@ -43,6 +44,33 @@ fn each_request_is_logged_once_with_method_path_status_and_time() {
             "duration {ms:?} in {line:?}"
         );
     }
+}
+
+/// The supervisor's liveness probe, every second on every instance, answers without a log line.
+#[test]
+fn the_liveness_probe_answers_ok_and_is_not_logged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let instance = Instance::start(&dir.path().join("notes.db"));
+    for _ in 0..3 {
+        let r = get(instance.port, "/livez");
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(r.body, "ok\n");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("text/plain")),
+            "{:?}",
+            r.headers
+        );
+    }
+    // A logged request after the probes: their lines, if any, would have come before it.
+    assert_eq!(get(instance.port, "/healthz").status, 200);
+    let (status, output) = instance.stop_with_output();
+    assert!(status.success(), "exit {status:?}; output:\n{output}");
+    assert!(
+        output.contains("  INFO GET /healthz 200 "),
+        "the request log works; output:\n{output}"
+    );
+    assert!(!output.contains("/livez"), "output:\n{output}");
 }
 
 /// `2026-11-28T21:25:59.983734Z`

@@ -1,5 +1,6 @@
 //! The guard every request passes through: refusal of cross-site form posts, a panic turned
-//! into the 500 page, security headers on every response, one log line per request.
+//! into the 500 page, security headers on every response, one log line per request except
+//! the liveness probe.
 
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 ///
 /// In order: refuse a cross-site form post; run the handler, turning a panic (our bug) into the
 /// generic 500 page instead of a dropped connection; add the security headers to whatever came
-/// out; log one line, `GET /notes/view 200 1.2ms`.
+/// out; log one line, `GET /notes/view 200 1.2ms` (not for `/livez`).
 pub async fn guard(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
@@ -31,12 +32,15 @@ pub async fn guard(request: Request, next: Next) -> Response {
         Ok(()) => run_catching_panics(request, next, uri.path()).await,
     };
     add_security_headers(response.headers_mut());
-    crate::logging::access(
-        method.as_str(),
-        uri.path(),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    // The supervisor's probe, every second on every instance, would drown the log.
+    if uri.path() != super::LIVENESS_PATH {
+        crate::logging::access(
+            method.as_str(),
+            uri.path(),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+    }
     response
 }
 

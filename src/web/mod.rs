@@ -34,6 +34,10 @@ pub use feed::ChangeFeed;
 
 use crate::store::{ListQuery, Note, NotePage, NoteStore, NoteWrite, StoreError};
 
+/// The liveness probe: answers while the process serves requests, touching nothing else. The
+/// supervisor asks every second, so it is left out of the request log.
+pub const LIVENESS_PATH: &str = "/livez";
+
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
@@ -148,7 +152,7 @@ fn routes() -> Router<AppState> {
             post(pages::destroy_confirm).layer(body_limit()),
         )
         .route("/healthz", get(pages::healthz))
-        .route("/livez", get(pages::livez))
+        .route(LIVENESS_PATH, get(pages::livez))
         .route("/events", get(events::events))
         .route("/static/{file}", get(assets::serve))
         .nest("/api", api::router())

@@ -543,7 +543,8 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// 200 while the HTTP server answers; the supervisor's liveness probe. Touches no database.
+/// `GET /livez`: the process answers requests. Neither the database nor the store is asked
+/// (that is `/healthz`), so a slow disk does not get a live instance killed.
 pub async fn livez() -> &'static str {
     "ok\n"
 }

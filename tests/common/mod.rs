@@ -12,7 +12,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -151,10 +151,83 @@ impl Instance {
         all
     }
 
+    /// Starts `serve` like `start_with`, but reads its standard error only until it says it is
+    /// listening, and hands the pipe back unread: the instance's log then fills the pipe, as
+    /// under a stalled log collector or a paused terminal.
+    pub fn start_unread_stderr(db: &Path, args: &[&str]) -> (Instance, BufReader<ChildStderr>) {
+        let mut cmd = notesctl(dir_of(db));
+        cmd.arg("serve").arg("--port").arg("0").arg("--db").arg(db);
+        cmd.args(args);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()));
+        let pid = child.id();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, _) = mpsc::channel();
+        let readers = vec![forward(
+            stdout,
+            format!("[serve {pid} stdout]"),
+            Arc::clone(&log),
+            tx,
+        )];
+        let mut instance = Instance {
+            child,
+            port: 0,
+            pid,
+            log,
+            readers,
+            ready_rx: None,
+            exited: false,
+        };
+        let (port_tx, port_rx) = mpsc::channel();
+        let reading = std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if !matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                    let _ = port_tx.send(None);
+                    return None;
+                }
+                eprintln!("[serve {pid}] {}", line.trim_end());
+                if let Some(port) = port_from_ready_line(&line) {
+                    let _ = port_tx.send(Some(port));
+                    return Some(reader);
+                }
+            }
+        });
+        match port_rx.recv_timeout(PROCESS_DEADLINE) {
+            Ok(Some(port)) => instance.port = port,
+            // Dropping the instance kills it, which ends the reading thread.
+            outcome => panic!(
+                "serve (pid {pid}) did not print {READY_MARKER:?} within {PROCESS_DEADLINE:?} ({outcome:?})"
+            ),
+        }
+        let reader = reading
+            .join()
+            .expect("stderr reader")
+            .expect("the reader returns the pipe once the instance is listening");
+        (instance, reader)
+    }
+
+    /// Starts a `serve` process from a prepared command (stdout and stderr piped) and waits
+    /// until it is listening.
+    pub fn start_command(cmd: Command) -> Instance {
+        let mut instance = Self::spawn_command(cmd);
+        instance.wait_ready();
+        instance
+    }
+
     fn spawn(db: &Path, args: &[&str]) -> Instance {
         let mut cmd = notesctl(dir_of(db));
         cmd.arg("serve").arg("--port").arg("0").arg("--db").arg(db);
         cmd.args(args);
+        Self::spawn_command(cmd)
+    }
+
+    fn spawn_command(mut cmd: Command) -> Instance {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()));

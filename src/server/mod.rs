@@ -1,8 +1,11 @@
-//! `notesctl serve`: one instance of the web app on one port.
+//! `notesctl serve`: one instance of the web app on its port.
 //!
-//! The listener is either handed down by a supervisor (`LISTEN_FDS`) or bound here. On SIGINT or
-//! SIGTERM the instance stops accepting, lets in-flight requests finish (bounded by
+//! The listener is either bound here or handed down by a supervisor (`LISTEN_FDS`), which may
+//! also hand down the other instances' ports to serve as well (`listener`). On SIGINT or SIGTERM
+//! the instance stops accepting, lets in-flight requests finish (bounded by
 //! `serve.shutdown_timeout`) and exits 0.
+
+mod listener;
 
 use std::time::Duration;
 
@@ -14,6 +17,7 @@ use std::future::IntoFuture;
 use crate::config::Config;
 use crate::net::Inherited;
 use crate::web::{AppState, app};
+use listener::StoppableListener;
 
 /// Serves until stopped, with `serve.workers` threads serving requests (default: one per core).
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -30,18 +34,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         runtime.worker_threads(workers);
     }
     let runtime = runtime.build().context("starting the async runtime")?;
-    let result = runtime.block_on(serve(config, inherited));
-    crate::logging::flush();
-    result
+    runtime.block_on(serve(config, inherited))
 }
 
 async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<()> {
     let from_supervisor = inherited.is_some();
-    let (std_listener, health) = match inherited {
-        Some(i) => (i.public, i.health),
+    let (std_listener, health, others) = match inherited {
+        Some(i) => (i.public, i.health, i.others),
         None => (
             crate::net::bind(&config.serve.host, config.serve.port)?,
             None,
+            Vec::new(),
         ),
     };
     let store = {
@@ -50,22 +53,26 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
             .await
             .context("opening the database")??
     };
-    let listener = tokio::net::TcpListener::from_std(std_listener)?;
-    let addr = listener.local_addr()?;
-    tracing::info!(
-        "listening on http://{addr}{}",
-        if from_supervisor {
-            " (socket from the supervisor)"
-        } else {
-            ""
-        }
-    );
-    tracing::debug!("database {}", config.database.display());
-
     // Two steps on a stop signal: first stop accepting, then, once connections accepted just
     // before have had time to send their request, close idle connections and drain.
     let (accepting_tx, accepting_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = StoppableListener::new(
+        tokio::net::TcpListener::from_std(std_listener)?,
+        others
+            .into_iter()
+            .map(tokio::net::TcpListener::from_std)
+            .collect::<std::io::Result<_>>()?,
+        accepting_rx.clone(),
+    )?;
+    let addr = axum::serve::Listener::local_addr(&listener)?;
+    // Tests and scripts read the own address from this line: it stays first and unchanged.
+    tracing::info!(
+        "listening on http://{addr}{}",
+        from_what(from_supervisor, &listener.other_ports())
+    );
+    tracing::debug!("database {}", config.database.display());
+
     tokio::spawn(async move {
         let signal = wait_for_stop_signal().await;
         tracing::info!("{signal}: finishing in-flight requests, then exiting");
@@ -73,10 +80,6 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         tokio::time::sleep(ACCEPT_GRACE).await;
         let _ = stop_tx.send(true);
     });
-    let listener = StoppableListener {
-        inner: listener,
-        stopped: accepting_rx.clone(),
-    };
     let router = app(AppState::new(store.clone(), accepting_rx.clone())?);
     let graceful = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -88,10 +91,11 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     let private = async move {
         match health {
             Some(h) => {
-                let health = StoppableListener {
-                    inner: tokio::net::TcpListener::from_std(h)?,
-                    stopped: accepting_rx,
-                };
+                let health = StoppableListener::new(
+                    tokio::net::TcpListener::from_std(h)?,
+                    Vec::new(),
+                    accepting_rx,
+                )?;
                 axum::serve(health, router)
                     .with_graceful_shutdown(graceful(private_stop))
                     .await
@@ -119,6 +123,21 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     Ok(())
 }
 
+/// ` (socket from the supervisor; also serving 3002, 3003)` after the listening address.
+fn from_what(from_supervisor: bool, other_ports: &[u16]) -> String {
+    if !from_supervisor {
+        return String::new();
+    }
+    if other_ports.is_empty() {
+        return " (socket from the supervisor)".to_owned();
+    }
+    let ports: Vec<String> = other_ports.iter().map(u16::to_string).collect();
+    format!(
+        " (socket from the supervisor; also serving {})",
+        ports.join(", ")
+    )
+}
+
 /// glibc gives each thread that allocates its own heap arena (up to 8 per core), and memory
 /// freed in one is not reused by another: two arenas keep an instance's resident memory small
 /// at no measurable cost for this workload.
@@ -133,38 +152,6 @@ fn limit_malloc_arenas() {
 /// How long a stopping instance keeps its accepted-but-silent connections open before closing
 /// idle ones: a request already on its way is served, not cut off (a reload must not fail one).
 const ACCEPT_GRACE: Duration = Duration::from_millis(150);
-
-/// A TCP listener that stops accepting when told, leaving new connections in the kernel's queue
-/// of the shared socket for the next instance. Accepted sockets get TCP_NODELAY.
-struct StoppableListener {
-    inner: tokio::net::TcpListener,
-    stopped: watch::Receiver<bool>,
-}
-
-impl axum::serve::Listener for StoppableListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            if *self.stopped.borrow() {
-                return std::future::pending().await;
-            }
-            tokio::select! {
-                biased;
-                _ = self.stopped.wait_for(|s| *s) => continue,
-                (io, addr) = axum::serve::Listener::accept(&mut self.inner) => {
-                    let _ = io.set_nodelay(true);
-                    return (io, addr);
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
 
 /// Completes `timeout` after the stop signal: the bound on draining.
 async fn drain_deadline(mut stop: watch::Receiver<bool>, timeout: Duration) {
