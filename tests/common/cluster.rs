@@ -193,11 +193,21 @@ impl Cluster {
     /// copy of notes.toml, which a test may break on purpose. The exit code must agree with
     /// the states: 0 all ready, 3 one not ready, 4 one given up.
     pub fn status(&self) -> Value {
+        self.try_status()
+            .unwrap_or_else(|| panic!("no cluster answers; log:\n{}", self.output()))
+    }
+
+    /// Like `status`, but `None` while no supervisor answers yet (just spawned).
+    pub fn try_status(&self) -> Option<Value> {
         let out = super::run_in(
             self.dir.path(),
             &["--config", "status.toml", "status", "--json"],
             None,
         );
+        if out.status.code() == Some(1) && super::stderr_of(&out).contains("no cluster is running")
+        {
+            return None;
+        }
         let status: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("status --json prints JSON: {}", super::describe(&out)));
         let states: Vec<&str> = status["instances"]
@@ -219,7 +229,7 @@ impl Cluster {
             "status exit code for states {states:?}: {}",
             super::describe(&out)
         );
-        status
+        Some(status)
     }
 
     /// Waits until the supervisor's output has a line containing `text`.
@@ -264,7 +274,7 @@ impl Cluster {
     pub fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + PROCESS_DEADLINE;
         loop {
-            let status = self.status();
+            let status = self.try_status().unwrap_or(Value::Null);
             if pred(&status) {
                 return status;
             }
@@ -349,7 +359,12 @@ pub fn try_get(port: u16, path: &str) -> Result<u16, String> {
 
 /// One request on a new connection, with timeouts: Ok(status, body) or Err saying how it
 /// failed ("connect: ..." when refused, "hung: ..." when the answer did not come in time).
-pub fn try_request(port: u16, method: &str, path: &str, json: &str) -> Result<(u16, String), String> {
+pub fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    json: &str,
+) -> Result<(u16, String), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
@@ -358,7 +373,10 @@ pub fn try_request(port: u16, method: &str, path: &str, json: &str) -> Result<(u
     let body = if json.is_empty() {
         String::new()
     } else {
-        format!("Content-Type: application/json\r\nContent-Length: {}\r\n", json.len())
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            json.len()
+        )
     };
     write!(
         s,
@@ -499,4 +517,3 @@ impl Load {
         (self.ok.load(Ordering::Relaxed), failures)
     }
 }
-
