@@ -100,9 +100,7 @@ pub fn stop(path: &Path, timeout: Duration) -> anyhow::Result<OpReport> {
         return Ok(report);
     };
     let deadline = Instant::now() + timeout;
-    let pid = nix::unistd::Pid::from_raw(pid as i32);
-    // Signal 0 tests that the process exists; the supervisor is not our child to wait for.
-    while nix::sys::signal::kill(pid, None).is_ok() {
+    while running(pid) {
         if Instant::now() >= deadline {
             report.ok = false;
             report.steps.push(format!(
@@ -115,6 +113,20 @@ pub fn stop(path: &Path, timeout: Duration) -> anyhow::Result<OpReport> {
     }
     report.steps.push("stopped".into());
     Ok(report)
+}
+
+/// True while `pid` runs. The supervisor is not this process's child to wait for; a zombie
+/// (exited, not yet reaped by its parent) has stopped.
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+        Err(_) => false,
+    }
 }
 
 /// `notesctl logs`: copies the cluster's last `lines` lines (and, with `follow`, every new
