@@ -38,7 +38,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use http::{LoadResult, LoadSpec, Workload};
-use procs::{Proc, RssSampler, addr, cpu_secs, free_port, mb, rss_bytes};
+use procs::{Proc, RssSampler, addr, cpu_secs, free_port, mb, notesctl, rss_bytes};
 
 const COMMAND: &str = "cargo run --release --example bench";
 const SMALL: usize = 1_000;
@@ -234,22 +234,6 @@ struct Bench {
     http_ceiling: Option<SocketAddr>,
     /// Storage ceiling runs so far (each writes a fresh file).
     storage_runs: usize,
-}
-
-fn notesctl(exe: &Path, dir: &Path) -> Command {
-    let mut cmd = Command::new(exe);
-    cmd.current_dir(dir);
-    for var in [
-        "NOTES_CONFIG",
-        "NOTES_DB",
-        "NOTES_HOST",
-        "PORT",
-        "RUST_LOG",
-        "DEBUG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
 }
 
 fn copy_db(from: &Path, to: &Path) -> anyhow::Result<()> {

@@ -39,7 +39,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use procs::{Proc, addr, free_port};
+use procs::{Proc, addr, free_port, notesctl};
 
 const COMMAND: &str = "cargo run --release --example chaos";
 /// The bound on one whole request (connect, send, answer): beyond it the request is hung.
@@ -386,23 +386,6 @@ impl Cluster {
             .collect();
         lines[lines.len().saturating_sub(n)..].to_vec()
     }
-}
-
-/// A notesctl command that sees only its arguments: no configuration from the environment.
-fn notesctl(exe: &Path, dir: &Path) -> Command {
-    let mut cmd = Command::new(exe);
-    cmd.current_dir(dir);
-    for var in [
-        "NOTES_CONFIG",
-        "NOTES_DB",
-        "NOTES_HOST",
-        "PORT",
-        "RUST_LOG",
-        "DEBUG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
 }
 
 /// Runs `notesctl --config notes.toml ARGS` within `CLI_DEADLINE`; its stdout on success.

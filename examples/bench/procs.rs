@@ -297,3 +297,20 @@ pub fn build_notesctl(root: &Path) -> anyhow::Result<PathBuf> {
     );
     Ok(exe)
 }
+
+/// A notesctl command that sees only its arguments: no configuration from the environment.
+pub fn notesctl(exe: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(dir);
+    for var in [
+        "NOTES_CONFIG",
+        "NOTES_DB",
+        "NOTES_HOST",
+        "PORT",
+        "RUST_LOG",
+        "DEBUG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}

@@ -194,7 +194,7 @@ async fn stream_logs(
             Err(RecvError::Lagged(n)) => format!(
                 "{:<7} | ... {} line(s) dropped: this reader fell behind\n",
                 "logs",
-                super::output::thousands(n)
+                crate::logging::thousands(n)
             ),
             Err(RecvError::Closed) => return write.shutdown().await,
         };

@@ -16,6 +16,8 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use indicatif::MultiProgress;
+
+use crate::logging::thousands;
 use tokio::sync::broadcast;
 
 const COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
@@ -235,19 +237,6 @@ fn dropped_notice(lines: u64) -> String {
     )
 }
 
-/// 1532 -> "1,532".
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 impl Default for Output {
     fn default() -> Self {
         Self::new()
@@ -276,13 +265,6 @@ pub fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thousands_are_separated() {
-        assert_eq!(thousands(7), "7");
-        assert_eq!(thousands(1532), "1,532");
-        assert_eq!(thousands(1_000_000), "1,000,000");
-    }
 
     #[test]
     fn a_full_queue_drops_and_counts_then_says_so() {

@@ -9,6 +9,8 @@
 
 mod output;
 
+pub use output::thousands;
+
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::sync::{Arc, OnceLock};

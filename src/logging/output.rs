@@ -219,8 +219,8 @@ fn push_notice(out: &mut Vec<u8>, dropped: u64, ansi: bool) {
     out.extend_from_slice(message.as_bytes());
 }
 
-/// `1532` as `1,532`.
-fn thousands(n: u64) -> String {
+/// `1532` as `1,532`: counts in messages for people.
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
