@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::output::{LogLine, RING_LINES};
+use super::output::{LogBlock, RING_LINES};
 use super::{Supervisor, instance, lock};
 use crate::config::Config;
 
@@ -177,19 +177,15 @@ async fn stream_logs(
     // Subscribed before the backlog is read: a line logged in between is sent twice at worst,
     // never lost.
     let mut live = supervisor.out.subscribe();
-    let mut text = String::new();
-    for line in supervisor.out.recent(lines.min(RING_LINES), port) {
-        text.push_str(&line.plain());
-        text.push('\n');
-    }
+    let text = supervisor.out.recent(lines.min(RING_LINES), port);
     write.write_all(text.as_bytes()).await?;
     if !follow {
         return write.shutdown().await;
     }
-    let wanted = |l: &LogLine| port.is_none() || l.port == port;
+    let wanted = |b: &LogBlock| port.is_none() || b.port == port;
     loop {
         let text = match live.recv().await {
-            Ok(line) if wanted(&line) => format!("{}\n", line.plain()),
+            Ok(block) if wanted(&block) => block.text.clone(),
             Ok(_) => continue,
             Err(RecvError::Lagged(n)) => format!(
                 "{:<7} | ... {} line(s) dropped: this reader fell behind\n",

@@ -28,28 +28,30 @@ pub const RING_LINES: usize = 2000;
 /// Lines a `logs -f` follower may fall behind before it loses some.
 const FOLLOW_BACKLOG: usize = 4096;
 
-/// One line of the stream, for `notesctl logs`.
-#[derive(Debug, Clone)]
-pub struct LogLine {
+/// Lines written together (one read of an instance's pipe, or one event), as `notesctl logs`
+/// prints them: kept and passed on whole, so a busy instance costs one allocation per read,
+/// not one per line.
+#[derive(Debug)]
+pub struct LogBlock {
     /// The instance's port, or `None` for a supervisor event.
     pub port: Option<u16>,
-    /// `3001`, `3001 #4242` (two processes on one port, during a replacement) or `cluster`.
-    pub label: String,
+    /// `3001 | ...` lines, each ending in a line break, without colour.
     pub text: String,
-}
-
-impl LogLine {
-    /// The line as `notesctl logs` prints it (no colour).
-    pub fn plain(&self) -> String {
-        format!("{:<7} | {}", self.label, self.text)
-    }
+    pub lines: usize,
 }
 
 pub struct Output {
     color: bool,
     writer: Arc<Writer>,
-    ring: Mutex<VecDeque<Arc<LogLine>>>,
-    follow: broadcast::Sender<Arc<LogLine>>,
+    ring: Mutex<Ring>,
+    follow: broadcast::Sender<Arc<LogBlock>>,
+}
+
+/// The last `RING_LINES` lines (or a little more: blocks are kept whole).
+#[derive(Default)]
+struct Ring {
+    blocks: VecDeque<Arc<LogBlock>>,
+    lines: usize,
 }
 
 /// What the calling tasks share with the writer thread.
@@ -89,7 +91,7 @@ impl Output {
         Self {
             color,
             writer,
-            ring: Mutex::new(VecDeque::with_capacity(RING_LINES)),
+            ring: Mutex::new(Ring::default()),
             follow: broadcast::channel(FOLLOW_BACKLOG).0,
         }
     }
@@ -119,18 +121,25 @@ impl Output {
         self.emit_all(None, "cluster", "1", &[text]);
     }
 
-    /// The last `n` lines (of one port's instance, or all), oldest first.
-    pub fn recent(&self, n: usize, port: Option<u16>) -> Vec<Arc<LogLine>> {
+    /// The last `n` lines (of one port's instance, or all), oldest first, each ending in a
+    /// line break.
+    pub fn recent(&self, n: usize, port: Option<u16>) -> String {
         let ring = lock(&self.ring);
-        let mut picked: Vec<Arc<LogLine>> = ring
-            .iter()
-            .rev()
-            .filter(|l| port.is_none() || l.port == port)
-            .take(n)
-            .cloned()
-            .collect();
-        picked.reverse();
-        picked
+        let mut picked: Vec<&str> = Vec::new();
+        for block in ring.blocks.iter().rev() {
+            if picked.len() >= n {
+                break;
+            }
+            if port.is_none() || block.port == port {
+                picked.extend(block.text.lines().rev().take(n - picked.len()));
+            }
+        }
+        let mut text = String::new();
+        for line in picked.iter().rev() {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
     }
 
     /// Waits until everything queued is written, or `timeout` passed (a reader that stopped
@@ -149,34 +158,45 @@ impl Output {
     }
 
     /// Every line from now on, for `notesctl logs -f`.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogLine>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogBlock>> {
         self.follow.subscribe()
     }
 
     fn emit_all(&self, port: Option<u16>, label: &str, color: &str, lines: &[&str]) {
-        let mut block = String::new();
+        use std::fmt::Write as _;
+        let mut plain = String::with_capacity(lines.iter().map(|l| l.len() + 12).sum());
         for text in lines {
-            if self.color {
-                block.push_str(&format!("\x1b[{color}m{label:<7} |\x1b[0m {text}\n"));
-            } else {
-                block.push_str(&format!("{label:<7} | {text}\n"));
-            }
+            let _ = writeln!(plain, "{label:<7} | {text}");
         }
-        self.writer.push(block.as_bytes(), lines.len() as u64);
+        if self.color {
+            let mut colored = String::with_capacity(plain.len() + lines.len() * 12);
+            for text in lines {
+                let _ = writeln!(colored, "\x1b[{color}m{label:<7} |\x1b[0m {text}");
+            }
+            self.writer.push(colored.as_bytes(), lines.len() as u64);
+        } else {
+            self.writer.push(plain.as_bytes(), lines.len() as u64);
+        }
+        let block = Arc::new(LogBlock {
+            port,
+            text: plain,
+            lines: lines.len(),
+        });
         let mut ring = lock(&self.ring);
-        for text in lines {
-            let line = Arc::new(LogLine {
-                port,
-                label: label.to_owned(),
-                text: (*text).to_owned(),
-            });
-            if ring.len() == RING_LINES {
-                ring.pop_front();
+        ring.lines += block.lines;
+        ring.blocks.push_back(Arc::clone(&block));
+        while ring
+            .blocks
+            .front()
+            .is_some_and(|f| ring.lines - f.lines >= RING_LINES)
+        {
+            if let Some(f) = ring.blocks.pop_front() {
+                ring.lines -= f.lines;
             }
-            ring.push_back(Arc::clone(&line));
-            // No follower is not an error.
-            let _ = self.follow.send(line);
         }
+        drop(ring);
+        // No follower is not an error.
+        let _ = self.follow.send(block);
     }
 }
 

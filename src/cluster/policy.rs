@@ -168,13 +168,14 @@ mod tests {
         p.on_crash(t, None);
         p.on_crash(t, None);
         assert_eq!(
-            p.on_crash(
-                t + Duration::from_secs(100),
-                Some(Duration::from_millis(500))
-            ),
+            p.on_crash(t + Duration::from_secs(100), Some(Duration::from_secs(40))),
             Verdict::RestartAfter(Duration::ZERO)
         );
-        assert_eq!(p.recent.len(), 1);
+        assert!(matches!(
+            p.on_crash(t + Duration::from_secs(101), None),
+            Verdict::RestartAfter(_)
+        ));
+        assert_eq!(p.recent.len(), 1, "the first two crashes left the window");
     }
 
     #[test]
