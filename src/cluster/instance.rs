@@ -124,11 +124,38 @@ pub enum Command {
     Retire { reply: Reply },
 }
 
+/// Every instance's status, so that an instance can tell whether any sibling is serving.
+#[derive(Default)]
+pub struct Peers(Mutex<Vec<SharedStatus>>);
+
+impl Peers {
+    fn list(&self) -> MutexGuard<'_, Vec<SharedStatus>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, status: SharedStatus) {
+        self.list().push(status);
+    }
+
+    pub fn remove(&self, port: u16) {
+        self.list().retain(|s| lock(s).port != port);
+    }
+
+    /// True when an instance other than `port`'s serves users.
+    fn others_serving(&self, port: u16) -> bool {
+        self.list().iter().any(|s| {
+            let s = lock(s);
+            s.port != port && s.state.serving()
+        })
+    }
+}
+
 pub struct Instance {
     pub port: u16,
     pub index: usize,
     pub listener: Arc<TcpListener>,
     pub doors: Arc<Doors>,
+    pub peers: Arc<Peers>,
     pub settings: Arc<Settings>,
     pub status: SharedStatus,
     pub changed: Arc<Notify>,
@@ -195,8 +222,12 @@ impl StartError {
 enum Phase {
     Start,
     Run(Box<Running>),
-    /// Waiting out the restart delay.
-    Wait(Duration),
+    /// Waiting out the restart delay. `bad_luck`: the process had run past `min_uptime`, so
+    /// the wait ends early when no sibling is left serving.
+    Wait {
+        delay: Duration,
+        bad_luck: bool,
+    },
     Failed,
     Done,
 }
@@ -240,14 +271,7 @@ impl Instance {
                     Err(e) => self.start_failed(&mut policy, &e).await,
                 },
                 Phase::Run(r) => self.supervise(r, &mut policy).await,
-                Phase::Wait(delay) => {
-                    let mut stop = self.stop.clone();
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => Phase::Start,
-                        Some(command) = self.commands.recv() => self.revive(command, &mut policy).await,
-                        () = stop_requested(&mut stop) => Phase::Done,
-                    }
-                }
+                Phase::Wait { delay, bad_luck } => self.wait(delay, bad_luck, &mut policy).await,
                 Phase::Failed => {
                     let mut stop = self.stop.clone();
                     tokio::select! {
@@ -257,6 +281,28 @@ impl Instance {
                 }
                 Phase::Done => return self.finish(),
             };
+        }
+    }
+
+    /// Waits out a restart delay, or less: a restart command starts the process now, and so
+    /// does the last sibling going down after a death that was bad luck (a backoff must not
+    /// leave the service with no instance at all because an operator or the OOM killer hit
+    /// every instance in turn).
+    async fn wait(&mut self, delay: Duration, bad_luck: bool, policy: &mut RestartPolicy) -> Phase {
+        let until = tokio::time::Instant::now() + delay;
+        let changed = Arc::clone(&self.changed);
+        let mut stop = self.stop.clone();
+        loop {
+            let notified = changed.notified();
+            if bad_luck && !self.peers.others_serving(self.port) {
+                return Phase::Start;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return Phase::Start,
+                Some(command) = self.commands.recv() => return self.revive(command, policy).await,
+                () = stop_requested(&mut stop) => return Phase::Done,
+                () = notified => {}
+            }
         }
     }
 
@@ -461,6 +507,13 @@ impl Instance {
                 Phase::Failed
             }
             Verdict::RestartAfter(delay) => {
+                let bad_luck = ready_for.is_some_and(|up| up >= self.policy().min_uptime);
+                // No sibling serves: waiting would leave every port to the 503 fallback.
+                let delay = if bad_luck && !self.peers.others_serving(self.port) {
+                    Duration::ZERO
+                } else {
+                    delay
+                };
                 let when = if delay.is_zero() {
                     "now".to_owned()
                 } else {
@@ -471,7 +524,7 @@ impl Instance {
                     self.port
                 ));
                 self.update(|s| s.state = State::Backoff);
-                Phase::Wait(delay)
+                Phase::Wait { delay, bad_luck }
             }
         }
     }

@@ -32,7 +32,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, oneshot, watch};
 
 use crate::config::{Config, Overrides};
-use instance::{Command, Instance, Settings, SharedStatus, State, StopMode};
+use instance::{Command, Instance, Peers, Settings, SharedStatus, State, StopMode};
 use output::{Output, human_duration};
 use ports::Doors;
 use spawn::Launch;
@@ -64,6 +64,7 @@ pub(crate) struct Supervisor {
     origin: Origin,
     out: Arc<Output>,
     doors: Arc<Doors>,
+    peers: Arc<Peers>,
     settings: Mutex<Arc<Settings>>,
     handles: Mutex<Vec<Handle>>,
     /// Notified on every state change of any instance.
@@ -150,6 +151,7 @@ async fn supervise(
         origin,
         out: Arc::clone(&out),
         doors,
+        peers: Arc::new(Peers::default()),
         settings: Mutex::new(settings),
         handles: Mutex::new(Vec::new()),
         changed: Arc::new(Notify::new()),
@@ -405,6 +407,7 @@ impl Supervisor {
             return;
         };
         let status = instance::new_status(port);
+        self.peers.add(Arc::clone(&status));
         let (commands_tx, commands) = mpsc::channel(1);
         let index = {
             let mut spawned = lock(&self.spawned);
@@ -417,6 +420,7 @@ impl Supervisor {
                 index,
                 listener,
                 doors: Arc::clone(&self.doors),
+                peers: Arc::clone(&self.peers),
                 settings: Arc::clone(&lock(&self.settings)),
                 status: Arc::clone(&status),
                 changed: Arc::clone(&self.changed),
@@ -665,6 +669,7 @@ impl Supervisor {
             if let Some(h) = handle {
                 let _ = h.task.await;
             }
+            self.peers.remove(*port);
             self.doors.close(*port);
             lines.push(format!("{port}: port closed"));
         }
