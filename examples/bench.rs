@@ -331,7 +331,8 @@ impl Bench {
         Ok((server, cold))
     }
 
-    /// `notesctl status --json` of a cluster.
+    /// `notesctl status --json` of a cluster. Exit 3 (an instance is not ready yet) and 4 (one
+    /// was given up) are answers too: the JSON says which.
     fn status(&self, server: &Server) -> anyhow::Result<serde_json::Value> {
         let config = server.config.as_ref().context("not a cluster")?;
         let out = notesctl(&self.exe, &self.dir)
@@ -340,7 +341,7 @@ impl Bench {
             .args(["status", "--json"])
             .output()?;
         anyhow::ensure!(
-            out.status.success(),
+            matches!(out.status.code(), Some(0 | 3 | 4)),
             "notesctl status --json failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -753,8 +754,17 @@ fn is_dead(pid: u32) -> bool {
     }
 }
 
-/// `kill -9 pid`, then `GET /healthz` on its port until 200: the time from the kill.
-async fn crash_to_ready(pid: u32, port: u16) -> anyhow::Result<Duration> {
+/// What `kill -9` of an instance costs: how long until its port answers `GET /healthz` 200
+/// again (a sibling serves it meanwhile), and how long until the killed instance itself is
+/// ready again (a new pid, asked of the supervisor's control socket).
+struct Recovery {
+    port_answers: Duration,
+    instance_ready: Duration,
+}
+
+/// `kill -9 pid`, then `GET /healthz` on its port until 200, then the supervisor's status
+/// until the instance on `port` is ready with a new pid: both times from the kill.
+async fn crash_to_ready(pid: u32, port: u16, socket: &Path) -> anyhow::Result<Recovery> {
     let began = Instant::now();
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL)?;
     // Until it is gone, the old process could still answer.
@@ -766,7 +776,7 @@ async fn crash_to_ready(pid: u32, port: u16) -> anyhow::Result<Duration> {
         tokio::task::yield_now().await;
     }
     let target = addr(port);
-    loop {
+    let port_answers = loop {
         let attempt = tokio::time::timeout(Duration::from_secs(5), async {
             let mut c =
                 tokio::time::timeout(Duration::from_millis(100), http::Conn::connect(target))
@@ -780,14 +790,52 @@ async fn crash_to_ready(pid: u32, port: u16) -> anyhow::Result<Duration> {
         if let Ok(Ok(r)) = attempt
             && r.status == 200
         {
-            return Ok(began.elapsed());
+            break began.elapsed();
         }
         anyhow::ensure!(
             began.elapsed() < Duration::from_secs(20),
             "port {port} did not answer 200 within 20 s of the kill"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    loop {
+        if ready_again(socket, port, pid).await? {
+            return Ok(Recovery {
+                port_answers,
+                instance_ready: began.elapsed(),
+            });
+        }
+        anyhow::ensure!(
+            began.elapsed() < Duration::from_secs(20),
+            "the instance on {port} was not ready again within 20 s of the kill"
+        );
+        tokio::time::sleep(Duration::from_micros(500)).await;
     }
+}
+
+/// True when the supervisor says the instance on `port` is ready with a pid other than
+/// `old`. Asked on the control socket directly: starting `notesctl status` for each poll would
+/// take longer than what is measured.
+async fn ready_again(socket: &Path, port: u16, old: u32) -> anyhow::Result<bool> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.write_all(b"{\"command\":\"status\"}\n").await?;
+    let mut reply = String::new();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut reply)
+        .await?;
+    let status: serde_json::Value = serde_json::from_str(&reply)?;
+    Ok(status["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|i| {
+            i["port"] == port
+                && i["state"] == "ready"
+                && i["pid"].as_u64().is_some_and(|p| p != u64::from(old))
+        }))
 }
 
 /// A ratio as a whole percentage, rounded down: 49.9% shows as 49%, not as a failing 50%.
@@ -1078,26 +1126,36 @@ fn run() -> anyhow::Result<()> {
     let cold_db = db_copy(SMALL, "cold")?;
     let mut colds = Vec::new();
     let mut crashes = Vec::new();
+    let mut port_answers = Vec::new();
     for i in 0..5 {
         let (mut cluster, cold) = bench.start_cluster(&cold_db, &format!("cold-{i}"))?;
         std::thread::sleep(Duration::from_millis(200));
         let which = i % 2;
         let (pid, port) = (cluster.instance_pids[which], cluster.ports[which]);
-        let crash = bench.rt.block_on(crash_to_ready(pid, port))?;
+        let socket = cluster
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .context("a cluster has a notes.toml")?
+            .join(".notesctl.sock");
+        let crash = bench.rt.block_on(crash_to_ready(pid, port, &socket))?;
         bench.refresh_pids(&mut cluster)?;
         println!(
-            "  run {}: cold start {:.1} ms; kill -9 pid {pid} -> port {port} answers 200 after {:.1} ms (new pid {})",
+            "  run {}: cold start {:.1} ms; kill -9 pid {pid} -> port {port} answers 200 after {:.1} ms, the instance is ready again after {:.1} ms (new pid {})",
             i + 1,
             cold.as_secs_f64() * 1000.0,
-            crash.as_secs_f64() * 1000.0,
+            crash.port_answers.as_secs_f64() * 1000.0,
+            crash.instance_ready.as_secs_f64() * 1000.0,
             cluster.instance_pids[which]
         );
         colds.push(cold.as_secs_f64() * 1000.0);
-        crashes.push(crash.as_secs_f64() * 1000.0);
+        crashes.push(crash.instance_ready.as_secs_f64() * 1000.0);
+        port_answers.push(crash.port_answers.as_secs_f64() * 1000.0);
         cluster.stop();
     }
     let cold_ms = median(colds);
     let crash_ms = median(crashes);
+    let port_ms = median(port_answers);
 
     // ---- the table ---------------------------------------------------------------------------
     let runs = &bench.runs;
@@ -1263,12 +1321,21 @@ fn run() -> anyhow::Result<()> {
         pass: Some(cold_ms <= 300.0),
     });
     rows.push(Row {
-        figure: "Crash recovery: kill -9 to /healthz 200 on its port (median of 5)".into(),
+        figure: "Crash recovery: kill -9 to the instance ready again (median of 5)".into(),
         value: format!("{crash_ms:.1} ms"),
         ceiling: "–".into(),
         ratio: "–".into(),
         target: "≤ 100 ms".into(),
         pass: Some(crash_ms <= 100.0),
+    });
+    rows.push(Row {
+        figure: "kill -9 to /healthz 200 on its port (a sibling serves it meanwhile; median of 5)"
+            .into(),
+        value: format!("{port_ms:.1} ms"),
+        ceiling: "–".into(),
+        ratio: "–".into(),
+        target: "–".into(),
+        pass: None,
     });
     let all_live = live.received == live.sent;
     rows.push(Row {

@@ -25,8 +25,9 @@ const COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
 const QUEUE_BYTES: usize = 256 << 10;
 /// Lines kept for `notesctl logs`.
 pub const RING_LINES: usize = 2000;
-/// Lines a `logs -f` follower may fall behind before it loses some.
-const FOLLOW_BACKLOG: usize = 4096;
+/// Blocks (reads of an instance's pipe, or events) a `logs -f` follower may fall behind before
+/// it loses some.
+const FOLLOW_BACKLOG: usize = 1024;
 
 /// Lines written together (one read of an instance's pipe, or one event), as `notesctl logs`
 /// prints them: kept and passed on whole, so a busy instance costs one allocation per read,
