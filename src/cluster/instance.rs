@@ -34,6 +34,7 @@ use super::policy::{RestartPolicy, Verdict};
 use super::ports::Doors;
 use super::probe;
 use super::spawn::{Launch, describe_exit};
+use super::watcher::{AbortOnDrop, Alarm, watch_process};
 use crate::config::ClusterConfig;
 
 /// Lines of output kept per instance, shown when it fails.
@@ -175,21 +176,6 @@ struct Running {
     /// Liveness and memory findings of the watcher task.
     alarms: mpsc::Receiver<Alarm>,
     _watcher: AbortOnDrop,
-}
-
-/// What the watcher found wrong with a running process.
-enum Alarm {
-    Unresponsive(Duration),
-    OverMemory(u64),
-}
-
-/// Aborts a task when dropped: a process's watcher ends with the process's `Running`.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Why a process did not become ready.
@@ -566,7 +552,7 @@ impl Instance {
                     human_duration(began.elapsed())
                 ));
                 let (tx, alarms) = mpsc::channel(2);
-                let watcher = tokio::spawn(watch(
+                let watcher = tokio::spawn(watch_process(
                     spawned.pid,
                     spawned.health_port,
                     self.policy().clone(),
@@ -715,39 +701,6 @@ impl Instance {
                 out.instance_lines(port, index, label(&overlap), &[text.trim_end()]);
             }
         });
-    }
-}
-
-/// Watches a ready process: every `liveness_interval` asks `/livez` on its private port, and
-/// reports it unresponsive once nothing answered for `liveness_timeout` (a stopped or
-/// deadlocked process; one holding the database's write turn would otherwise hold up every
-/// other instance's writes). Also reports it once when its memory passes `max_memory`.
-async fn watch(pid: u32, health_port: u16, policy: ClusterConfig, alarms: mpsc::Sender<Alarm>) {
-    let began = Instant::now();
-    let mut last_answer = Instant::now();
-    let mut memory_reported = false;
-    let mut ticks = tokio::time::interval(policy.liveness_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if probe::alive(health_port, policy.liveness_interval).await {
-            last_answer = Instant::now();
-        } else if last_answer.elapsed() >= policy.liveness_timeout {
-            let _ = alarms
-                .send(Alarm::Unresponsive(last_answer.elapsed()))
-                .await;
-            return;
-        }
-        // A fresh process is given min_uptime to settle before its memory is judged.
-        if let Some(max) = policy.max_memory
-            && !memory_reported
-            && began.elapsed() >= policy.min_uptime
-            && let Some(rss) = super::control::rss_bytes(pid)
-            && rss > max
-        {
-            memory_reported = true;
-            let _ = alarms.send(Alarm::OverMemory(rss)).await;
-        }
     }
 }
 
