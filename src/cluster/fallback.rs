@@ -74,8 +74,16 @@ async fn answer_until_covered(supervisor: &Supervisor) {
         .filter_map(|l| TcpListener::from_std(l).ok())
         .collect();
     let mut ticks = tokio::time::interval(Duration::from_millis(50));
-    while !covered(supervisor) && !listeners.is_empty() {
+    loop {
+        // Registered before the check: an instance that becomes ready after it wakes this task
+        // before anyone hears of it (the supervisor's tasks share one thread, woken in order),
+        // so nothing told "ready" can still reach this answer.
+        let changed = supervisor.changed.notified();
+        if covered(supervisor) || listeners.is_empty() {
+            return;
+        }
         tokio::select! {
+            () = changed => {}
             accepted = accept_any(&mut listeners) => {
                 match accepted {
                     Some(stream) => {
