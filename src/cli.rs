@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// Threads serving requests [notes.toml: serve.workers; default: one per CPU core]
     #[arg(long, env = "NOTES_WORKERS", value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKERS)))]
     pub workers: Option<u16>,
+
+    /// Refuse to create the database file (the supervisor starts instances so: a missing file
+    /// was deleted, and an empty new one would hide it)
+    #[arg(long, hide = true)]
+    pub existing_db: bool,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,9 @@ pub struct Overrides {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub workers: Option<u16>,
+    /// The database must exist already (`serve --existing-db`, as the supervisor starts
+    /// instances): see `StoreOptions::must_exist`.
+    pub db_must_exist: bool,
 }
 
 /// The validated configuration every subcommand works from.
@@ -285,6 +288,7 @@ impl Config {
             readers: defaults.readers,
             // A note lookup reads on its worker's own connection: one per worker.
             lookup_connections: serve.workers.unwrap_or(defaults.lookup_connections),
+            must_exist: overrides.db_must_exist,
         };
 
         let c = parsed.cluster.unwrap_or_default();
@@ -481,6 +485,7 @@ mod tests {
             host: Some("0.0.0.0".into()),
             port: Some(4000),
             workers: Some(3),
+            ..Overrides::default()
         };
         let c = Config::from_toml(
             "database = \"a.db\"\n[serve]\nport = 3002\nworkers = 1",

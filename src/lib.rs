@@ -31,12 +31,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             host: args.host.clone(),
             port: args.port,
             workers: args.workers,
+            db_must_exist: args.existing_db,
         },
         Command::Cluster(args) => Overrides {
             database: cli.db.clone(),
             host: args.host.clone(),
             port: None,
             workers: args.workers,
+            db_must_exist: false,
         },
         Command::Notes { .. }
         | Command::Status { .. }

@@ -18,6 +18,12 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("notesctl: error: {err:#}");
+            if err
+                .downcast_ref::<notesctl::server::DatabaseFileGone>()
+                .is_some()
+            {
+                return ExitCode::from(notesctl::server::EXIT_DATABASE_FILE_GONE);
+            }
             ExitCode::from(1)
         }
     }

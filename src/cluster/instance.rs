@@ -142,6 +142,14 @@ impl Peers {
         self.list().retain(|s| lock(s).port != port);
     }
 
+    /// True while an instance other than `port`'s runs a process started before `before`.
+    fn older_process_running(&self, port: u16, before: Instant) -> bool {
+        self.list().iter().any(|s| {
+            let s = lock(s);
+            s.port != port && s.pid.is_some() && s.started.is_some_and(|t| t < before)
+        })
+    }
+
     /// True when an instance other than `port`'s serves users.
     fn others_serving(&self, port: u16) -> bool {
         self.list().iter().any(|s| {
@@ -292,6 +300,33 @@ impl Instance {
         }
     }
 
+    /// After this instance stopped because the database file was deleted or replaced: waits
+    /// (bounded) until the siblings' processes that opened the old file have stopped too. The
+    /// old file's write-ahead log (`notes.db-wal`) sits beside the path until the last of them
+    /// closes it; a process opening the new file before then would read that log as the new
+    /// file's own.
+    async fn wait_for_old_file_holders(&self) {
+        let now = Instant::now();
+        let deadline = tokio::time::Instant::now()
+            + self.policy().stop_timeout
+            + self.policy().liveness_timeout;
+        let changed = Arc::clone(&self.changed);
+        self.out.event(&format!(
+            "{}: the database file changed; waiting for the other instances to let go of the old one",
+            self.port
+        ));
+        loop {
+            let notified = changed.notified();
+            if !self.peers.older_process_running(self.port, now) {
+                return;
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
     fn running(&self, r: Running) -> Phase {
         self.update(|s| {
             s.pid = Some(r.pid);
@@ -318,7 +353,19 @@ impl Instance {
         tokio::select! {
             exit = r.child.wait() => {
                 let ready_for = r.ready_at.elapsed();
+                let file_gone = matches!(
+                    &exit,
+                    Ok(s) if s.code() == Some(i32::from(crate::server::EXIT_DATABASE_FILE_GONE))
+                );
                 let reason = exit.map_or_else(|e| format!("lost ({e})"), |s| describe_exit(&s));
+                if file_gone {
+                    // No longer an old-file holder itself, for the siblings' same wait.
+                    self.update(|s| {
+                        s.pid = None;
+                        s.started = None;
+                    });
+                    self.wait_for_old_file_holders().await;
+                }
                 self.died(policy, r.started, ready_for, reason)
             }
             Some(alarm) = r.alarms.recv() => match alarm {

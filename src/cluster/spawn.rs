@@ -49,6 +49,7 @@ impl Launch {
         cmd.arg("--db")
             .arg(&self.database)
             .arg("serve")
+            .arg("--existing-db")
             .arg("--workers")
             .arg(self.workers.to_string())
             .stdin(Stdio::null())

@@ -7,6 +7,7 @@
 
 mod listener;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -73,9 +74,21 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     );
     tracing::debug!("database {}", config.database.display());
 
+    // Set when the database file is no longer at its path: the exit then says so (exit code 1),
+    // and a supervisor starts the instance again on the file that is there now.
+    let file_lost: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let watched = Arc::clone(&store);
+    let lost = Arc::clone(&file_lost);
     tokio::spawn(async move {
-        let signal = wait_for_stop_signal().await;
-        tracing::info!("{signal}: finishing in-flight requests, then exiting");
+        tokio::select! {
+            signal = wait_for_stop_signal() => {
+                tracing::info!("{signal}: finishing in-flight requests, then exiting");
+            }
+            problem = watch_database_file(watched) => {
+                tracing::error!("{problem}: no write is acknowledged any more; finishing in-flight requests, then exiting so that the database is opened again at its path");
+                *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(problem);
+            }
+        }
         let _ = accepting_tx.send(true);
         tokio::time::sleep(ACCEPT_GRACE).await;
         let _ = stop_tx.send(true);
@@ -111,6 +124,22 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
             "in-flight requests did not finish within {:?}; exiting anyway",
             config.serve.shutdown_timeout
         ),
+    }
+    let lost = file_lost.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(problem) = lost {
+        // Not `checkpoint`, which would open whatever file is at the path now: the WAL beside
+        // the path is still the old file's, and is emptied through this process's own
+        // connection, so the next process cannot read it as the new file's.
+        let released =
+            tokio::task::spawn_blocking(move || store.release_file(Duration::from_secs(3)))
+                .await
+                .unwrap_or(false);
+        if !released {
+            tracing::warn!(
+                "could not empty the old database file's WAL (another process is using it)"
+            );
+        }
+        return Err(DatabaseFileGone(problem).into());
     }
     // The last instance to stop leaves every write in the database file itself.
     match tokio::task::spawn_blocking(move || store.checkpoint()).await {
@@ -159,6 +188,29 @@ async fn drain_deadline(mut stop: watch::Receiver<bool>, timeout: Duration) {
         std::future::pending::<()>().await;
     }
     tokio::time::sleep(timeout).await;
+}
+
+/// The exit code of an instance that stopped because its database file was deleted, moved or
+/// replaced (EX_TEMPFAIL): a supervisor restarts it once no other process still holds the old
+/// file, so that the old file's write-ahead log is gone before a process opens the new one.
+pub const EXIT_DATABASE_FILE_GONE: u8 = 75;
+
+/// Why `serve` ended with `EXIT_DATABASE_FILE_GONE`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DatabaseFileGone(pub String);
+
+/// Completes, with what happened, once the database file is no longer the one this instance
+/// opened (deleted, moved, replaced). A `stat` a second.
+async fn watch_database_file(store: Arc<crate::store::SqliteStore>) -> String {
+    use crate::store::NoteStore;
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticks.tick().await;
+        if let Some(problem) = store.file_problem() {
+            return problem;
+        }
+    }
 }
 
 async fn wait_for_stop_signal() -> &'static str {

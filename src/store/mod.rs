@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+mod file_identity;
 mod migrations;
 mod model;
 mod sqlite;
@@ -104,6 +105,19 @@ pub enum StoreError {
     Pool(r2d2::Error),
     #[error("the write was not saved: {0}")]
     Write(String),
+    /// The path no longer leads to the file this process opened (deleted, moved, replaced):
+    /// nothing written now would be kept.
+    #[error("nothing was saved: {0}; the instance restarts to open the file at its path")]
+    FileGone(String),
+    /// SQLITE_FULL: the disk (or the file size limit) is full.
+    #[error("the disk holding the database is full; nothing was saved")]
+    DiskFull,
+    /// The file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB).
+    #[error("the database file is damaged ({0}); restore it from a backup")]
+    Damaged(String),
+    /// The file cannot be read or written (permissions, an I/O error, a read-only disk).
+    #[error("the database cannot be used: {0}")]
+    Unusable(String),
     /// Another process held the database's write lock for longer than the busy timeout.
     #[error(
         "the write was not saved: another process has kept the database locked for over {0:?}; \
@@ -135,8 +149,45 @@ impl From<ValidationError> for StoreError {
 }
 
 impl From<rusqlite::Error> for StoreError {
+    /// Failures of the file itself get their own kinds, so users and `/healthz` are told what
+    /// happened instead of a generic error.
     fn from(e: rusqlite::Error) -> Self {
-        Self::Sqlite(e)
+        use rusqlite::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => Self::DiskFull,
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                Self::Damaged(e.to_string())
+            }
+            Some(
+                ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::PermissionDenied
+                | ErrorCode::SystemIoFailure,
+            ) => Self::Unusable(e.to_string()),
+            _ => Self::Sqlite(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// The same failure again, for each write of a failed batch (the error is not `Clone`).
+    pub fn again(&self) -> Self {
+        match self {
+            Self::Busy(waited) => Self::Busy(*waited),
+            Self::FileGone(m) => Self::FileGone(m.clone()),
+            Self::DiskFull => Self::DiskFull,
+            Self::Damaged(m) => Self::Damaged(m.clone()),
+            Self::Unusable(m) => Self::Unusable(m.clone()),
+            other => Self::Write(other.to_string()),
+        }
+    }
+
+    /// True when the file itself is the problem (what `/healthz` reports as unhealthy).
+    pub fn is_file_trouble(&self) -> bool {
+        matches!(
+            self,
+            Self::FileGone(_) | Self::DiskFull | Self::Damaged(_) | Self::Unusable(_)
+        )
     }
 }
 
@@ -172,6 +223,10 @@ pub trait NoteStore: Send + Sync + 'static {
     fn delete(&self, key: &str) -> Result<Note, StoreError>;
     /// Succeeds when the store can be read: what `/healthz` reports.
     fn check_health(&self) -> Result<(), StoreError>;
+
+    /// `Some(what happened)` once the path no longer leads to the database file this store
+    /// opened (deleted, moved, replaced): nothing it writes from then on would be kept.
+    fn file_problem(&self) -> Option<String>;
 
     /// Creates many notes in as few transactions as is efficient. One result per note, in
     /// order: a note that fails (say, its key exists) does not stop the others.

@@ -10,13 +10,14 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
+use super::file_identity::FileIdentity;
 use super::migrations::migrate;
 use super::writer::{Outcome, WriteOp, Writer};
 use super::{
@@ -45,6 +46,9 @@ pub struct StoreOptions {
     pub readers: u32,
     /// Connections for note lookups: one per thread that serves requests.
     pub lookup_connections: usize,
+    /// Refuse to create the file: it existed when the cluster started, so a missing one was
+    /// deleted or moved, and an empty new one would hide that every note is gone.
+    pub must_exist: bool,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +58,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(30),
             readers: 6,
             lookup_connections: std::thread::available_parallelism().map_or(1, usize::from),
+            must_exist: false,
         }
     }
 }
@@ -72,6 +77,10 @@ pub struct SqliteStore {
     /// How the lookup connections are opened.
     lookup_flags: OpenFlags,
     busy_timeout: Duration,
+    /// The file opened: see `file_identity`.
+    file: FileIdentity,
+    /// The last write's failure while the file itself is the problem; cleared by a success.
+    write_trouble: Arc<Mutex<Option<StoreError>>>,
     writer: Writer,
 }
 
@@ -101,6 +110,11 @@ impl SqliteStore {
                 "the folder {} does not exist",
                 parent.display()
             )));
+        }
+        if options.must_exist && !path.exists() {
+            return Err(open_error(
+                "the file no longer exists; it was there when the cluster started, so it was deleted or moved: put it back and run `notesctl restart`, or restart the cluster to start over with an empty database".into(),
+            ));
         }
         open_private(path).map_err(|e| open_error(e.to_string()))?;
 
@@ -134,8 +148,16 @@ impl SqliteStore {
             .test_on_check_out(false)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
-        let writer = Writer::start(writer, path, options.busy_timeout)
-            .map_err(|e| open_error(e.to_string()))?;
+        let file = FileIdentity::of(path).map_err(|e| open_error(e.to_string()))?;
+        let write_trouble = Arc::new(Mutex::new(None));
+        let writer = Writer::start(
+            writer,
+            path,
+            file.clone(),
+            options.busy_timeout,
+            Arc::clone(&write_trouble),
+        )
+        .map_err(|e| open_error(e.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
             readers,
@@ -144,6 +166,8 @@ impl SqliteStore {
                 .collect(),
             lookup_flags: flags,
             busy_timeout: busy,
+            file,
+            write_trouble,
             writer,
         })
     }
@@ -182,7 +206,25 @@ impl SqliteStore {
     fn write_one(&self, op: WriteOp) -> Result<Note, StoreError> {
         match self.writer.submit(op) {
             Outcome::One(result) => result,
-            Outcome::Many(_) => Err(StoreError::Write("unexpected answer".into())),
+            Outcome::Many(_) | Outcome::Done(_) => {
+                Err(StoreError::Write("unexpected answer".into()))
+            }
+        }
+    }
+
+    /// After the database file was deleted or replaced: checkpoints this process's writes into
+    /// the file it opened and empties the WAL beside the path (see `WriteOp::ReleaseFile`),
+    /// trying for up to `within`. True once the WAL is empty.
+    pub fn release_file(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Outcome::Done(Ok(true)) = self.writer.submit(WriteOp::ReleaseFile) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -202,6 +244,11 @@ impl SqliteStore {
 /// Opens `path`, creating it owner-only (0600) if it is missing; an existing file is left as
 /// it is. The database is created this way so SQLite's -wal and -shm files, which copy its
 /// mode, are private too.
+/// True when the file system holding `path` has no block left for an unprivileged writer.
+fn disk_is_full(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path).is_ok_and(|s| s.blocks_available() == 0)
+}
+
 pub(super) fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -666,7 +713,9 @@ impl NoteStore for SqliteStore {
         Box::pin(async move {
             match answer.await {
                 Ok(Outcome::One(result)) => result,
-                Ok(Outcome::Many(_)) => Err(StoreError::Write("unexpected answer".into())),
+                Ok(Outcome::Many(_) | Outcome::Done(_)) => {
+                    Err(StoreError::Write("unexpected answer".into()))
+                }
                 Err(_) => Err(StoreError::Write("the writer thread has stopped".into())),
             }
         })
@@ -682,7 +731,9 @@ impl NoteStore for SqliteStore {
     ) -> Result<Vec<Result<Note, StoreError>>, StoreError> {
         match self.writer.submit(WriteOp::CreateMany(notes)) {
             Outcome::Many(result) => result,
-            Outcome::One(_) => Err(StoreError::Write("unexpected answer".into())),
+            Outcome::One(_) | Outcome::Done(_) => {
+                Err(StoreError::Write("unexpected answer".into()))
+            }
         }
     }
 
@@ -740,10 +791,23 @@ impl NoteStore for SqliteStore {
     }
 
     fn check_health(&self) -> Result<(), StoreError> {
+        if let Some(gone) = self.file_problem() {
+            return Err(StoreError::FileGone(gone));
+        }
+        if let Some(trouble) = &*self.write_trouble.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(trouble.again());
+        }
+        if disk_is_full(&self.path) {
+            return Err(StoreError::DiskFull);
+        }
         let conn = self.readers.get()?;
         conn.prepare_cached("SELECT note_count FROM note_stats WHERE id = 1")?
             .query_row([], |r| r.get::<_, i64>(0))?;
         Ok(())
+    }
+
+    fn file_problem(&self) -> Option<String> {
+        self.file.problem()
     }
 }
 

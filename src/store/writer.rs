@@ -23,8 +23,8 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -35,6 +35,7 @@ use nix::time::ClockId;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use super::file_identity::FileIdentity;
 use super::sqlite::{
     delete_note, insert_note, is_busy, open_private, prune_changes, truncate_wal, update_note,
 };
@@ -47,17 +48,25 @@ const MAX_BATCH: usize = 128;
 const WAL_RESET_BYTES: u64 = 16 * 1024 * 1024;
 /// How long that reset may wait for readers before trying again after a later commit.
 const RESET_WAIT: Duration = Duration::from_millis(100);
+/// How long releasing a lost file's WAL may wait for readers.
+const RELEASE_WAIT: Duration = Duration::from_secs(1);
 
 pub enum WriteOp {
     Create(NewNote),
     CreateMany(Vec<NewNote>),
     Update(String, NoteUpdate),
     Delete(String),
+    /// Not a write: checkpoint the file this process opened and empty its WAL, so that the
+    /// WAL left at the path once its database file was deleted or replaced holds nothing a
+    /// process opening the new file could mistake for its own. `Done(Ok(false))`: readers or
+    /// another writer were in the way.
+    ReleaseFile,
 }
 
 pub enum Outcome {
     One(Result<Note, StoreError>),
     Many(Result<Vec<Result<Note, StoreError>>, StoreError>),
+    Done(Result<bool, StoreError>),
 }
 
 struct Request {
@@ -112,9 +121,17 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn` (already migrated) for the database at `db`.
-    /// `patience` is the store's busy timeout: the longest wait for another process's turn.
-    pub fn start(conn: Connection, db: &Path, patience: Duration) -> std::io::Result<Self> {
+    /// Starts the writer thread on `conn` (already migrated) for the database at `db`, the
+    /// file `file`. `patience` is the store's busy timeout: the longest wait for another
+    /// process's turn. `trouble` holds the last write's failure while the file itself is the
+    /// problem (full, gone, unusable), for `/healthz`.
+    pub fn start(
+        conn: Connection,
+        db: &Path,
+        file: FileIdentity,
+        patience: Duration,
+        trouble: Arc<Mutex<Option<StoreError>>>,
+    ) -> std::io::Result<Self> {
         let (queue, rx) = mpsc::channel();
         let wal = sibling(db, "-wal");
         let turn_file = sibling(db, "-writer");
@@ -126,7 +143,12 @@ impl Writer {
                 let _done = done;
                 // Opened here: its alarm is this thread's.
                 let mut turn = TurnLock::open(&turn_file, patience);
-                run(conn, &rx, &wal, turn.as_mut(), patience);
+                let checks = Checks {
+                    file,
+                    patience,
+                    trouble,
+                };
+                run(conn, &rx, &wal, turn.as_mut(), &checks);
             })?;
         Ok(Self {
             queue,
@@ -166,10 +188,8 @@ fn gone() -> StoreError {
 }
 
 fn failed(many: bool, e: &StoreError) -> Outcome {
-    let e = match e {
-        StoreError::Busy(waited) => StoreError::Busy(*waited),
-        other => StoreError::Write(other.to_string()),
-    };
+    // (A release never reaches a batch that fails: it is taken out before the commit.)
+    let e = e.again();
     if many {
         Outcome::Many(Err(e))
     } else {
@@ -337,12 +357,20 @@ impl Alarm {
     }
 }
 
+/// What every commit is checked against.
+struct Checks {
+    /// The file opened: a write is acknowledged only while the path still leads to it.
+    file: FileIdentity,
+    patience: Duration,
+    trouble: Arc<Mutex<Option<StoreError>>>,
+}
+
 fn run(
     mut conn: Connection,
     rx: &Receiver<Request>,
     wal: &Path,
     mut turn: Option<&mut TurnLock>,
-    patience: Duration,
+    checks: &Checks,
 ) {
     // This thread's sleeps while another process holds the write lock are 100 µs; the kernel's
     // default 50 µs timer slack would stretch each by half.
@@ -359,18 +387,31 @@ fn run(
                 Err(_) => break,
             }
         }
-        let my_turn = turn.as_deref_mut().map(TurnLock::take);
-        let outcomes = commit(&mut conn, &batch, patience);
-        keep_wal_small(&conn, wal);
-        drop(my_turn);
-        for (request, outcome) in batch.into_iter().zip(outcomes) {
-            request.reply.send(outcome);
+        let (releases, batch): (Vec<Request>, Vec<Request>) = batch
+            .into_iter()
+            .partition(|r| matches!(r.op, WriteOp::ReleaseFile));
+        if !batch.is_empty() {
+            let my_turn = turn.as_deref_mut().map(TurnLock::take);
+            let outcomes = commit(&mut conn, &batch, checks);
+            keep_wal_small(&conn, wal);
+            drop(my_turn);
+            for (request, outcome) in batch.into_iter().zip(outcomes) {
+                request.reply.send(outcome);
+            }
+        }
+        for request in releases {
+            let released = truncate_wal(&conn, RELEASE_WAIT).map_err(StoreError::from);
+            request.reply.send(Outcome::Done(released));
         }
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Request], patience: Duration) -> Vec<Outcome> {
+fn commit(conn: &mut Connection, batch: &[Request], checks: &Checks) -> Vec<Outcome> {
+    let file_gone = || checks.file.problem().map(StoreError::FileGone);
     let result = (|| {
+        if let Some(gone) = file_gone() {
+            return Err(gone);
+        }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let outcomes = batch
             .iter()
@@ -378,20 +419,33 @@ fn commit(conn: &mut Connection, batch: &[Request], patience: Duration) -> Vec<O
             .collect::<Result<Vec<_>, StoreError>>()?;
         prune_changes(&tx)?;
         tx.commit()?;
+        // Committed, but to the file at the path only if the path still leads to it: one
+        // deleted or replaced during the commit keeps nothing, so nothing is acknowledged.
+        if let Some(gone) = file_gone() {
+            return Err(gone);
+        }
         Ok::<_, StoreError>(outcomes)
     })();
+    let mut trouble = checks.trouble.lock().unwrap_or_else(|p| p.into_inner());
     let e = match result {
-        Ok(outcomes) => return outcomes,
+        Ok(outcomes) => {
+            *trouble = None;
+            return outcomes;
+        }
         Err(StoreError::Sqlite(e)) if is_busy(&e) => {
-            let busy = StoreError::Busy(patience);
+            let busy = StoreError::Busy(checks.patience);
             tracing::warn!("{busy}");
             busy
         }
         Err(e) => {
             tracing::error!("a write transaction failed: {e}");
+            if e.is_file_trouble() {
+                *trouble = Some(e.again());
+            }
             e
         }
     };
+    drop(trouble);
     batch
         .iter()
         .map(|r| failed(matches!(r.op, WriteOp::CreateMany(_)), &e))
@@ -412,6 +466,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<Outcome, StoreError> {
         }
         WriteOp::Update(key, update) => Outcome::One(own(update_note(tx, key, update, now))?),
         WriteOp::Delete(key) => Outcome::One(own(delete_note(tx, key, now))?),
+        WriteOp::ReleaseFile => Outcome::Done(Ok(false)),
     })
 }
 

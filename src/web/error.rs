@@ -25,6 +25,8 @@ pub enum AppError {
     UnsupportedMediaType(String),
     Invalid(String),
     Unavailable(String),
+    /// 507: the disk is full; nothing was saved.
+    InsufficientStorage(String),
     Internal(String),
 }
 
@@ -40,6 +42,7 @@ impl AppError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -53,6 +56,7 @@ impl AppError {
             | Self::UnsupportedMediaType(m)
             | Self::Invalid(m)
             | Self::Unavailable(m)
+            | Self::InsufficientStorage(m)
             | Self::MethodNotAllowed(m) => m.clone(),
             Self::Conflict { message, .. } => message.clone(),
             Self::PayloadTooLarge => format!(
@@ -99,6 +103,11 @@ impl From<StoreError> for AppError {
                 message: e.to_string(),
             },
             StoreError::Busy(_) => Self::Unavailable(e.to_string()),
+            StoreError::DiskFull => Self::InsufficientStorage(e.to_string()),
+            StoreError::FileGone(_) | StoreError::Damaged(_) | StoreError::Unusable(_) => {
+                tracing::error!("{e}");
+                Self::Unavailable(e.to_string())
+            }
             other => Self::Internal(other.to_string()),
         }
     }

@@ -528,17 +528,20 @@ pub async fn destroy_confirm(
     Ok(found("/"))
 }
 
-/// 200 when this instance can read the database; the supervisor's readiness probe.
+/// 200 when this instance can read and write the database; the supervisor's readiness probe
+/// and a load balancer's health check. Otherwise 503 saying which failed: the file deleted or
+/// replaced, the disk full, a write failing with the file itself at fault, or a failed read.
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.read(|s| s.check_health()) {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {
-            tracing::warn!("health check failed: {e}");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("database unavailable: {e}\n"),
-            )
-                .into_response()
+            let which = match e {
+                StoreError::FileGone(_) | StoreError::DiskFull => "cannot write",
+                _ if e.is_file_trouble() => "cannot read or write",
+                _ => "cannot read",
+            };
+            tracing::warn!("health check failed: {which}: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{which}: {e}\n")).into_response()
         }
     }
 }
