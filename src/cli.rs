@@ -105,6 +105,17 @@ pub struct ServeArgs {
     /// was deleted, and an empty new one would hide it)
     #[arg(long, hide = true)]
     pub existing_db: bool,
+
+    /// A host name (or address) requests may name, besides loopback ones and the bound
+    /// address; repeat for more. Other hosts get 421 [notes.toml: serve.allowed_hosts;
+    /// environment: comma-separated]
+    #[arg(
+        long = "allowed-host",
+        env = "NOTES_ALLOWED_HOSTS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +132,17 @@ pub struct ClusterArgs {
     /// cores divided among the instances, at least 1]
     #[arg(long, env = "NOTES_WORKERS", value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKERS)))]
     pub workers: Option<u16>,
+
+    /// A host name (or address) requests may name, besides loopback ones and the bound
+    /// address; repeat for more. Other hosts get 421 [notes.toml: serve.allowed_hosts;
+    /// environment: comma-separated]
+    #[arg(
+        long = "allowed-host",
+        env = "NOTES_ALLOWED_HOSTS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]

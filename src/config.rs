@@ -42,6 +42,8 @@ pub struct Overrides {
     /// The database must exist already (`serve --existing-db`, as the supervisor starts
     /// instances): see `StoreOptions::must_exist`.
     pub db_must_exist: bool,
+    /// `--allowed-host` / `NOTES_ALLOWED_HOSTS`: replaces `serve.allowed_hosts` of the file.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// The validated configuration every subcommand works from.
@@ -64,6 +66,9 @@ pub struct ServeConfig {
     /// Threads serving requests in each instance; `None`: one per core for `serve`, and for
     /// `cluster` the cores divided among the instances.
     pub workers: Option<usize>,
+    /// Host names (or addresses) requests may name besides the loopback ones and the bound
+    /// address: lowercase, without a trailing dot. Any other `Host` gets 421.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The supervisor's settings; see the README for what each policy value does.
@@ -159,6 +164,7 @@ struct ServeFile {
     port: Option<u16>,
     shutdown_timeout: Option<String>,
     workers: Option<u16>,
+    allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +281,14 @@ impl Config {
                 }
                 None => None,
             },
+            allowed_hosts: overrides
+                .allowed_hosts
+                .clone()
+                .or(serve_file.allowed_hosts)
+                .unwrap_or_default()
+                .iter()
+                .map(|entry| allowed_host(entry).map_err(&invalid))
+                .collect::<Result<_, _>>()?,
         };
 
         let defaults = StoreOptions::default();
@@ -350,6 +364,30 @@ impl Config {
             cluster,
         })
     }
+}
+
+/// One `serve.allowed_hosts` entry, normalized: a host name (lowercase, without a trailing
+/// dot) or an IP address (IPv6 with or without brackets).
+fn allowed_host(entry: &str) -> Result<String, String> {
+    let entry = entry.trim();
+    let name = entry.strip_suffix('.').unwrap_or(entry);
+    let is_name = !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    let unbracketed = entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .unwrap_or(entry);
+    if is_name || unbracketed.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(name.to_ascii_lowercase());
+    }
+    Err(format!(
+        "serve.allowed_hosts: {entry:?} is not a host name or address; write the name alone, \
+         e.g. \"notes.example.com\" (no scheme, port or path)"
+    ))
 }
 
 fn validate_cluster(c: &ClusterConfig) -> Result<(), String> {
@@ -485,6 +523,7 @@ mod tests {
             host: Some("0.0.0.0".into()),
             port: Some(4000),
             workers: Some(3),
+            allowed_hosts: Some(vec!["Notes.Example.com".into()]),
             ..Overrides::default()
         };
         let c = Config::from_toml(
@@ -496,6 +535,34 @@ mod tests {
         assert_eq!(c.database, PathBuf::from("x.db"));
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("0.0.0.0", 4000));
         assert_eq!(c.serve.workers, Some(3));
+        assert_eq!(c.serve.allowed_hosts, ["notes.example.com"]);
+    }
+
+    #[test]
+    fn allowed_hosts_are_names_or_addresses() {
+        let c = load("[serve]\nallowed_hosts = [\"Notes.Example.com.\", \"10.0.0.7\", \"[::1]\"]")
+            .expect("valid");
+        assert_eq!(
+            c.serve.allowed_hosts,
+            ["notes.example.com", "10.0.0.7", "[::1]"]
+        );
+        assert!(load("").expect("valid").serve.allowed_hosts.is_empty());
+        for bad in [
+            "",
+            "http://notes.example.com",
+            "notes.example.com:8080",
+            "notes.example.com/",
+            ".example.com",
+            "*.example.com",
+        ] {
+            let e = load(&format!("[serve]\nallowed_hosts = [{bad:?}]"))
+                .expect_err("not a host name")
+                .to_string();
+            assert!(
+                e.contains("serve.allowed_hosts") && e.contains("no scheme"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             port: args.port,
             workers: args.workers,
             db_must_exist: args.existing_db,
+            allowed_hosts: args.allowed_hosts.clone(),
         },
         Command::Cluster(args) => Overrides {
             database: cli.db.clone(),
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             port: None,
             workers: args.workers,
             db_must_exist: false,
+            allowed_hosts: args.allowed_hosts.clone(),
         },
         Command::Notes { .. }
         | Command::Status { .. }
@@ -62,6 +64,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster(args) => {
+            if overrides.allowed_hosts.is_some() {
+                pass_allowed_hosts_to_instances(&config);
+            }
             logging::init("info");
             let origin = cluster::Origin {
                 file: cli.config.clone(),
@@ -105,6 +110,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             notes_cmd::run(store.as_ref(), command)
         }
     }
+}
+
+/// Instances inherit the supervisor's environment: `cluster --allowed-host` reaches them as
+/// `NOTES_ALLOWED_HOSTS` (already validated, so no entry holds a comma). Without the flag or
+/// the variable, each instance reads `serve.allowed_hosts` from notes.toml itself, on every
+/// reload too. Must run before any thread exists (the log writer is started right after).
+fn pass_allowed_hosts_to_instances(config: &Config) {
+    let value = config.serve.allowed_hosts.join(",");
+    // SAFETY: no other thread exists yet (see above), so none reads the environment.
+    unsafe { std::env::set_var("NOTES_ALLOWED_HOSTS", value) };
 }
 
 /// Prints what a cluster operation did, as lines or JSON; exit code 1 when it did not

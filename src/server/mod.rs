@@ -17,7 +17,7 @@ use std::future::IntoFuture;
 
 use crate::config::Config;
 use crate::net::Inherited;
-use crate::web::{AppState, app};
+use crate::web::{AppState, HostPolicy, app};
 use listener::StoppableListener;
 
 /// Serves until stopped, with `serve.workers` threads serving requests (default: one per core).
@@ -72,6 +72,7 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         "listening on http://{addr}{}",
         from_what(from_supervisor, &listener.other_ports())
     );
+    warn_if_exposed(addr);
     tracing::debug!("database {}", config.database.display());
 
     // Set when the database file is no longer at its path: the exit then says so (exit code 1),
@@ -93,7 +94,9 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         tokio::time::sleep(ACCEPT_GRACE).await;
         let _ = stop_tx.send(true);
     });
-    let router = app(AppState::new(store.clone(), accepting_rx.clone())?);
+    // The socket's own address, not serve.host: under a supervisor the socket was bound by it.
+    let hosts = HostPolicy::new(addr.ip(), &config.serve.allowed_hosts);
+    let router = app(AppState::new(store.clone(), accepting_rx.clone(), hosts)?);
     let graceful = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -150,6 +153,18 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Says once, at start, when the instance can be reached from other machines: every note can
+/// be read and changed by anyone who reaches the address (there are no accounts yet).
+fn warn_if_exposed(addr: std::net::SocketAddr) {
+    if !addr.ip().to_canonical().is_loopback() {
+        tracing::warn!(
+            "listening on {addr}: anyone who can reach this address can read and change every \
+             note (there are no accounts yet); bind to 127.0.0.1 or put it behind a proxy that \
+             authenticates"
+        );
+    }
 }
 
 /// ` (socket from the supervisor; also serving 3002, 3003)` after the listening address.

@@ -17,6 +17,8 @@ pub enum AppError {
     Forbidden(String),
     NotFound(String),
     MethodNotAllowed(String),
+    /// A request for a host this instance does not answer for (421).
+    Misdirected(String),
     Conflict {
         message: String,
         current: Option<Box<Note>>,
@@ -37,6 +39,7 @@ impl AppError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -57,7 +60,8 @@ impl AppError {
             | Self::Invalid(m)
             | Self::Unavailable(m)
             | Self::InsufficientStorage(m)
-            | Self::MethodNotAllowed(m) => m.clone(),
+            | Self::MethodNotAllowed(m)
+            | Self::Misdirected(m) => m.clone(),
             Self::Conflict { message, .. } => message.clone(),
             Self::PayloadTooLarge => format!(
                 "the request is larger than the limit of {} KiB",

@@ -1,15 +1,18 @@
-//! The guard every request passes through: refusal of cross-site form posts, a panic turned
-//! into the 500 page, security headers on every response, one log line per request except
-//! the liveness probe.
+//! The guard every request passes through: refusal of requests for a host the instance does
+//! not answer for (DNS rebinding) and of cross-site form posts, a panic turned into the 500
+//! page, security headers on every response, one log line per request except the liveness
+//! probe.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::AppError;
+use super::hosts::HostPolicy;
 
 /// Scripts and styles only from this origin, no framing: the pages need nothing more.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -19,15 +22,17 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// The one guard around every handler. One middleware, not four: each layer made from a
 /// function clones the whole router and boxes a future per request, which showed in profiles.
 ///
-/// In order: refuse a cross-site form post; run the handler, turning a panic (our bug) into the
-/// generic 500 page instead of a dropped connection; add the security headers to whatever came
-/// out; log one line, `GET /notes/view 200 1.2ms` (not for `/livez`).
-pub async fn guard(request: Request, next: Next) -> Response {
+/// In order: refuse a request for a foreign host (421), then a cross-site form post (403); run
+/// the handler, turning a panic (our bug) into the generic 500 page instead of a dropped
+/// connection; add the security headers to whatever came out; log one line,
+/// `GET /notes/view 200 1.2ms` (not for `/livez`).
+pub async fn guard(State(hosts): State<Arc<HostPolicy>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     // A Uri clone shares its bytes: no copy of the path on every request.
     let uri = request.uri().clone();
-    let mut response = match refuse_cross_site(&request) {
+    let checked = refuse_foreign_host(&request, &hosts).and_then(|()| refuse_cross_site(&request));
+    let mut response = match checked {
         Err(refused) => refused.respond_for_path(uri.path()),
         Ok(()) => run_catching_panics(request, next, uri.path()).await,
     };
@@ -78,6 +83,39 @@ fn add_security_headers(headers: &mut HeaderMap) {
     );
 }
 
+/// Refuses a request whose host this instance does not answer for (see `hosts`), on every
+/// method: after DNS rebinding even a GET reads notes for another site's page.
+///
+/// A request without any host is served only in HTTP/1.0: no browser sends one (so it cannot
+/// be a rebound page), and a client talking to the socket directly could send any host it
+/// liked. HTTP/1.1 requires the header, and RFC 9112 (3.2) requires a 400 without it; hyper
+/// does not check this itself.
+fn refuse_foreign_host(request: &Request, hosts: &HostPolicy) -> Result<(), AppError> {
+    let mut values = request.headers().get_all(header::HOST).iter();
+    let host = values.next();
+    if values.next().is_some() {
+        return Err(AppError::BadRequest(
+            "the request has more than one Host header".into(),
+        ));
+    }
+    // An absolute-form target (`GET http://name/ HTTP/1.1`) names the host too; both must pass.
+    let authority = request.uri().authority().map(|a| a.as_str().as_bytes());
+    let named = [host.map(HeaderValue::as_bytes), authority];
+    if let Some(foreign) = named.into_iter().flatten().find(|h| !hosts.allows(h)) {
+        return Err(AppError::Misdirected(format!(
+            "this instance does not answer for host {}; add it to [serve] allowed_hosts in \
+             notes.toml",
+            String::from_utf8_lossy(foreign)
+        )));
+    }
+    if host.is_none() && authority.is_none() && request.version() >= Version::HTTP_11 {
+        return Err(AppError::BadRequest(
+            "the request has no Host header, which HTTP/1.1 requires".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses state-changing requests sent by another site's page (CSRF). Browsers say where a
 /// request comes from in `Sec-Fetch-Site` (modern) or `Origin`; a request with neither (curl,
 /// scripts) is not a browser being tricked, so it is allowed.
@@ -110,17 +148,32 @@ fn same_origin(headers: &HeaderMap) -> Result<(), String> {
     }
     if let Some(origin) = get(header::ORIGIN.as_str()) {
         let host = get(header::HOST.as_str()).unwrap_or("");
+        let scheme = request_scheme(get("x-forwarded-proto"));
         let origin_host = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .unwrap_or("");
+            .split_once("://")
+            .filter(|(s, _)| s.eq_ignore_ascii_case(scheme))
+            .map_or("", |(_, rest)| rest);
         return if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
             Ok(())
         } else {
-            Err(format!("Origin {origin} does not match Host {host}"))
+            Err(format!(
+                "Origin {origin} does not match {scheme}://{host}, where the request arrived"
+            ))
         };
     }
     Ok(())
+}
+
+/// The scheme the browser used: `http`, which is all an instance speaks, unless a proxy in
+/// front says otherwise in `X-Forwarded-Proto` (its first value: the client's side). A page
+/// cannot forge that header on a cross-site request (it is not CORS-safelisted, and nothing
+/// here approves a preflight), so trusting it widens nothing for an attacker.
+fn request_scheme(forwarded: Option<&str>) -> &str {
+    forwarded
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("http")
 }
 
 #[cfg(test)]
@@ -156,5 +209,30 @@ mod tests {
             .is_err()
         );
         assert!(same_origin(&headers(&[("origin", "null"), ("host", "127.0.0.1:3001")])).is_err());
+        // The instance speaks plain HTTP: an https origin is another origin...
+        assert!(
+            same_origin(&headers(&[
+                ("origin", "https://127.0.0.1:3001"),
+                ("host", "127.0.0.1:3001")
+            ]))
+            .is_err()
+        );
+        // ...unless a TLS-terminating proxy says the browser used https.
+        assert!(
+            same_origin(&headers(&[
+                ("origin", "https://notes.example.com"),
+                ("host", "notes.example.com"),
+                ("x-forwarded-proto", "https")
+            ]))
+            .is_ok()
+        );
+        assert!(
+            same_origin(&headers(&[
+                ("origin", "http://notes.example.com"),
+                ("host", "notes.example.com"),
+                ("x-forwarded-proto", "https")
+            ]))
+            .is_err()
+        );
     }
 }

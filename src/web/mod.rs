@@ -1,8 +1,8 @@
 //! The Notes web app: `app(state)` builds the router; binding and serving live in `server`.
 //!
 //! Pages keep the book's URLs and form field names (`pages`), the JSON API lives under `/api`
-//! (`api`), and every request passes through one guard (`guard`): cross-site form refusal, the
-//! panic page, security headers, the request log. Quick reads run on the async worker (`read`;
+//! (`api`), and every request passes through one guard (`guard`): refusal of foreign hosts
+//! (`hosts`) and cross-site forms, the panic page, security headers, the request log. Quick reads run on the async worker (`read`;
 //! a note lookup on the worker's own connection); writes go to the store's writer thread
 //! (`write`); long reads run on the blocking pool (`blocking`).
 
@@ -13,6 +13,7 @@ mod error;
 mod events;
 pub mod feed;
 mod guard;
+mod hosts;
 mod html_escape;
 mod pages;
 
@@ -31,6 +32,7 @@ use tower_service::Service;
 
 pub use error::AppError;
 pub use feed::ChangeFeed;
+pub use hosts::HostPolicy;
 
 use crate::store::{ListQuery, Note, NotePage, NoteStore, NoteWrite, StoreError};
 
@@ -50,6 +52,8 @@ pub struct AppState {
     pub closing: watch::Receiver<bool>,
     /// The rendered first page of the list and the change it reflects.
     pub first_page: Arc<Mutex<Option<(i64, Bytes)>>>,
+    /// The host names requests may name (built once; the guard checks every request).
+    pub hosts: Arc<HostPolicy>,
 }
 
 impl AppState {
@@ -57,12 +61,14 @@ impl AppState {
     pub fn new(
         store: Arc<dyn NoteStore>,
         closing: watch::Receiver<bool>,
+        hosts: HostPolicy,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             feed: ChangeFeed::start(Arc::clone(&store))?,
             store,
             closing,
             first_page: Arc::new(Mutex::new(None)),
+            hosts: Arc::new(hosts),
         })
     }
 
@@ -117,7 +123,8 @@ impl AppState {
 /// The whole application, ready for `axum::serve`.
 ///
 /// The guard wraps the router once, from outside: `Router::layer` would wrap every route
-/// instead, which boxes and clones a service per layer on every request.
+/// instead, which boxes and clones a service per layer on every request. It holds the host
+/// policy alone rather than the whole state: one `Arc` cloned per request.
 pub fn app(
     state: AppState,
 ) -> IntoMakeService<
@@ -127,7 +134,7 @@ pub fn app(
     + Sync
     + 'static,
 > {
-    middleware::from_fn(guard::guard)
+    middleware::from_fn_with_state(Arc::clone(&state.hosts), guard::guard)
         .layer(routes().with_state(state))
         .into_make_service()
 }
