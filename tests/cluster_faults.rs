@@ -92,6 +92,7 @@ fn kill_9_every_two_seconds_under_write_load_loses_nothing_and_gives_up_nothing(
     let cluster = Cluster::start(2, "");
     let writes = Writes::start(&cluster.ports, 2);
     let mut kills = 0;
+    let mut last_victim = 0;
     let mut seed = u64::from(std::process::id()) | 1;
     let until = Instant::now() + Duration::from_secs(20);
     while Instant::now() < until {
@@ -110,9 +111,16 @@ fn kill_9_every_two_seconds_under_write_load_loses_nothing_and_gives_up_nothing(
         seed ^= seed << 17;
         let victim = pids[(seed % pids.len() as u64) as usize];
         signal(victim, Signal::SIGKILL);
+        last_victim = victim;
         kills += 1;
     }
-    let status = cluster.wait_all_ready();
+    // Until the supervisor has seen the last kill, its status still shows that pid ready.
+    let status = cluster.wait_status("the last victim to be replaced", |s| {
+        s["instances"].as_array().is_some_and(|is| {
+            is.iter()
+                .all(|i| i["state"] == "ready" && i["pid"].as_u64() != Some(u64::from(last_victim)))
+        })
+    });
     let (acknowledged, failures) = writes.finish();
     assert!(kills >= 8, "only {kills} kills");
     for i in status["instances"].as_array().expect("instances") {
