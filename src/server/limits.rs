@@ -4,6 +4,7 @@
 //! once, written straight on the socket, and closed: it never waits unanswered in a queue while
 //! holding a descriptor. Refusals are logged at most once per `LOG_EVERY`, with their count.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub struct ConnectionLimit {
     response: Arc<[u8]>,
     /// When the last line was logged, and the refusals since.
     logged: Mutex<(Option<Instant>, u64)>,
+    /// The most connections open at once since `closed_since_peak` last asked.
+    peak: AtomicUsize,
 }
 
 impl ConnectionLimit {
@@ -49,12 +52,26 @@ impl ConnectionLimit {
             setting,
             response: response.into_bytes().into(),
             logged: Mutex::new((None, 0)),
+            peak: AtomicUsize::new(0),
         }
     }
 
     /// A place for one more connection, held while it is open; `None` when all are taken.
     pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.open).try_acquire_owned().ok()
+        let place = Arc::clone(&self.open).try_acquire_owned().ok()?;
+        self.peak.fetch_max(self.open_now(), Ordering::Relaxed);
+        Some(place)
+    }
+
+    fn open_now(&self) -> usize {
+        self.max.saturating_sub(self.open.available_permits())
+    }
+
+    /// How many fewer connections are open now than at the peak since the last call; the
+    /// peak starts again from now.
+    pub fn closed_since_peak(&self) -> usize {
+        let now = self.open_now();
+        self.peak.swap(now, Ordering::Relaxed).saturating_sub(now)
     }
 
     /// Answers `stream` 503 and closes it, without waiting for its request.

@@ -105,10 +105,11 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         keep_alive: config.serve.keep_alive_timeout,
         body: config.serve.body_timeout,
     };
-    let limit = ConnectionLimit::new(
+    let limit = Arc::new(ConnectionLimit::new(
         limits::affordable_connections(config.serve.max_connections),
         "serve.max_connections",
-    );
+    ));
+    tokio::spawn(release_memory_after_floods(Arc::clone(&limit)));
     let public = accept_and_serve(listener, router.clone(), limit, timeouts, stop_rx.clone());
     // The supervisor's private probe socket serves the same app; it is closed with the rest.
     // It has a small cap of its own, so that a flood of public connections never fails a probe.
@@ -120,7 +121,10 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
                 Vec::new(),
                 accepting_rx,
             )?;
-            let limit = ConnectionLimit::new(HEALTH_CONNECTIONS, "probe connections");
+            let limit = Arc::new(ConnectionLimit::new(
+                HEALTH_CONNECTIONS,
+                "probe connections",
+            ));
             accept_and_serve(health, router, limit, timeouts, private_stop).await;
         }
         anyhow::Ok(())
@@ -202,6 +206,31 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Connections closed since the peak that count as the end of a flood.
+const FLOOD: usize = 256;
+
+/// Hands the memory of a flood of connections back to the system once it has ended: glibc keeps
+/// freed connection buffers scattered through its heaps otherwise (5,000 idle connections left
+/// an instance at five times its starting size after they closed). Checked every 10 s.
+async fn release_memory_after_floods(limit: Arc<ConnectionLimit>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        ticks.tick().await;
+        if limit.closed_since_peak() >= FLOOD {
+            // Walks the whole heap: a few milliseconds, off the async workers.
+            let _ = tokio::task::spawn_blocking(release_free_memory).await;
+        }
+    }
+}
+
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the system; safe from any thread.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 /// Connections at once on the supervisor's private probe socket (it probes one at a time).
 const HEALTH_CONNECTIONS: usize = 16;
 
@@ -210,7 +239,7 @@ const HEALTH_CONNECTIONS: usize = 16;
 async fn accept_and_serve<S>(
     mut listener: StoppableListener,
     app: S,
-    limit: ConnectionLimit,
+    limit: Arc<ConnectionLimit>,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) where
