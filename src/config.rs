@@ -18,6 +18,9 @@ pub const DEFAULT_CONFIG_FILE: &str = "notes.toml";
 pub const DEFAULT_DATABASE: &str = "notes.db";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 3000;
+/// Open client connections per instance unless `serve.max_connections` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+
 /// Most worker threads an instance may be given (`serve.workers`, `--workers`).
 pub const MAX_WORKERS: u16 = 1024;
 pub const DEFAULT_CLUSTER_PORTS: [u16; 2] = [3001, 3002];
@@ -69,6 +72,14 @@ pub struct ServeConfig {
     /// Host names (or addresses) requests may name besides the loopback ones and the bound
     /// address: lowercase, without a trailing dot. Any other `Host` gets 421.
     pub allowed_hosts: Vec<String>,
+    /// How long a client may take to send a request head once its first byte arrived.
+    pub header_read_timeout: Duration,
+    /// How long a connection may wait for its next request before it is closed.
+    pub keep_alive_timeout: Duration,
+    /// How long a handler waits for a request body before answering 408.
+    pub body_timeout: Duration,
+    /// Open client connections at most; more get a 503 at once.
+    pub max_connections: usize,
 }
 
 /// The supervisor's settings; see the README for what each policy value does.
@@ -165,6 +176,10 @@ struct ServeFile {
     shutdown_timeout: Option<String>,
     workers: Option<u16>,
     allowed_hosts: Option<Vec<String>>,
+    header_read_timeout: Option<String>,
+    keep_alive_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,7 +279,35 @@ impl Config {
         if host.trim().is_empty() {
             return Err(invalid("serve.host is empty".into()));
         }
+        // Zero would close every connection at once: refused rather than obeyed.
+        let limit = |key: &str, value: Option<&String>, default: Duration| {
+            let d = duration(key, value, default)?;
+            if d.is_zero() {
+                return Err(invalid(format!("{key} must be more than 0")));
+            }
+            Ok(d)
+        };
         let serve = ServeConfig {
+            header_read_timeout: limit(
+                "serve.header_read_timeout",
+                serve_file.header_read_timeout.as_ref(),
+                Duration::from_secs(10),
+            )?,
+            keep_alive_timeout: limit(
+                "serve.keep_alive_timeout",
+                serve_file.keep_alive_timeout.as_ref(),
+                Duration::from_secs(30),
+            )?,
+            body_timeout: limit(
+                "serve.body_timeout",
+                serve_file.body_timeout.as_ref(),
+                Duration::from_secs(30),
+            )?,
+            max_connections: match serve_file.max_connections {
+                None => DEFAULT_MAX_CONNECTIONS,
+                Some(0) => return Err(invalid("serve.max_connections must be at least 1".into())),
+                Some(n) => n as usize,
+            },
             host,
             port: overrides.port.or(serve_file.port).unwrap_or(DEFAULT_PORT),
             shutdown_timeout: duration(
@@ -602,6 +645,30 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_refuse_zero() {
+        let c = load("").expect("valid");
+        assert_eq!(c.serve.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.serve.keep_alive_timeout, Duration::from_secs(30));
+        assert_eq!(c.serve.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.serve.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let c =
+            load("[serve]\nkeep_alive_timeout = \"5s\"\nmax_connections = 20\n").expect("valid");
+        assert_eq!(c.serve.keep_alive_timeout, Duration::from_secs(5));
+        assert_eq!(c.serve.max_connections, 20);
+        let e = load("[serve]\nbody_timeout = \"0s\"\n")
+            .expect_err("zero")
+            .to_string();
+        assert!(e.contains("serve.body_timeout must be more than 0"), "{e}");
+        let e = load("[serve]\nmax_connections = 0\n")
+            .expect_err("zero")
+            .to_string();
+        assert!(
+            e.contains("serve.max_connections must be at least 1"),
+            "{e}"
+        );
     }
 
     #[test]

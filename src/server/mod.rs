@@ -3,8 +3,11 @@
 //! The listener is either bound here or handed down by a supervisor (`LISTEN_FDS`), which may
 //! also hand down the other instances' ports to serve as well (`listener`). On SIGINT or SIGTERM
 //! the instance stops accepting, lets in-flight requests finish (bounded by
-//! `serve.shutdown_timeout`) and exits 0.
+//! `serve.shutdown_timeout`) and exits 0. Connections are served on hyper directly (`conn`),
+//! under the time limits and the connection cap of `[serve]` (`limits`).
 
+mod conn;
+mod limits;
 mod listener;
 
 use std::sync::Arc;
@@ -13,11 +16,11 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use std::future::IntoFuture;
-
 use crate::config::Config;
 use crate::net::Inherited;
 use crate::web::{AppState, HostPolicy, app};
+use conn::Timeouts;
+use limits::ConnectionLimit;
 use listener::StoppableListener;
 
 /// Serves until stopped, with `serve.workers` threads serving requests (default: one per core).
@@ -97,29 +100,39 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     // The socket's own address, not serve.host: under a supervisor the socket was bound by it.
     let hosts = HostPolicy::new(addr.ip(), &config.serve.allowed_hosts);
     let router = app(AppState::new(store.clone(), accepting_rx.clone(), hosts)?);
-    let graceful = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+    let timeouts = Timeouts {
+        header_read: config.serve.header_read_timeout,
+        keep_alive: config.serve.keep_alive_timeout,
+        body: config.serve.body_timeout,
     };
-    let public =
-        axum::serve(listener, router.clone()).with_graceful_shutdown(graceful(stop_rx.clone()));
+    let limit = Arc::new(ConnectionLimit::new(
+        limits::affordable_connections(config.serve.max_connections),
+        "serve.max_connections",
+    ));
+    tokio::spawn(release_memory_after_floods(Arc::clone(&limit)));
+    let public = accept_and_serve(listener, router.clone(), limit, timeouts, stop_rx.clone());
     // The supervisor's private probe socket serves the same app; it is closed with the rest.
+    // It has a small cap of its own, so that a flood of public connections never fails a probe.
     let private_stop = stop_rx.clone();
     let private = async move {
-        match health {
-            Some(h) => {
-                let health = StoppableListener::new(
-                    tokio::net::TcpListener::from_std(h)?,
-                    Vec::new(),
-                    accepting_rx,
-                )?;
-                axum::serve(health, router)
-                    .with_graceful_shutdown(graceful(private_stop))
-                    .await
-            }
-            None => Ok(()),
+        if let Some(h) = health {
+            let health = StoppableListener::new(
+                tokio::net::TcpListener::from_std(h)?,
+                Vec::new(),
+                accepting_rx,
+            )?;
+            let limit = Arc::new(ConnectionLimit::new(
+                HEALTH_CONNECTIONS,
+                "probe connections",
+            ));
+            accept_and_serve(health, router, limit, timeouts, private_stop).await;
         }
+        anyhow::Ok(())
     };
-    let server = async { tokio::try_join!(public.into_future(), private).map(|_| ()) };
+    let server = async {
+        let ((), private) = tokio::join!(public, private);
+        private
+    };
     let deadline = drain_deadline(stop_rx, config.serve.shutdown_timeout);
     tokio::select! {
         result = server => result.context("serving HTTP")?,
@@ -191,6 +204,76 @@ fn limit_malloc_arenas() {
     unsafe {
         nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
     }
+}
+
+/// Connections closed since the peak that count as the end of a flood.
+const FLOOD: usize = 256;
+
+/// Hands the memory of a flood of connections back to the system once it has ended: glibc keeps
+/// freed connection buffers scattered through its heaps otherwise (5,000 idle connections left
+/// an instance at five times its starting size after they closed). Checked every 10 s.
+async fn release_memory_after_floods(limit: Arc<ConnectionLimit>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        ticks.tick().await;
+        if limit.closed_since_peak() >= FLOOD {
+            // Walks the whole heap: a few milliseconds, off the async workers.
+            let _ = tokio::task::spawn_blocking(release_free_memory).await;
+        }
+    }
+}
+
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the system; safe from any thread.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
+/// Connections at once on the supervisor's private probe socket (it probes one at a time).
+const HEALTH_CONNECTIONS: usize = 16;
+
+/// Accepts and serves connections until `stop`, then closes idle connections and waits for
+/// the others (the caller bounds that wait).
+async fn accept_and_serve<S>(
+    mut listener: StoppableListener,
+    app: S,
+    limit: Arc<ConnectionLimit>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tower_service::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + Unpin + 'static,
+{
+    use axum::serve::Listener;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // The head and idle deadlines are kept by `conn` (hyper's timer would bound both as one).
+    builder.header_read_timeout(None);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Some(place) = limit.admit() else {
+            limit.refuse(stream);
+            continue;
+        };
+        let connection = conn::serve(&builder, &graceful, stream, app.clone(), timeouts);
+        tokio::spawn(async move {
+            connection.await;
+            drop(place);
+        });
+    }
+    graceful.shutdown().await;
 }
 
 /// How long a stopping instance keeps its accepted-but-silent connections open before closing

@@ -24,6 +24,8 @@ pub enum AppError {
         current: Option<Box<Note>>,
     },
     PayloadTooLarge,
+    /// 408: the request body did not arrive within `serve.body_timeout`.
+    RequestTimeout(String),
     UnsupportedMediaType(String),
     Invalid(String),
     Unavailable(String),
@@ -42,6 +44,7 @@ impl AppError {
             Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -61,7 +64,8 @@ impl AppError {
             | Self::Unavailable(m)
             | Self::InsufficientStorage(m)
             | Self::MethodNotAllowed(m)
-            | Self::Misdirected(m) => m.clone(),
+            | Self::Misdirected(m)
+            | Self::RequestTimeout(m) => m.clone(),
             Self::Conflict { message, .. } => message.clone(),
             Self::PayloadTooLarge => format!(
                 "the request is larger than the limit of {} KiB",

@@ -8,7 +8,7 @@
 
 mod api;
 mod assets;
-mod body;
+pub mod body;
 mod error;
 mod events;
 pub mod feed;
@@ -20,12 +20,12 @@ mod pages;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{IntoMakeService, get, post};
-use axum::{Router, ServiceExt};
+use axum::routing::{get, post};
 use tokio::sync::watch;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -120,23 +120,20 @@ impl AppState {
     }
 }
 
-/// The whole application, ready for `axum::serve`.
+/// The whole application, one service per instance (served by `server`).
 ///
 /// The guard wraps the router once, from outside: `Router::layer` would wrap every route
 /// instead, which boxes and clones a service per layer on every request. It holds the host
 /// policy alone rather than the whole state: one `Arc` cloned per request.
 pub fn app(
     state: AppState,
-) -> IntoMakeService<
-    impl Service<Request, Response = Response, Error = Infallible, Future: Send>
-    + Clone
-    + Send
-    + Sync
-    + 'static,
-> {
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + Unpin>
++ Clone
++ Send
++ Sync
++ 'static {
     middleware::from_fn_with_state(Arc::clone(&state.hosts), guard::guard)
         .layer(routes().with_state(state))
-        .into_make_service()
 }
 
 /// The body size limit (`MAX_REQUEST_BYTES`), set on each route that reads a body: as a layer
