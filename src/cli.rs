@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// Threads serving requests [notes.toml: serve.workers; default: one per CPU core]
     #[arg(long, env = "NOTES_WORKERS", value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKERS)))]
     pub workers: Option<u16>,
+
+    /// Open /events streams allowed; more are answered 503 with Retry-After
+    /// [notes.toml: serve.max_event_streams; default: 10000]
+    #[arg(long, env = "NOTES_MAX_EVENT_STREAMS", value_parser = clap::value_parser!(usize))]
+    pub max_event_streams: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,7 @@ pub struct Overrides {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub workers: Option<u16>,
+    pub max_event_streams: Option<usize>,
 }
 
 /// The validated configuration every subcommand works from.
@@ -61,6 +62,8 @@ pub struct ServeConfig {
     /// Threads serving requests in each instance; `None`: one per core for `serve`, and for
     /// `cluster` the cores divided among the instances.
     pub workers: Option<usize>,
+    /// Open `/events` streams allowed per instance; more get 503 with `Retry-After`.
+    pub max_event_streams: usize,
 }
 
 /// The supervisor's settings; see the README for what each policy value does.
@@ -156,6 +159,7 @@ struct ServeFile {
     port: Option<u16>,
     shutdown_timeout: Option<String>,
     workers: Option<u16>,
+    max_event_streams: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,6 +275,16 @@ impl Config {
                     )));
                 }
                 None => None,
+            },
+            max_event_streams: match overrides.max_event_streams.or(serve_file.max_event_streams) {
+                Some(0) => {
+                    return Err(invalid(
+                        "serve.max_event_streams must be at least 1 (live updates need a stream)"
+                            .into(),
+                    ));
+                }
+                Some(n) => n,
+                None => crate::web::DEFAULT_MAX_EVENT_STREAMS,
             },
         };
 
@@ -461,6 +475,9 @@ mod tests {
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("127.0.0.1", 3000));
         assert_eq!(c.cluster.ports, vec![3001, 3002]);
         assert_eq!(c.store.synchronous, Synchronous::Normal);
+        assert_eq!(c.serve.max_event_streams, 10_000);
+        let c = load("[serve]\nmax_event_streams = 3\n").expect("valid");
+        assert_eq!(c.serve.max_event_streams, 3);
     }
 
     #[test]
@@ -481,9 +498,10 @@ mod tests {
             host: Some("0.0.0.0".into()),
             port: Some(4000),
             workers: Some(3),
+            max_event_streams: Some(7),
         };
         let c = Config::from_toml(
-            "database = \"a.db\"\n[serve]\nport = 3002\nworkers = 1",
+            "database = \"a.db\"\n[serve]\nport = 3002\nworkers = 1\nmax_event_streams = 5",
             Path::new("n.toml"),
             &o,
         )
@@ -491,6 +509,7 @@ mod tests {
         assert_eq!(c.database, PathBuf::from("x.db"));
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("0.0.0.0", 4000));
         assert_eq!(c.serve.workers, Some(3));
+        assert_eq!(c.serve.max_event_streams, 7);
     }
 
     #[test]
@@ -518,6 +537,10 @@ mod tests {
             .expect_err("no workers")
             .to_string();
         assert!(e.contains("serve.workers must be from 1"), "{e}");
+        let e = load("[serve]\nmax_event_streams = 0\n")
+            .expect_err("no streams")
+            .to_string();
+        assert!(e.contains("serve.max_event_streams must be at least 1"), "{e}");
         let e = load("[cluster]\nstop_timeout = \"10\"\n")
             .expect_err("unitless")
             .to_string();

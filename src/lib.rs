@@ -31,12 +31,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             host: args.host.clone(),
             port: args.port,
             workers: args.workers,
+            max_event_streams: args.max_event_streams,
         },
         Command::Cluster(args) => Overrides {
             database: cli.db.clone(),
             host: args.host.clone(),
             port: None,
             workers: args.workers,
+            max_event_streams: None,
         },
         Command::Notes { .. }
         | Command::Status { .. }
@@ -56,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(_) => {
             logging::init("info");
+            web::set_max_event_streams(config.serve.max_event_streams);
             server::run(config)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -15,6 +15,7 @@ pub mod feed;
 mod guard;
 mod html_escape;
 mod pages;
+mod sse;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use error::AppError;
+pub use events::{DEFAULT_MAX_EVENT_STREAMS, StreamSlots, set_max_event_streams};
 pub use feed::ChangeFeed;
 
 use crate::store::{ListQuery, Note, NotePage, NoteStore, NoteWrite, StoreError};
@@ -50,6 +52,8 @@ pub struct AppState {
     pub closing: watch::Receiver<bool>,
     /// The rendered first page of the list and the change it reflects.
     pub first_page: Arc<Mutex<Option<(i64, Bytes)>>>,
+    /// The open `/events` streams, against `serve.max_event_streams`.
+    pub event_streams: Arc<StreamSlots>,
 }
 
 impl AppState {
@@ -63,6 +67,7 @@ impl AppState {
             store,
             closing,
             first_page: Arc::new(Mutex::new(None)),
+            event_streams: Arc::new(StreamSlots::new()),
         })
     }
 
