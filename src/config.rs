@@ -540,7 +540,10 @@ mod tests {
         let e = load("[serve]\nmax_event_streams = 0\n")
             .expect_err("no streams")
             .to_string();
-        assert!(e.contains("serve.max_event_streams must be at least 1"), "{e}");
+        assert!(
+            e.contains("serve.max_event_streams must be at least 1"),
+            "{e}"
+        );
         let e = load("[cluster]\nstop_timeout = \"10\"\n")
             .expect_err("unitless")
             .to_string();
