@@ -9,8 +9,8 @@
 //! Each change is turned into its event's bytes here, once, and everything read in one poll
 //! goes out as one message: a stream's share of a write is a reference count and, per poll,
 //! one wake-up and one socket write, whatever the number of changes or of streams. With many
-//! streams open the polls are spaced out (`fan_out_interval`), so waking them all cannot take
-//! over the instance's CPU from the requests it serves.
+//! streams open the polls are spaced out (`fan_out_interval`), so each stream is woken at most
+//! a few times a second however fast notes are written.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
