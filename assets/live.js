@@ -13,10 +13,22 @@
   // missed; the browser sends Last-Event-ID by itself when it reconnects.
   var holder = list || article || form;
   var after = holder.getAttribute('data-events-after');
-  var source = new EventSource(after && /^\d+$/.test(after) ? '/events?after=' + after : '/events');
-  function on(kind, handle) {
-    source.addEventListener(kind, function (e) {
-      try { handle(JSON.parse(e.data)); } catch (err) { /* a malformed event changes nothing */ }
+  if (!(after && /^\d+$/.test(after))) after = null;
+  var handlers = [];
+  function on(kind, handle) { handlers.push([kind, handle]); }
+  // The browser reconnects by itself after a dropped stream, but not after a refusal (a busy
+  // instance answers 503): then this opens a new stream after a while, from the last event seen.
+  function connect() {
+    var source = new EventSource(after ? '/events?after=' + after : '/events');
+    handlers.forEach(function (h) {
+      source.addEventListener(h[0], function (e) {
+        if (e.lastEventId) after = e.lastEventId;
+        try { h[1](JSON.parse(e.data)); } catch (err) { /* a malformed event changes nothing */ }
+      });
+    });
+    source.addEventListener('error', function () {
+      if (source.readyState !== EventSource.CLOSED) return;
+      setTimeout(connect, 10000 + Math.random() * 10000);
     });
   }
   function notice(text) {
@@ -48,7 +60,8 @@
     };
     on('created', function (c) {
       setTotal(1);
-      if (!firstPage || itemFor(c.key)) return;
+      // No title: the note was deleted since, and its delete event follows.
+      if (!firstPage || itemFor(c.key) || typeof c.title !== 'string') return;
       var li = document.createElement('li');
       li.setAttribute('data-key', c.key);
       var a = document.createElement('a');
@@ -67,7 +80,7 @@
     });
     on('updated', function (c) {
       var li = itemFor(c.key);
-      if (!li) return;
+      if (!li || typeof c.title !== 'string') return;
       li.querySelector('.title').textContent = c.title;
       li.querySelector('.meta').textContent = 'just now';
     });
@@ -76,14 +89,24 @@
       var li = itemFor(c.key);
       if (li) li.parentNode.removeChild(li);
     });
+    // Changes were missed that the server no longer keeps: the list is redrawn from scratch.
+    on('reset', function () { window.location.reload(); });
   }
 
   if (article) {
     var key = article.getAttribute('data-key');
-    on('updated', function (c) {
-      if (c.key !== key || c.version <= parseInt(article.getAttribute('data-version'), 10)) return;
+    var markDeleted = function () {
+      article.classList.add('deleted');
+      var actions = article.querySelector('.actions');
+      if (actions) actions.hidden = true;
+      notice('This note was deleted elsewhere.');
+    };
+    var refresh = function () {
       fetch('/api/notes/' + encodeURIComponent(key), { headers: { Accept: 'application/json' } })
-        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (r) {
+          if (r.status === 404) markDeleted();
+          return r.ok ? r.json() : null;
+        })
         .then(function (note) {
           // Two quick edits: an answer that arrives late must not undo a newer one.
           if (!note || note.version <= parseInt(article.getAttribute('data-version'), 10)) return;
@@ -95,26 +118,36 @@
           if (version) version.textContent = String(note.version);
           notice('This note was just edited elsewhere; you are seeing version ' + note.version + '.');
         });
+    };
+    on('updated', function (c) {
+      if (c.key !== key || c.version <= parseInt(article.getAttribute('data-version'), 10)) return;
+      refresh();
     });
     on('deleted', function (c) {
-      if (c.key !== key) return;
-      article.classList.add('deleted');
-      var actions = article.querySelector('.actions');
-      if (actions) actions.hidden = true;
-      notice('This note was deleted elsewhere.');
+      if (c.key === key) markDeleted();
     });
+    on('reset', refresh);
   }
 
   if (form) {
     var formKey = form.getAttribute('data-key');
     on('updated', function (c) {
       if (c.key !== formKey || c.version <= parseInt(form.getAttribute('data-version'), 10)) return;
+      var title = typeof c.title === 'string' ? ', "' + c.title + '"' : '';
       notice('This note was changed elsewhere since you opened it (now version ' + c.version +
-        ', "' + c.title + '"). If you save, you will see both versions and can choose.');
+        title + '). If you save, you will see both versions and can choose.');
     });
     on('deleted', function (c) {
       if (c.key !== formKey) return;
       notice('This note was deleted elsewhere; saving will not bring it back.');
     });
+    // What the form was opened from may have changed: it says so rather than reload over the
+    // user's typing.
+    on('reset', function () {
+      notice('Live updates were interrupted; this note may have changed elsewhere since you ' +
+        'opened it. If you save, you will see both versions and can choose.');
+    });
   }
+
+  connect();
 })();

@@ -16,7 +16,8 @@
 //! Environment: `BENCH_SECS` (measurement window per load, default 3), `BENCH_CONNS`
 //! (connections, default 32), `BENCH_REPEAT` (runs per figure, the best kept, default 3),
 //! `BENCH_NOTESCTL` (a notesctl binary to measure instead of
-//! building target/release/notesctl, e.g. to compare two builds).
+//! building target/release/notesctl, e.g. to compare two builds), `BENCH_ONLY=streams` (only
+//! the open-event-streams step, on the small database).
 
 #[path = "bench/http.rs"]
 mod http;
@@ -719,6 +720,7 @@ async fn open_streams(
     target: SocketAddr,
     n: usize,
     alive: Arc<AtomicUsize>,
+    bytes: Arc<AtomicUsize>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::with_capacity(n);
     let mut opened = 0;
@@ -731,15 +733,203 @@ async fn open_streams(
         for o in opening {
             let mut stream = o.await??;
             let alive = Arc::clone(&alive);
+            let bytes = Arc::clone(&bytes);
             alive.fetch_add(1, Ordering::SeqCst);
             tasks.push(tokio::spawn(async move {
-                while let Ok(Some(_)) = stream.next_chunk().await {}
+                while let Ok(Some(chunk)) = stream.next_chunk().await {
+                    bytes.fetch_add(chunk.len(), Ordering::Relaxed);
+                }
                 alive.fetch_sub(1, Ordering::SeqCst);
             }));
         }
         opened += batch;
     }
     Ok(tasks)
+}
+
+/// Open event streams in the event-streams step.
+const STREAMS: usize = 10_000;
+
+/// What `STREAMS` open event streams cost one instance.
+struct StreamFigures {
+    rss_before: u64,
+    rss_after: u64,
+    /// Streams open when the loads began, and still open after them.
+    open_before: usize,
+    open_after: usize,
+}
+
+/// `GET /` and `POST /notes/save` on `server` without, then with `STREAMS` open event streams;
+/// the loads are named "… · without streams" and "… · with streams".
+fn stream_step(bench: &mut Bench, server: &Server) -> anyhow::Result<StreamFigures> {
+    println!("{STREAMS} open event streams on that instance ...");
+    let pid = server.proc.pid();
+    bench.measure(
+        server,
+        "GET / · without streams",
+        Workload::Get("/".into()),
+        Ceiling::None,
+    );
+    bench.measure(
+        server,
+        "POST /notes/save · without streams",
+        Workload::Save { tag: "ws0".into() },
+        Ceiling::None,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_before = rss_bytes(pid).unwrap_or(0);
+    let crowd = StreamCrowd::open(server.targets()[0], STREAMS)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_after = rss_bytes(pid).unwrap_or(0);
+    let open_before = crowd.alive.load(Ordering::SeqCst);
+    bench.measure(
+        server,
+        "GET / · with streams",
+        Workload::Get("/".into()),
+        Ceiling::None,
+    );
+    bench.measure(
+        server,
+        "POST /notes/save · with streams",
+        Workload::Save { tag: "ws1".into() },
+        Ceiling::None,
+    );
+    let open_after = crowd.alive.load(Ordering::SeqCst);
+    let received = crowd.bytes.load(Ordering::SeqCst);
+    drop(crowd);
+    println!(
+        "  RSS {:.1} MB -> {:.1} MB with {open_before} streams ({open_after} still open after \
+         the loads; they received {:.1} MB of events)",
+        mb(rss_before),
+        mb(rss_after),
+        mb(received as u64)
+    );
+    Ok(StreamFigures {
+        rss_before,
+        rss_after,
+        open_before,
+        open_after,
+    })
+}
+
+/// The table rows of the event-streams step: memory, and pages and writes with the streams
+/// against without, each within 10%.
+fn stream_rows(f: &StreamFigures, runs: &HashMap<String, Measured>) -> Vec<Row> {
+    let per_stream_kb =
+        f.rss_after.saturating_sub(f.rss_before) as f64 / 1024.0 / f.open_before.max(1) as f64;
+    let mut rows = vec![Row::info(
+        format!(
+            "{STREAMS} open event streams: instance RSS ({} open, {} after the loads)",
+            f.open_before, f.open_after
+        ),
+        format!(
+            "{:.1} → {:.1} MB ({per_stream_kb:.0} KB per stream)",
+            mb(f.rss_before),
+            mb(f.rss_after)
+        ),
+    )];
+    let base = &runs["GET / · without streams"].load;
+    let loaded = &runs["GET / · with streams"].load;
+    let (p50, p99) = (
+        loaded.p50_ms() / base.p50_ms(),
+        loaded.p99_ms() / base.p99_ms(),
+    );
+    rows.push(Row {
+        figure: format!("GET / with {STREAMS} open streams vs without · 1 instance"),
+        value: format!(
+            "p50 {:.2} vs {:.2} ms · p99 {:.2} vs {:.2} ms · {:.0} vs {:.0} req/s",
+            loaded.p50_ms(),
+            base.p50_ms(),
+            loaded.p99_ms(),
+            base.p99_ms(),
+            loaded.rps(),
+            base.rps()
+        ),
+        ceiling: "–".into(),
+        ratio: format!("p50 {p50:.2}× · p99 {p99:.2}×"),
+        target: "within 10%".into(),
+        pass: Some(p50 <= 1.1 && p99 <= 1.1),
+    });
+    let base = &runs["POST /notes/save · without streams"].load;
+    let loaded = &runs["POST /notes/save · with streams"].load;
+    let writes = loaded.rps() / base.rps();
+    rows.push(Row {
+        figure: format!("POST /notes/save with {STREAMS} open streams vs without · 1 instance"),
+        value: format!(
+            "{:.0} vs {:.0} req/s · p99 {:.2} vs {:.2} ms",
+            loaded.rps(),
+            base.rps(),
+            loaded.p99_ms(),
+            base.p99_ms()
+        ),
+        ceiling: "–".into(),
+        ratio: format!("{writes:.2}×"),
+        target: "within 10%".into(),
+        pass: Some(writes >= 0.9),
+    });
+    rows
+}
+
+/// Event streams held open by a thread of their own, with its own runtime, so draining them
+/// does not share the load generator's thread. Dropping it closes them.
+struct StreamCrowd {
+    alive: Arc<AtomicUsize>,
+    /// Bytes received by all the streams.
+    bytes: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StreamCrowd {
+    fn open(target: SocketAddr, n: usize) -> anyhow::Result<Self> {
+        let alive = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (a, b) = (Arc::clone(&alive), Arc::clone(&bytes));
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow::Error::from(e)));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match open_streams(target, n, a, b).await {
+                    Ok(tasks) => {
+                        let _ = ready_tx.send(Ok(()));
+                        let _ = stopped.await;
+                        for t in &tasks {
+                            t.abort();
+                        }
+                    }
+                    Err(e) => drop(ready_tx.send(Err(e))),
+                }
+            });
+        });
+        ready_rx
+            .recv()
+            .context("the event streams' thread ended")??;
+        Ok(Self {
+            alive,
+            bytes,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for StreamCrowd {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 // ---- crash recovery --------------------------------------------------------------------------
@@ -922,7 +1112,13 @@ fn run() -> anyhow::Result<()> {
     println!("seeding ...");
     let mut bases = HashMap::new();
     let mut import_secs = 0.0;
-    for n in [SMALL, LARGE] {
+    let only_streams = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "streams");
+    let sizes: &[usize] = if only_streams {
+        &[SMALL]
+    } else {
+        &[SMALL, LARGE]
+    };
+    for &n in sizes {
         let file = dir.join(format!("notes-{n}.jsonl"));
         seed::write_notes(&file, n)?;
         let db = dir.join(format!("base-{n}.db"));
@@ -947,6 +1143,15 @@ fn run() -> anyhow::Result<()> {
             import_secs = took;
         }
         bases.insert(n, db);
+    }
+    if only_streams {
+        let server = bench.start_serve(&bases[&SMALL], "serve-1k")?;
+        std::thread::sleep(Duration::from_millis(300));
+        let streams = stream_step(&mut bench, &server)?;
+        server.stop();
+        println!();
+        print_table(&stream_rows(&streams, &bench.runs));
+        return Ok(());
     }
     let keys_small: Arc<Vec<String>> = Arc::new((0..SMALL).map(seed::key).collect());
     let keys_large: Arc<Vec<String>> = Arc::new((0..LARGE).map(seed::key).collect());
@@ -1028,41 +1233,7 @@ fn run() -> anyhow::Result<()> {
 
     bench.standard_runs(&server, "1k", &keys_small, Some((&ceiling_server, 0)));
 
-    println!("1,000 open event streams on that instance ...");
-    let pid = server.proc.pid();
-    bench.measure(
-        &server,
-        "GET / · without streams",
-        Workload::Get("/".into()),
-        Ceiling::None,
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let rss_before = rss_bytes(pid).unwrap_or(0);
-    let alive = Arc::new(AtomicUsize::new(0));
-    let streams = bench
-        .rt
-        .block_on(open_streams(server.targets()[0], 1000, Arc::clone(&alive)))?;
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_after = rss_bytes(pid).unwrap_or(0);
-    let open_before = alive.load(Ordering::SeqCst);
-    bench.measure(
-        &server,
-        "GET / · with 1,000 streams",
-        Workload::Get("/".into()),
-        Ceiling::None,
-    );
-    let open_after = alive.load(Ordering::SeqCst);
-    for t in &streams {
-        t.abort();
-    }
-    bench
-        .rt
-        .block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
-    println!(
-        "  RSS {:.1} MB -> {:.1} MB with {open_before} streams ({open_after} still open after the load)",
-        mb(rss_before),
-        mb(rss_after)
-    );
+    let streams = stream_step(&mut bench, &server)?;
     server.stop();
 
     // 3. Two instances, 1,000 notes; live-update latency from A to B.
@@ -1357,38 +1528,7 @@ fn run() -> anyhow::Result<()> {
         target: "< 1 s".into(),
         pass: Some(live.max_ms < 1000.0 && all_live),
     });
-    let per_1000 = mb(rss_after.saturating_sub(rss_before));
-    rows.push(Row::info(
-        format!("1,000 open event streams: instance RSS ({open_before} open)"),
-        format!(
-            "{:.1} → {:.1} MB (+{per_1000:.1} MB per 1,000 streams, {:.0} KB each)",
-            mb(rss_before),
-            mb(rss_after),
-            per_1000
-        ),
-    ));
-    let base = &runs["GET / · without streams"].load;
-    let loaded = &runs["GET / · with 1,000 streams"].load;
-    rows.push(Row {
-        figure: "GET / with 1,000 open streams vs without · 1 instance".into(),
-        value: format!(
-            "p50 {:.2} vs {:.2} ms · p99 {:.2} vs {:.2} ms · {:.0} vs {:.0} req/s",
-            loaded.p50_ms(),
-            base.p50_ms(),
-            loaded.p99_ms(),
-            base.p99_ms(),
-            loaded.rps(),
-            base.rps()
-        ),
-        ceiling: "–".into(),
-        ratio: format!(
-            "p50 {:.2}× · p99 {:.2}×",
-            loaded.p50_ms() / base.p50_ms(),
-            loaded.p99_ms() / base.p99_ms()
-        ),
-        target: "–".into(),
-        pass: None,
-    });
+    rows.extend(stream_rows(&streams, runs));
     rows.push(Row::info(
         "Largest SQLite WAL file after a load run",
         format!("{:.0} MB", mb(bench.wal_max)),

@@ -47,6 +47,7 @@ pub struct Overrides {
     pub db_must_exist: bool,
     /// `--allowed-host` / `NOTES_ALLOWED_HOSTS`: replaces `serve.allowed_hosts` of the file.
     pub allowed_hosts: Option<Vec<String>>,
+    pub max_event_streams: Option<usize>,
 }
 
 /// The validated configuration every subcommand works from.
@@ -80,6 +81,8 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     /// Open client connections at most; more get a 503 at once.
     pub max_connections: usize,
+    /// Open `/events` streams allowed per instance; more get 503 with `Retry-After`.
+    pub max_event_streams: usize,
 }
 
 /// The supervisor's settings; see the README for what each policy value does.
@@ -180,6 +183,7 @@ struct ServeFile {
     keep_alive_timeout: Option<String>,
     body_timeout: Option<String>,
     max_connections: Option<u32>,
+    max_event_streams: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -332,6 +336,16 @@ impl Config {
                 .iter()
                 .map(|entry| allowed_host(entry).map_err(&invalid))
                 .collect::<Result<_, _>>()?,
+            max_event_streams: match overrides.max_event_streams.or(serve_file.max_event_streams) {
+                Some(0) => {
+                    return Err(invalid(
+                        "serve.max_event_streams must be at least 1 (live updates need a stream)"
+                            .into(),
+                    ));
+                }
+                Some(n) => n,
+                None => crate::web::DEFAULT_MAX_EVENT_STREAMS,
+            },
         };
 
         let defaults = StoreOptions::default();
@@ -546,6 +560,9 @@ mod tests {
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("127.0.0.1", 3000));
         assert_eq!(c.cluster.ports, vec![3001, 3002]);
         assert_eq!(c.store.synchronous, Synchronous::Normal);
+        assert_eq!(c.serve.max_event_streams, 10_000);
+        let c = load("[serve]\nmax_event_streams = 3\n").expect("valid");
+        assert_eq!(c.serve.max_event_streams, 3);
     }
 
     #[test]
@@ -567,10 +584,11 @@ mod tests {
             port: Some(4000),
             workers: Some(3),
             allowed_hosts: Some(vec!["Notes.Example.com".into()]),
+            max_event_streams: Some(7),
             ..Overrides::default()
         };
         let c = Config::from_toml(
-            "database = \"a.db\"\n[serve]\nport = 3002\nworkers = 1",
+            "database = \"a.db\"\n[serve]\nport = 3002\nworkers = 1\nmax_event_streams = 5",
             Path::new("n.toml"),
             &o,
         )
@@ -579,6 +597,7 @@ mod tests {
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("0.0.0.0", 4000));
         assert_eq!(c.serve.workers, Some(3));
         assert_eq!(c.serve.allowed_hosts, ["notes.example.com"]);
+        assert_eq!(c.serve.max_event_streams, 7);
     }
 
     #[test]
@@ -633,6 +652,13 @@ mod tests {
             .expect_err("no workers")
             .to_string();
         assert!(e.contains("serve.workers must be from 1"), "{e}");
+        let e = load("[serve]\nmax_event_streams = 0\n")
+            .expect_err("no streams")
+            .to_string();
+        assert!(
+            e.contains("serve.max_event_streams must be at least 1"),
+            "{e}"
+        );
         let e = load("[cluster]\nstop_timeout = \"10\"\n")
             .expect_err("unitless")
             .to_string();

@@ -33,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             workers: args.workers,
             db_must_exist: args.existing_db,
             allowed_hosts: args.allowed_hosts.clone(),
+            max_event_streams: args.max_event_streams,
         },
         Command::Cluster(args) => Overrides {
             database: cli.db.clone(),
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             workers: args.workers,
             db_must_exist: false,
             allowed_hosts: args.allowed_hosts.clone(),
+            max_event_streams: None,
         },
         Command::Notes { .. }
         | Command::Status { .. }
@@ -60,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(_) => {
             logging::init("info");
+            web::set_max_event_streams(config.serve.max_event_streams);
             server::run(config)?;
             Ok(ExitCode::SUCCESS)
         }

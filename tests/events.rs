@@ -1,7 +1,8 @@
 //! `GET /events` over real HTTP: changes made by any instance or the CLI reach a stream on
 //! another instance in commit order, exactly once; `Last-Event-ID` resumes without gaps or
-//! duplicates; a stopping instance ends its streams at once instead of waiting out the
-//! shutdown timeout.
+//! duplicates; a deleted note's title is never replayed; a stopping instance ends its streams
+//! at once instead of waiting out the shutdown timeout; past `serve.max_event_streams` a stream
+//! is refused with 503 and `Retry-After`; hundreds of open streams all get every change.
 
 mod common;
 
@@ -33,6 +34,11 @@ struct Stream {
 
 impl Stream {
     fn open(port: u16, last_event_id: Option<i64>) -> Stream {
+        Self::try_open(port, last_event_id).unwrap_or_else(|head| panic!("{head}"))
+    }
+
+    /// Opens a stream; `Err` with the response head when the answer is not a stream.
+    fn try_open(port: u16, last_event_id: Option<i64>) -> Result<Stream, String> {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
@@ -57,19 +63,21 @@ impl Stream {
                 Err(_) => assert!(Instant::now() < deadline, "no response head: {head}"),
             }
         }
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(head);
+        }
         assert!(head.contains("text/event-stream"), "{head}");
         assert!(
             head.to_ascii_lowercase()
                 .contains("transfer-encoding: chunked"),
             "{head}"
         );
-        Stream {
+        Ok(Stream {
             reader,
             chunk_left: 0,
             buffer: String::new(),
             ended: false,
-        }
+        })
     }
 
     /// Reads more of the body; false when nothing arrived before the read timeout.
@@ -241,8 +249,13 @@ fn writes_from_every_instance_and_the_cli_arrive_in_order_once() {
             ("created".into(), "one".into(), "First".into(), 1),
             ("created".into(), "two".into(), "From the CLI".into(), 1),
             ("updated".into(), "one".into(), "First, edited".into(), 2),
-            ("deleted".into(), "two".into(), "From the CLI".into(), 1),
+            ("deleted".into(), "two".into(), "".into(), 1),
         ]
+    );
+    assert!(
+        events[3].data.get("title").is_none(),
+        "a delete carries the key only: {:?}",
+        events[3].data
     );
     assert_increasing(&events);
     for e in &events {
@@ -354,5 +367,151 @@ fn stopping_an_instance_ends_its_streams_at_once() {
             s.ended_within(Duration::from_secs(2)),
             "the stream was closed"
         );
+    }
+}
+
+/// Reads every event a stream replays, until none comes for a while.
+fn drain(stream: &mut Stream) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Some(e) = stream.next(Duration::from_millis(500)) {
+        events.push(e);
+        assert!(events.len() < 10_000, "the replay does not end");
+    }
+    events
+}
+
+#[test]
+fn a_deleted_notes_title_is_never_replayed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let a = Instance::start(&db);
+    create(a.port, "kept", "Still here");
+    create(a.port, "secret", "Secret plan XYZZY");
+    let r = put_json(
+        a.port,
+        "/api/notes/secret",
+        &json!({"title": "Secret plan XYZZY, revised", "body": "b2"}),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let r = common::delete(a.port, "/api/notes/secret");
+    assert_eq!(r.status, 204, "{r}");
+
+    // From the start of the log, on this instance and on a fresh one.
+    let b = Instance::start(&db);
+    for port in [a.port, b.port] {
+        let mut stream = Stream::open(port, Some(0));
+        let events = drain(&mut stream);
+        let kinds: Vec<(&str, &str)> = events
+            .iter()
+            .map(|e| (e.kind.as_str(), e.data["key"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("created", "kept"),
+                ("created", "secret"),
+                ("updated", "secret"),
+                ("deleted", "secret"),
+            ]
+        );
+        assert_eq!(
+            events[0].data["title"], "Still here",
+            "live notes keep theirs"
+        );
+        for e in &events[1..] {
+            assert!(
+                !e.data.to_string().contains("XYZZY") && e.data.get("title").is_none(),
+                "a deleted note's title was replayed: {:?}",
+                e.data
+            );
+        }
+    }
+}
+
+#[test]
+fn a_stream_from_before_the_kept_log_is_told_to_reset() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let a = Instance::start(&db);
+    create(a.port, "one", "One");
+    // An id the log never held: another database, or a log pruned past it.
+    let mut stream = Stream::open(a.port, Some(1_000_000));
+    let reset = stream.take(1);
+    assert_eq!(reset[0].kind, "reset", "{reset:?}");
+    create(a.port, "two", "Two");
+    let live = stream.take(1);
+    assert_eq!(live[0].data["key"], "two", "live events follow the reset");
+}
+
+#[test]
+fn streams_beyond_the_limit_are_refused_until_one_closes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    std::fs::write(
+        dir.path().join("notes.toml"),
+        "[serve]\nmax_event_streams = 3\n",
+    )
+    .expect("write notes.toml");
+    let a = Instance::start(&db);
+    let mut open: Vec<Stream> = (0..3).map(|_| Stream::open(a.port, None)).collect();
+
+    let r = common::request(a.port, "GET", "/events", &[], b"");
+    assert_eq!(r.status, 503, "{r}");
+    assert_eq!(r.header("retry-after"), Some("10"), "{r}");
+    assert!(r.text().contains("try again"), "{r}");
+
+    // The three are still served.
+    create(a.port, "one", "One");
+    for s in &mut open {
+        assert_eq!(s.take(1)[0].data["key"], "one");
+    }
+
+    // Closing one frees its slot (noticed at the latest when a change is written to it).
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    let mut fourth = loop {
+        match Stream::try_open(a.port, None) {
+            Ok(s) => break s,
+            Err(head) => {
+                assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the closed stream's slot never freed"
+                );
+                i += 1;
+                create(a.port, &format!("nudge-{i}"), "Nudge");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    create(a.port, "two", "Two");
+    let seen = fourth.take(1);
+    assert_eq!(seen[0].data["key"], "two");
+    let output = a.stop_with_output().1;
+    assert!(
+        output.contains("refused") && output.contains("max_event_streams"),
+        "the refusal is logged: {output}"
+    );
+}
+
+#[test]
+fn every_one_of_hundreds_of_streams_gets_each_change() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let a = Instance::start(&db);
+    let mut streams: Vec<Stream> = (0..500).map(|_| Stream::open(a.port, None)).collect();
+    for i in 0..3 {
+        create(a.port, &format!("fan-{i}"), &format!("Fan {i}"));
+    }
+    for s in &mut streams {
+        let events = s.take(3);
+        let keys: Vec<&str> = events
+            .iter()
+            .map(|e| e.data["key"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(keys, ["fan-0", "fan-1", "fan-2"]);
+        assert_eq!(events[0].data["title"], "Fan 0");
+        assert_increasing(&events);
     }
 }

@@ -52,6 +52,14 @@ const STEPS: &[&str] = &[
         at      INTEGER NOT NULL
     );
     "#,
+    // 3: a deleted note's title leaves the changes log with it (the delete blanks its earlier
+    // changes by key, hence the index); titles of notes deleted before this step go now.
+    r#"
+    CREATE INDEX changes_by_key ON changes (key);
+    UPDATE changes SET title = ''
+        WHERE EXISTS (SELECT 1 FROM changes AS d
+                      WHERE d.key = changes.key AND d.kind = 'deleted' AND d.id >= changes.id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -242,6 +242,9 @@ pub trait NoteStore: Send + Sync + 'static {
     fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError>;
     /// The id of the newest change (0 when there is none).
     fn last_change_id(&self) -> Result<i64, StoreError>;
+    /// The id of the oldest change still kept (0 when there is none): a client that resumes
+    /// from before it has missed changes the log cannot give it.
+    fn oldest_change_id(&self) -> Result<i64, StoreError>;
     /// A cheap way to notice writes by any process, for the change feed.
     fn change_watcher(&self) -> Result<Box<dyn ChangeWatcher>, StoreError>;
 }

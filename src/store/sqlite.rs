@@ -407,14 +407,10 @@ pub(super) fn delete_note(tx: &Connection, key: &str, now: i64) -> Result<Note, 
     let current = find(tx, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
     tx.prepare_cached("DELETE FROM notes WHERE key = ?1")?
         .execute([key])?;
-    log_change(
-        tx,
-        ChangeKind::Deleted,
-        key,
-        &current.title,
-        current.version,
-        now,
-    )?;
+    // A deleted note's title must not outlive it in the log, which any client may replay.
+    tx.prepare_cached("UPDATE changes SET title = '' WHERE key = ?1 AND title <> ''")?
+        .execute([key])?;
+    log_change(tx, ChangeKind::Deleted, key, "", current.version, now)?;
     Ok(current)
 }
 
@@ -776,6 +772,13 @@ impl NoteStore for SqliteStore {
         let conn = self.readers.get()?;
         Ok(conn
             .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM changes")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    fn oldest_change_id(&self) -> Result<i64, StoreError> {
+        let conn = self.readers.get()?;
+        Ok(conn
+            .prepare_cached("SELECT COALESCE(MIN(id), 0) FROM changes")?
             .query_row([], |r| r.get(0))?)
     }
 

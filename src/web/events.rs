@@ -3,30 +3,115 @@
 //!
 //! Each event's id is the change id. A client that reconnects with `Last-Event-ID` (browsers do
 //! it by themselves) first gets what it missed from the changes log, then the live feed; ids
-//! already sent are skipped, so nothing is missed and nothing is sent twice. Streams end when
-//! the instance starts stopping, so a stop or a reload is not held up by them: browsers
-//! reconnect to the next instance.
+//! already sent are skipped, so nothing is missed and nothing is sent twice. A client resuming
+//! from an id the log no longer keeps gets a `reset` event instead: it reloads what it shows.
+//! Streams end when the instance starts stopping, so a stop or a reload is not held up by them:
+//! browsers reconnect to the next instance.
+//!
+//! Live events arrive as bytes made once by the feed (`feed`, `sse`): a stream only passes them
+//! on. At most `serve.max_event_streams` streams are open at once; beyond that a client is
+//! told to come back later (503 with `Retry-After`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde::Deserialize;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 
-use super::{AppError, AppState};
+use super::feed::Message;
+use super::{AppError, AppState, sse};
 use crate::store::Change;
 
 /// How long a browser waits before reconnecting.
 const RETRY: Duration = Duration::from_millis(500);
 const CATCH_UP_BATCH: u32 = 500;
+/// What a refused client is told to wait before trying again.
+const RETRY_AFTER_SECS: u64 = 10;
+/// At most one log line about refused streams this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Open event streams allowed per instance when `serve.max_event_streams` is not set.
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 10_000;
+
+static MAX_STREAMS: OnceLock<usize> = OnceLock::new();
+
+/// Sets the limit for every `AppState` made later in this process (`serve.max_event_streams`).
+/// Only the first call counts.
+pub fn set_max_event_streams(limit: usize) {
+    let _ = MAX_STREAMS.set(limit);
+}
+
+/// The open streams of one instance, against its limit.
+pub struct StreamSlots {
+    limit: usize,
+    slots: Arc<Semaphore>,
+    /// Refused since the last log line about it.
+    refused: AtomicU64,
+    last_logged: Mutex<Option<Instant>>,
+}
+
+impl StreamSlots {
+    pub fn new() -> Self {
+        Self::with_limit(
+            MAX_STREAMS
+                .get()
+                .copied()
+                .unwrap_or(DEFAULT_MAX_EVENT_STREAMS),
+        )
+    }
+
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            slots: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
+            refused: AtomicU64::new(0),
+            last_logged: Mutex::new(None),
+        }
+    }
+
+    /// A slot, held as long as the stream is open; `None` when all are taken.
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                self.note_refusal();
+                None
+            }
+        }
+    }
+
+    /// Logs refusals at most once per `REFUSAL_LOG_EVERY`, with how many there were: a crowd
+    /// of reconnecting browsers must not flood the log.
+    fn note_refusal(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| at.elapsed() < REFUSAL_LOG_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let refused = self.refused.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            "events: {refused} event stream(s) refused since the last report: all {} allowed \
+             (serve.max_event_streams) are open",
+            self.limit
+        );
+    }
+}
+
+impl Default for StreamSlots {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 #[derive(Deserialize)]
 pub struct EventParams {
@@ -36,7 +121,7 @@ pub struct EventParams {
 
 struct Cursor {
     state: AppState,
-    live: broadcast::Receiver<Arc<Change>>,
+    live: broadcast::Receiver<Message>,
     closing: watch::Receiver<bool>,
     /// The id of the last change sent.
     last: i64,
@@ -44,7 +129,10 @@ struct Cursor {
     pending: VecDeque<Change>,
     /// True while the log may hold changes after `last` that the live feed will not deliver.
     catching_up: bool,
-    greeted: bool,
+    /// The first bytes to send: the greeting, and a reset if one is due.
+    opening: Option<Bytes>,
+    /// Freed when the stream ends, however it ends.
+    _slot: OwnedSemaphorePermit,
 }
 
 pub async fn events(
@@ -64,12 +152,28 @@ pub async fn events(
             AppError::Invalid(format!("Last-Event-ID must be an event id, not {raw:?}"))
         })?),
     };
+    let Some(slot) = state.event_streams.take() else {
+        return Ok(refused());
+    };
     // Subscribe before reading the log: a change committed in between is in one or the other.
     let live = state.feed.subscribe();
-    let (last, catching_up) = match resume {
-        Some(id) => (id, true),
-        None => (state.read(|s| s.last_change_id())?, false),
+    let newest = state.read(|s| s.last_change_id())?;
+    let (last, catching_up, reset) = match resume {
+        None => (newest, false, false),
+        Some(id) => {
+            let oldest = state.read(|s| s.oldest_change_id())?;
+            // Changes after `id` were pruned, or `id` is not from this database at all.
+            if id.saturating_add(1) < oldest || id > newest {
+                (newest, false, true)
+            } else {
+                (id, true, false)
+            }
+        }
     };
+    let mut opening = sse::greeting(last, RETRY.as_millis()).to_vec();
+    if reset {
+        opening.extend_from_slice(&sse::reset_event(newest));
+    }
     let cursor = Cursor {
         closing: state.closing.clone(),
         state,
@@ -77,30 +181,48 @@ pub async fn events(
         last,
         pending: VecDeque::new(),
         catching_up,
-        greeted: false,
+        opening: Some(Bytes::from(opening)),
+        _slot: slot,
     };
-    let events = stream::unfold(cursor, |mut c| async move {
-        let event = c.next().await?;
-        Some((Ok::<_, Infallible>(event), c))
+    let body = stream::unfold(cursor, |mut c| async move {
+        let bytes = c.next().await?;
+        Some((Ok::<_, Infallible>(bytes), c))
     });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(body),
+    )
         .into_response())
 }
 
+/// All slots are taken: come back later. Browsers' `EventSource` does not retry a 503 by
+/// itself (the standard closes the connection for good), so `live.js` does, after a while.
+fn refused() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        format!(
+            "This instance has as many live-update streams open as it allows; \
+             try again in {RETRY_AFTER_SECS} seconds.\n"
+        ),
+    )
+        .into_response()
+}
+
 impl Cursor {
-    /// The next event to send; `None` ends the stream.
-    async fn next(&mut self) -> Option<Event> {
-        if !self.greeted {
-            self.greeted = true;
-            // Tells the browser how soon to reconnect, and where it is: a stream that drops
-            // before its first change resumes from here, not from whenever it reconnects.
-            return Some(
-                Event::default()
-                    .id(self.last.to_string())
-                    .retry(RETRY)
-                    .comment("notesctl events"),
-            );
+    /// The next bytes to send; `None` ends the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(opening) = self.opening.take() {
+            return Some(opening);
         }
         loop {
             if *self.closing.borrow() {
@@ -109,7 +231,7 @@ impl Cursor {
             if let Some(change) = self.pending.pop_front() {
                 if change.id > self.last {
                     self.last = change.id;
-                    return Some(to_event(&change));
+                    return Some(sse::change_event(&change));
                 }
                 continue;
             }
@@ -133,7 +255,13 @@ impl Cursor {
             }
             tokio::select! {
                 received = self.live.recv() => match received {
-                    Ok(change) => self.pending.push_back((*change).clone()),
+                    Ok(Message::Changes(batch)) => {
+                        if let Some(bytes) = batch.after(self.last) {
+                            self.last = batch.last;
+                            return Some(bytes);
+                        }
+                    }
+                    Ok(Message::KeepAlive) => return Some(Bytes::from_static(sse::KEEP_ALIVE)),
                     // Fell behind the buffer: the log has everything after `last`.
                     Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
                     Err(broadcast::error::RecvError::Closed) => return None,
@@ -142,19 +270,4 @@ impl Cursor {
             }
         }
     }
-}
-
-fn to_event(change: &Change) -> Event {
-    let data = serde_json::json!({
-        "id": change.id,
-        "kind": change.kind.as_str(),
-        "key": change.key,
-        "title": change.title,
-        "version": change.version,
-        "at": crate::timefmt::rfc3339(change.at),
-    });
-    Event::default()
-        .id(change.id.to_string())
-        .event(change.kind.as_str())
-        .data(data.to_string())
 }

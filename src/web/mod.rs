@@ -16,6 +16,7 @@ mod guard;
 mod hosts;
 mod html_escape;
 mod pages;
+mod sse;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use error::AppError;
+pub use events::{DEFAULT_MAX_EVENT_STREAMS, StreamSlots, set_max_event_streams};
 pub use feed::ChangeFeed;
 pub use hosts::HostPolicy;
 
@@ -54,6 +56,8 @@ pub struct AppState {
     pub first_page: Arc<Mutex<Option<(i64, Bytes)>>>,
     /// The host names requests may name (built once; the guard checks every request).
     pub hosts: Arc<HostPolicy>,
+    /// The open `/events` streams, against `serve.max_event_streams`.
+    pub event_streams: Arc<StreamSlots>,
 }
 
 impl AppState {
@@ -69,6 +73,7 @@ impl AppState {
             closing,
             first_page: Arc::new(Mutex::new(None)),
             hosts: Arc::new(hosts),
+            event_streams: Arc::new(StreamSlots::new()),
         })
     }
 

@@ -47,6 +47,7 @@ pub fn notesctl(dir: &Path) -> Command {
         .env_remove("NOTES_DB")
         .env_remove("NOTES_HOST")
         .env_remove("NOTES_ALLOWED_HOSTS")
+        .env_remove("NOTES_MAX_EVENT_STREAMS")
         .env_remove("PORT")
         .env_remove("RUST_LOG")
         .env_remove("DEBUG")
