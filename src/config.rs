@@ -18,8 +18,10 @@ pub const DEFAULT_CONFIG_FILE: &str = "notes.toml";
 pub const DEFAULT_DATABASE: &str = "notes.db";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 3000;
-/// Open client connections per instance unless `serve.max_connections` says otherwise.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+/// Open client connections per instance unless `serve.max_connections` says otherwise. Room
+/// for the default 10,000 live-update streams (each is a connection) and the page traffic
+/// beside them.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 12_000;
 
 /// Most worker threads an instance may be given (`serve.workers`, `--workers`).
 pub const MAX_WORKERS: u16 = 1024;
