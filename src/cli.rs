@@ -116,6 +116,7 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Option<Vec<String>>,
+
     /// Open /events streams allowed; more are answered 503 with Retry-After
     /// [notes.toml: serve.max_event_streams; default: 10000]
     #[arg(long, env = "NOTES_MAX_EVENT_STREAMS", value_parser = clap::value_parser!(usize))]

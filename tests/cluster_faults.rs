@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use common::cluster::{Cluster, Load, Options, Writes, free_ports, try_get};
-use common::{api_note, get};
+use common::cluster::{Cluster, Load, Options, Writes, assert_all_present, free_ports, try_get};
+use common::get;
 
 fn signal(pid: u32, sig: Signal) {
     kill(Pid::from_raw(pid as i32), sig).unwrap_or_else(|e| panic!("{sig} to {pid}: {e}"));
@@ -153,17 +153,7 @@ fn kill_9_every_two_seconds_under_write_load_loses_nothing_and_gives_up_nothing(
         "too few writes: {}",
         acknowledged.len()
     );
-    let missing: Vec<&String> = acknowledged
-        .iter()
-        .filter(|k| api_note(cluster.ports[0], k).is_none())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged notes are missing: {:?}",
-        missing.len(),
-        acknowledged.len(),
-        &missing[..missing.len().min(10)]
-    );
+    assert_all_present(cluster.ports[0], &acknowledged);
     eprintln!(
         "{kills} kills, {} acknowledged writes, {} failed in flight, 0 refused, 0 hung, 0 lost",
         acknowledged.len(),

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, Writes, try_request};
+use common::cluster::{Cluster, Writes, assert_all_present, try_request};
 use common::{Instance, api_note, get};
 
 /// Posts a note; `(status, body)`.
@@ -67,17 +67,7 @@ fn a_database_moved_away_under_write_load_loses_no_acknowledged_write() {
     let out = cluster.ctl(&["restart"]);
     assert!(out.status.success(), "{}", common::describe(&out));
     cluster.wait_all_ready();
-    let missing: Vec<&String> = acknowledged
-        .iter()
-        .filter(|k| api_note(cluster.ports[0], k).is_none())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged notes missing: {:?}",
-        missing.len(),
-        acknowledged.len(),
-        &missing[..missing.len().min(10)]
-    );
+    assert_all_present(cluster.ports[0], &acknowledged);
     assert!(
         acknowledged.len() > 10,
         "too few writes: {}",

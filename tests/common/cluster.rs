@@ -517,3 +517,18 @@ impl Load {
         (self.ok.load(Ordering::Relaxed), failures)
     }
 }
+
+/// Fails unless every note in `keys` can be read through `port`: no acknowledged write lost.
+pub fn assert_all_present(port: u16, keys: &[String]) {
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| super::api_note(port, k).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged notes are missing: {:?}",
+        missing.len(),
+        keys.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
