@@ -62,14 +62,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(_) => {
             logging::init("info");
-            web::set_max_event_streams(config.serve.max_event_streams);
             server::run(config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster(args) => {
-            if overrides.allowed_hosts.is_some() {
-                pass_allowed_hosts_to_instances(&config);
-            }
             logging::init("info");
             let origin = cluster::Origin {
                 file: cli.config.clone(),
@@ -113,16 +109,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             notes_cmd::run(store.as_ref(), command)
         }
     }
-}
-
-/// Instances inherit the supervisor's environment: `cluster --allowed-host` reaches them as
-/// `NOTES_ALLOWED_HOSTS` (already validated, so no entry holds a comma). Without the flag or
-/// the variable, each instance reads `serve.allowed_hosts` from notes.toml itself, on every
-/// reload too. Must run before any thread exists (the log writer is started right after).
-fn pass_allowed_hosts_to_instances(config: &Config) {
-    let value = config.serve.allowed_hosts.join(",");
-    // SAFETY: no other thread exists yet (see above), so none reads the environment.
-    unsafe { std::env::set_var("NOTES_ALLOWED_HOSTS", value) };
 }
 
 /// Prints what a cluster operation did, as lines or JSON; exit code 1 when it did not

@@ -230,6 +230,47 @@ fn a_cluster_passes_allowed_hosts_from_the_environment_to_its_instances() {
 }
 
 #[test]
+fn a_cluster_passes_its_allowed_host_flag_to_its_instances() {
+    let ports = free_ports(2);
+    let (cluster, _lines) = Cluster::spawn_with(
+        &ports,
+        &Options {
+            args: &["--allowed-host", "notes.example.com"],
+            ..Options::default()
+        },
+    );
+    cluster.wait_all_ready();
+    for port in &ports {
+        let host = format!("notes.example.com:{port}");
+        assert_eq!(
+            get_as(*port, &host).status,
+            200,
+            "{host} through the cluster"
+        );
+        let other = format!("other.example:{port}");
+        expect_misdirected(&get_as(*port, &other), &other);
+    }
+    // A kill -9 and the restart that follows keep it.
+    let pid = cluster.instance_pids()[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    let status = cluster.wait_status("the killed instance back", |s| {
+        s["instances"][0]["state"] == "ready"
+            && s["instances"][0]["pid"].as_u64() != Some(u64::from(pid))
+    });
+    let new_pid = status["instances"][0]["pid"].as_u64().expect("a pid");
+    let cmdline = std::fs::read(format!("/proc/{new_pid}/cmdline")).expect("cmdline");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("--allowed-host\0notes.example.com\0"),
+        "the restarted instance got the flag: {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+}
+
+#[test]
 fn an_https_origin_is_another_origin_for_a_plain_http_instance() {
     let (_dir, web) = fresh(&[]);
     let port = web.port;

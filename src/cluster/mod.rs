@@ -136,7 +136,7 @@ async fn supervise(
     let control_listener = control::bind(&socket_path)?;
 
     let settings = Arc::new(Settings {
-        launch: launch_for(&config, &database, ports.len())?,
+        launch: launch_for(&config, &origin, &database, ports.len())?,
         policy: config.cluster.clone(),
     });
     out.event(&format!(
@@ -235,9 +235,11 @@ async fn stopped_requested(rx: &mut mpsc::Receiver<()>) -> Option<()> {
     rx.recv().await
 }
 
-/// How instances are launched with `config`, for `instances` instances.
+/// How instances are launched with `config`, for `instances` instances, when the cluster was
+/// started as `origin` says.
 fn launch_for(
     config: &Config,
+    origin: &Origin,
     database: &std::path::Path,
     instances: usize,
 ) -> anyhow::Result<Launch> {
@@ -249,6 +251,13 @@ fn launch_for(
             .serve
             .workers
             .unwrap_or_else(|| share_of_cores(instances)),
+        // Only a flag or the environment is passed on: a list from notes.toml is read by each
+        // instance itself, so a reload picks up a changed one.
+        allowed_hosts: if origin.overrides.allowed_hosts.is_some() {
+            config.serve.allowed_hosts.clone()
+        } else {
+            Vec::new()
+        },
     })
 }
 

@@ -145,7 +145,7 @@ impl Supervisor {
             Err(e) => return Outcome::failed(format!("{e}; nothing was changed")),
         };
         let database = std::path::PathBuf::from(&self.database);
-        let launch = match launch_for(&config, &database, count) {
+        let launch = match launch_for(&config, &self.origin, &database, count) {
             Ok(l) => l,
             Err(e) => return Outcome::failed(format!("{e:#}; nothing was changed")),
         };

@@ -24,6 +24,9 @@ pub struct Launch {
     pub database: PathBuf,
     /// Worker threads of each instance (`serve --workers`).
     pub workers: usize,
+    /// `cluster --allowed-host` (or `NOTES_ALLOWED_HOSTS`), passed on as `serve --allowed-host`;
+    /// empty when not given, and each instance reads `serve.allowed_hosts` from notes.toml.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A started instance, before it is ready.
@@ -51,8 +54,11 @@ impl Launch {
             .arg("serve")
             .arg("--existing-db")
             .arg("--workers")
-            .arg(self.workers.to_string())
-            .stdin(Stdio::null())
+            .arg(self.workers.to_string());
+        for host in &self.allowed_hosts {
+            cmd.arg("--allowed-host").arg(host);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(false)

@@ -99,7 +99,12 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     });
     // The socket's own address, not serve.host: under a supervisor the socket was bound by it.
     let hosts = HostPolicy::new(addr.ip(), &config.serve.allowed_hosts);
-    let router = app(AppState::new(store.clone(), accepting_rx.clone(), hosts)?);
+    let router = app(AppState::new(
+        store.clone(),
+        accepting_rx.clone(),
+        hosts,
+        config.serve.max_event_streams,
+    )?);
     let timeouts = Timeouts {
         header_read: config.serve.header_read_timeout,
         keep_alive: config.serve.keep_alive_timeout,

@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -42,14 +42,6 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Open event streams allowed per instance when `serve.max_event_streams` is not set.
 pub const DEFAULT_MAX_EVENT_STREAMS: usize = 10_000;
 
-static MAX_STREAMS: OnceLock<usize> = OnceLock::new();
-
-/// Sets the limit for every `AppState` made later in this process (`serve.max_event_streams`).
-/// Only the first call counts.
-pub fn set_max_event_streams(limit: usize) {
-    let _ = MAX_STREAMS.set(limit);
-}
-
 /// The open streams of one instance, against its limit.
 pub struct StreamSlots {
     limit: usize,
@@ -60,16 +52,8 @@ pub struct StreamSlots {
 }
 
 impl StreamSlots {
-    pub fn new() -> Self {
-        Self::with_limit(
-            MAX_STREAMS
-                .get()
-                .copied()
-                .unwrap_or(DEFAULT_MAX_EVENT_STREAMS),
-        )
-    }
-
-    pub fn with_limit(limit: usize) -> Self {
+    /// Room for `limit` open streams (`serve.max_event_streams`).
+    pub fn new(limit: usize) -> Self {
         Self {
             limit,
             slots: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
@@ -104,12 +88,6 @@ impl StreamSlots {
              (serve.max_event_streams) are open",
             self.limit
         );
-    }
-}
-
-impl Default for StreamSlots {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -32,7 +32,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use error::AppError;
-pub use events::{DEFAULT_MAX_EVENT_STREAMS, StreamSlots, set_max_event_streams};
+pub use events::{DEFAULT_MAX_EVENT_STREAMS, StreamSlots};
 pub use feed::ChangeFeed;
 pub use hosts::HostPolicy;
 
@@ -61,11 +61,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Starts the change feed for `store`.
+    /// Starts the change feed for `store`; at most `max_event_streams` `/events` streams.
     pub fn new(
         store: Arc<dyn NoteStore>,
         closing: watch::Receiver<bool>,
         hosts: HostPolicy,
+        max_event_streams: usize,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             feed: ChangeFeed::start(Arc::clone(&store))?,
@@ -73,7 +74,7 @@ impl AppState {
             closing,
             first_page: Arc::new(Mutex::new(None)),
             hosts: Arc::new(hosts),
-            event_streams: Arc::new(StreamSlots::new()),
+            event_streams: Arc::new(StreamSlots::new(max_event_streams)),
         })
     }
 

@@ -71,6 +71,8 @@ pub struct Options<'a> {
     pub unread_stdout: bool,
     /// Extra environment variables for the supervisor.
     pub env: &'a [(&'a str, &'a str)],
+    /// Extra arguments after `cluster`.
+    pub args: &'a [&'a str],
 }
 
 /// A running `notesctl cluster`, killed on drop (its instances die with it).
@@ -114,6 +116,7 @@ impl Cluster {
         }
         let mut cmd = notesctl(dir.path());
         cmd.args(["--config", "notes.toml", "cluster"]);
+        cmd.args(options.args);
         for (k, v) in options.env {
             cmd.env(k, v);
         }
