@@ -73,7 +73,6 @@ async fn answer_until_covered(supervisor: &Supervisor) {
         .filter_map(|(_, l)| l.try_clone().ok())
         .filter_map(|l| TcpListener::from_std(l).ok())
         .collect();
-    let mut ticks = tokio::time::interval(Duration::from_millis(50));
     loop {
         // Registered before the check: an instance that becomes ready after it wakes this task
         // before anyone hears of it (the supervisor's tasks share one thread, woken in order),
@@ -94,7 +93,6 @@ async fn answer_until_covered(supervisor: &Supervisor) {
                     None => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
             }
-            _ = ticks.tick() => {}
         }
     }
 }

@@ -351,9 +351,9 @@ impl Supervisor {
     }
 
     fn states(&self) -> Vec<State> {
-        lock(&self.handles)
-            .iter()
-            .map(|h| instance::lock(&h.status).state)
+        self.snapshot()
+            .into_iter()
+            .map(|(_, state)| state)
             .collect()
     }
 
