@@ -91,6 +91,18 @@
     });
     // Changes were missed that the server no longer keeps: the list is redrawn from scratch.
     on('reset', function () { window.location.reload(); });
+    // More notes changed at once than the server sends one by one (a bulk import, a busy
+    // service with many readers): offered, not done, so thousands of open pages do not all
+    // reload at the same moment.
+    on('burst', function () {
+      notice('Many notes changed at once. ');
+      var n = document.getElementById('live-notice');
+      if (!n || n.querySelector('a')) return;
+      var a = document.createElement('a');
+      a.href = window.location.href;
+      a.textContent = 'Reload to see them.';
+      n.appendChild(a);
+    });
   }
 
   if (article) {
@@ -127,6 +139,14 @@
       if (c.key === key) markDeleted();
     });
     on('reset', refresh);
+    // This note may be among many that changed: it is fetched again, after a random pause of
+    // up to 5 s, so the pages open on it do not all ask at once.
+    var refreshing = false;
+    on('burst', function () {
+      if (refreshing) return;
+      refreshing = true;
+      setTimeout(function () { refreshing = false; refresh(); }, Math.random() * 5000);
+    });
   }
 
   if (form) {
@@ -143,10 +163,14 @@
     });
     // What the form was opened from may have changed: it says so rather than reload over the
     // user's typing.
-    on('reset', function () {
-      notice('Live updates were interrupted; this note may have changed elsewhere since you ' +
-        'opened it. If you save, you will see both versions and can choose.');
-    });
+    var mayHaveChanged = function (why) {
+      return function () {
+        notice(why + '; this note may have changed elsewhere since you opened it. If you ' +
+          'save, you will see both versions and can choose.');
+      };
+    };
+    on('reset', mayHaveChanged('Live updates were interrupted'));
+    on('burst', mayHaveChanged('Many notes changed at once'));
   }
 
   connect();

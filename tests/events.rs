@@ -520,3 +520,48 @@ fn every_one_of_hundreds_of_streams_gets_each_change() {
         assert_increasing(&events);
     }
 }
+
+#[test]
+fn a_flood_of_changes_reaches_many_streams_as_a_burst() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let a = Instance::start(&db);
+    let mut streams: Vec<Stream> = (0..200).map(|_| Stream::open(a.port, None)).collect();
+    // 300 notes at once: with 200 streams, far more than the feed sends one by one.
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            json!({"key": format!("bulk-{i}"), "title": format!("Bulk {i}"), "body": ""})
+                .to_string()
+        })
+        .collect();
+    let out = common::cli_with_stdin(&db, &["import", "-"], Some(&(lines.join("\n") + "\n")));
+    assert!(out.status.success(), "{out:?}");
+    create(a.port, "after-flood", "After the flood");
+    for s in &mut streams {
+        let mut events = Vec::new();
+        while events
+            .last()
+            .is_none_or(|e: &Event| e.data["key"] != "after-flood")
+        {
+            let event = s
+                .next(Duration::from_secs(10))
+                .expect("the change after the flood arrives");
+            events.push(event);
+        }
+        assert_increasing(&events);
+        let bursts: Vec<&Event> = events.iter().filter(|e| e.kind == "burst").collect();
+        assert!(
+            !bursts.is_empty() && events.len() < 100,
+            "{} events, {} bursts: the flood was sent one by one",
+            events.len(),
+            bursts.len()
+        );
+        for b in bursts {
+            assert_eq!(b.data["id"], b.id, "{b:?}");
+            assert!(
+                b.data["after"].as_i64().is_some_and(|after| after < b.id),
+                "{b:?}"
+            );
+        }
+    }
+}

@@ -60,3 +60,12 @@ pub fn reset_event(newest: i64) -> Bytes {
         "id: {newest}\nevent: reset\ndata: {{\"id\":{newest}}}\n\n"
     ))
 }
+
+/// Stands for the changes after `after` up to `newest` when there were too many to send one by
+/// one (see `feed`): the client reloads what it shows, or offers to. Its id is `newest`, so a
+/// reconnecting client resumes after all of them.
+pub fn burst_event(after: i64, newest: i64) -> Bytes {
+    Bytes::from(format!(
+        "id: {newest}\nevent: burst\ndata: {{\"id\":{newest},\"after\":{after}}}\n\n"
+    ))
+}
