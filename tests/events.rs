@@ -536,23 +536,20 @@ fn a_flood_of_changes_reaches_many_streams_as_a_burst() {
         .collect();
     let out = common::cli_with_stdin(&db, &["import", "-"], Some(&(lines.join("\n") + "\n")));
     assert!(out.status.success(), "{out:?}");
-    create(a.port, "after-flood", "After the flood");
-    for s in &mut streams {
-        let mut events = Vec::new();
-        while events
-            .last()
-            .is_none_or(|e: &Event| e.data["key"] != "after-flood")
-        {
+    // The import's 300 changes are ids 1 to 300.
+    for (i, s) in streams.iter_mut().enumerate() {
+        let mut events: Vec<Event> = Vec::new();
+        while events.last().is_none_or(|e| e.id < 300) {
             let event = s
                 .next(Duration::from_secs(10))
-                .expect("the change after the flood arrives");
+                .unwrap_or_else(|| panic!("stream {i}: the flood did not arrive; got {events:?}"));
             events.push(event);
         }
         assert_increasing(&events);
         let bursts: Vec<&Event> = events.iter().filter(|e| e.kind == "burst").collect();
         assert!(
             !bursts.is_empty() && events.len() < 100,
-            "{} events, {} bursts: the flood was sent one by one",
+            "stream {i}: {} events, {} bursts: the flood was sent one by one",
             events.len(),
             bursts.len()
         );
@@ -563,5 +560,15 @@ fn a_flood_of_changes_reaches_many_streams_as_a_burst() {
                 "{b:?}"
             );
         }
+    }
+    // One change at a time is sent as itself again.
+    create(a.port, "after-flood", "After the flood");
+    for s in &mut streams {
+        let next = s.take(1);
+        assert_eq!(
+            (next[0].kind.as_str(), next[0].id),
+            ("created", 301),
+            "{next:?}"
+        );
     }
 }
