@@ -412,13 +412,24 @@ fn commit(conn: &mut Connection, batch: &[Request], checks: &Checks) -> Vec<Outc
         if let Some(gone) = file_gone() {
             return Err(gone);
         }
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process's lock outlasting the busy timeout shows here, at BEGIN IMMEDIATE
+        // (or, rarely, at COMMIT): inside the transaction the lock is held.
+        let busy_or_other = |e: rusqlite::Error| {
+            if is_busy(&e) {
+                StoreError::Busy(checks.patience)
+            } else {
+                e.into()
+            }
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(busy_or_other)?;
         let outcomes = batch
             .iter()
             .map(|r| apply(&tx, &r.op))
             .collect::<Result<Vec<_>, StoreError>>()?;
         prune_changes(&tx)?;
-        tx.commit()?;
+        tx.commit().map_err(busy_or_other)?;
         // Committed, but to the file at the path only if the path still leads to it: one
         // deleted or replaced during the commit keeps nothing, so nothing is acknowledged.
         if let Some(gone) = file_gone() {
@@ -432,14 +443,13 @@ fn commit(conn: &mut Connection, batch: &[Request], checks: &Checks) -> Vec<Outc
             *trouble = None;
             return outcomes;
         }
-        Err(StoreError::Sqlite(e)) if is_busy(&e) => {
-            let busy = StoreError::Busy(checks.patience);
+        Err(busy @ StoreError::Busy(_)) => {
             tracing::warn!("{busy}");
             busy
         }
         Err(e) => {
             tracing::error!("a write transaction failed: {e}");
-            if e.is_file_trouble() {
+            if e.is_database_trouble() {
                 *trouble = Some(e.again());
             }
             e
