@@ -267,7 +267,7 @@ impl Config {
         let database = match (&overrides.database, db_path) {
             (Some(p), _) => Location::parse(p),
             (None, Some(p)) => Location::parse_relative_to(&p, &base),
-            (None, None) => Location::Sqlite(base.join(DEFAULT_DATABASE)),
+            (None, None) => Location::parse_relative_to(DEFAULT_DATABASE, &base),
         };
         if database.is_empty() {
             return Err(invalid("the database path is empty".into()));
@@ -518,7 +518,7 @@ mod tests {
     #[test]
     fn defaults_apply_when_the_file_is_empty() {
         let c = load("").expect("valid");
-        assert_eq!(c.database, Location::Sqlite("/etc/notes/notes.db".into()));
+        assert_eq!(c.database, Location::parse("/etc/notes/notes.db"));
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("127.0.0.1", 3000));
         assert_eq!(c.cluster.ports, vec![3001, 3002]);
         assert_eq!(c.store.sqlite.busy_timeout, Duration::from_secs(30));
@@ -531,10 +531,10 @@ mod tests {
     fn both_database_forms_are_accepted() {
         assert_eq!(
             load("database = \"a.db\"").expect("valid").database,
-            Location::Sqlite("/etc/notes/a.db".into())
+            Location::parse("/etc/notes/a.db")
         );
         let c = load("[database]\npath = \"/data/b.db\"\nbusy_timeout = \"5s\"").expect("valid");
-        assert_eq!(c.database, Location::Sqlite("/data/b.db".into()));
+        assert_eq!(c.database, Location::parse("/data/b.db"));
         assert_eq!(c.store.sqlite.busy_timeout, Duration::from_secs(5));
         let c = load("[database]\npath = \"postgres://notes:pw@db/notes\"\npool_size = 4")
             .expect("valid");
@@ -559,7 +559,7 @@ mod tests {
             &o,
         )
         .expect("valid");
-        assert_eq!(c.database, Location::Sqlite("x.db".into()));
+        assert_eq!(c.database, Location::parse("x.db"));
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("0.0.0.0", 4000));
         assert_eq!(c.serve.workers, Some(3));
         assert_eq!(c.serve.allowed_hosts, ["notes.example.com"]);

@@ -21,7 +21,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use super::file_identity::FileIdentity;
 use super::migrations::migrate;
 use super::settings::{SqliteSettings, Synchronous};
-use super::writer::{Outcome, WriteOp, Writer};
+use super::writer::{Outcome, WriteOp, Writer, gone};
 use super::{
     Change, ChangeKind, ListPosition, ListQuery, NewNote, Note, NotePage, NoteUpdate, NoteWrite,
     StoreError, slug_from_title,
@@ -197,12 +197,7 @@ impl SqliteStore {
 
     #[cfg(test)]
     fn write_one(&self, op: WriteOp) -> Result<Note, StoreError> {
-        match self.writer.submit(op) {
-            Outcome::One(result) => result,
-            Outcome::Many(_) | Outcome::Done(_) => {
-                Err(StoreError::Write("unexpected answer".into()))
-            }
-        }
+        self.writer.submit(op).one()
     }
 
     /// After the database file was deleted or replaced: checkpoints this process's writes into
@@ -707,15 +702,7 @@ impl SqliteStore {
             NoteWrite::Delete(key) => WriteOp::Delete(key),
         };
         let answer = self.writer.submit_async(op);
-        async move {
-            match answer.await {
-                Ok(Outcome::One(result)) => result,
-                Ok(Outcome::Many(_) | Outcome::Done(_)) => {
-                    Err(StoreError::Write("unexpected answer".into()))
-                }
-                Err(_) => Err(StoreError::Write("the writer thread has stopped".into())),
-            }
-        }
+        async move { answer.await.map_err(|_| gone()).and_then(Outcome::one) }
     }
 
     #[cfg(test)]
@@ -730,15 +717,7 @@ impl SqliteStore {
     ) -> impl Future<Output = Result<Vec<Result<Note, StoreError>>, StoreError>> + Send + 'static
     {
         let answer = self.writer.submit_async(WriteOp::CreateMany(notes));
-        async move {
-            match answer.await {
-                Ok(Outcome::Many(result)) => result,
-                Ok(Outcome::One(_) | Outcome::Done(_)) => {
-                    Err(StoreError::Write("unexpected answer".into()))
-                }
-                Err(_) => Err(StoreError::Write("the writer thread has stopped".into())),
-            }
-        }
+        async move { answer.await.map_err(|_| gone()).and_then(Outcome::many) }
     }
 
     pub fn for_each_note(

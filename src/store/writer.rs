@@ -69,6 +69,28 @@ pub enum Outcome {
     Done(Result<bool, StoreError>),
 }
 
+impl Outcome {
+    /// The answer to a single-note write.
+    pub fn one(self) -> Result<Note, StoreError> {
+        match self {
+            Self::One(result) => result,
+            Self::Many(_) | Self::Done(_) => Err(unexpected()),
+        }
+    }
+
+    /// The answer to `CreateMany`.
+    pub fn many(self) -> Result<Vec<Result<Note, StoreError>>, StoreError> {
+        match self {
+            Self::Many(result) => result,
+            Self::One(_) | Self::Done(_) => Err(unexpected()),
+        }
+    }
+}
+
+fn unexpected() -> StoreError {
+    StoreError::Write("unexpected answer".into())
+}
+
 struct Request {
     op: WriteOp,
     reply: Reply,
@@ -183,7 +205,8 @@ impl Writer {
     }
 }
 
-fn gone() -> StoreError {
+/// Why a write has no answer.
+pub fn gone() -> StoreError {
     StoreError::Write("the writer thread has stopped".into())
 }
 
