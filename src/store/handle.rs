@@ -240,3 +240,62 @@ async fn off_thread<T: Send + 'static>(
         Err(join) => Err(StoreError::Internal(format!("a store task failed: {join}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NoteContent;
+
+    #[tokio::test]
+    async fn a_postgres_location_is_refused_without_its_password() {
+        let url = Location::parse("postgres://notes:s3cret@db:5432/notes");
+        let Err(e) = Store::open(&url, &Settings::default()).await else {
+            panic!("opened a PostgreSQL location");
+        };
+        let shown = e.to_string();
+        assert!(
+            shown.contains("postgres://notes:***@db:5432/notes"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    /// The operations through the handle, end to end on a SQLite file: a write is read back
+    /// by key, in the list, in the changes log and by the change watcher.
+    #[tokio::test]
+    async fn the_sqlite_backend_answers_through_the_handle() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let location = Location::Sqlite(dir.path().join("notes.db"));
+        let store = Store::open(&location, &Settings::default())
+            .await
+            .expect("open");
+        let mut watcher = store.change_watcher().await.expect("watcher");
+        assert!(!watcher.changed().await.expect("poll"));
+        let note = NewNote::parse(Some("a"), "A", "body").expect("valid");
+        store.write(NoteWrite::Create(note)).await.expect("create");
+        let update = crate::store::NoteUpdate {
+            content: NoteContent::new("A2", "body").expect("valid"),
+            expected_version: Some(1),
+        };
+        store
+            .write(NoteWrite::Update("a".into(), update))
+            .await
+            .expect("update");
+        assert_eq!(store.get("a").await.expect("get").title, "A2");
+        let page = store
+            .list(ListQuery {
+                limit: 10,
+                position: crate::store::ListPosition::Page(1),
+            })
+            .await
+            .expect("list");
+        assert_eq!((page.total, page.notes.len()), (1, 1));
+        assert!(watcher.changed().await.expect("poll"));
+        let changes = watcher.changes_after(0, 10).await.expect("changes");
+        assert_eq!(changes.len(), 2);
+        assert_eq!(store.changes_after(1, 10).await.expect("changes").len(), 1);
+        assert_eq!(store.last_change_id().await.expect("last"), changes[1].id);
+        store.check_health().await.expect("healthy");
+        store.close(false).await;
+    }
+}
