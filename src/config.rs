@@ -595,52 +595,43 @@ mod tests {
 
     #[test]
     fn mistakes_name_the_line_and_reason() {
-        let e = load("[serve]\nprot = 3002\n")
-            .expect_err("unknown key")
-            .to_string();
-        assert!(
-            e.contains("line 2") && e.contains("unknown field `prot`"),
-            "{e}"
-        );
-        let e = load("[serve]\nport = \"x\"\n")
-            .expect_err("bad type")
-            .to_string();
-        assert!(e.contains("line 2"), "{e}");
-        let e = load("[database]\nsynchronous = \"sometimes\"\n")
-            .expect_err("bad enum")
-            .to_string();
-        assert!(e.contains("sometimes"), "{e}");
-        let e = load("[database]\nbusy_timeout = \"10\"\n")
-            .expect_err("unitless")
-            .to_string();
-        assert!(e.contains("database.busy_timeout"), "{e}");
-        let e = load("[database]\npool_size = 0\n")
-            .expect_err("no pool")
-            .to_string();
-        assert!(e.contains("database.pool_size must be at least 1"), "{e}");
-        let e = load("[database]\nsynchronus = \"full\"\n")
-            .expect_err("typo")
-            .to_string();
-        assert!(e.contains("line 1") && e.contains("synchronus"), "{e}");
-        let e = load("[cluster]\nports = [3001, 3001]\n")
-            .expect_err("dup")
-            .to_string();
-        assert!(e.contains("3001 twice"), "{e}");
-        let e = load("[serve]\nworkers = 0\n")
-            .expect_err("no workers")
-            .to_string();
-        assert!(e.contains("serve.workers must be from 1"), "{e}");
-        let e = load("[serve]\nmax_event_streams = 0\n")
-            .expect_err("no streams")
-            .to_string();
-        assert!(
-            e.contains("serve.max_event_streams must be at least 1"),
-            "{e}"
-        );
-        let e = load("[cluster]\nstop_timeout = \"10\"\n")
-            .expect_err("unitless")
-            .to_string();
-        assert!(e.contains("cluster.stop_timeout"), "{e}");
+        // (file text, what the message must contain)
+        for (text, expected) in [
+            (
+                "[serve]\nprot = 3002\n",
+                &["line 2", "unknown field `prot`"][..],
+            ),
+            ("[serve]\nport = \"x\"\n", &["line 2"]),
+            ("[database]\nsynchronous = \"sometimes\"\n", &["sometimes"]),
+            (
+                "[database]\nbusy_timeout = \"10\"\n",
+                &["database.busy_timeout"],
+            ),
+            (
+                "[database]\npool_size = 0\n",
+                &["database.pool_size must be at least 1"],
+            ),
+            (
+                "[database]\nsynchronus = \"full\"\n",
+                &["line 1", "synchronus"],
+            ),
+            ("[cluster]\nports = [3001, 3001]\n", &["3001 twice"]),
+            ("[serve]\nworkers = 0\n", &["serve.workers must be from 1"]),
+            (
+                "[serve]\nmax_event_streams = 0\n",
+                &["serve.max_event_streams must be at least 1"],
+            ),
+            (
+                "[cluster]\nstop_timeout = \"10\"\n",
+                &["cluster.stop_timeout"],
+            ),
+        ] {
+            let e = load(text).expect_err(text).to_string();
+            assert!(
+                expected.iter().all(|part| e.contains(part)),
+                "{text:?}: {e}"
+            );
+        }
     }
 
     #[test]
