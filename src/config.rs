@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::store::{StoreOptions, Synchronous};
+use crate::store::{DatabaseTable, Location, Settings, Store, StoreError};
+pub use crate::units::{parse_duration, parse_size};
 
 /// The file looked for in the current directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "notes.toml";
@@ -45,7 +46,7 @@ pub struct Overrides {
     pub port: Option<u16>,
     pub workers: Option<u16>,
     /// The database must exist already (`serve --existing-db`, as the supervisor starts
-    /// instances): see `StoreOptions::must_exist`.
+    /// instances): see `store::SqliteSettings::must_exist`.
     pub db_must_exist: bool,
     /// `--allowed-host` / `NOTES_ALLOWED_HOSTS`: replaces `serve.allowed_hosts` of the file.
     pub allowed_hosts: Option<Vec<String>>,
@@ -57,8 +58,10 @@ pub struct Overrides {
 pub struct Config {
     /// The file the values came from, if any.
     pub file: Option<PathBuf>,
-    pub database: PathBuf,
-    pub store: StoreOptions,
+    /// Where the notes live: a SQLite file or a database server.
+    pub database: Location,
+    /// The store's own settings (`[database]`), read by the store.
+    pub store: Settings,
     pub serve: ServeConfig,
     pub cluster: ClusterConfig,
 }
@@ -142,19 +145,12 @@ struct FileConfig {
     cluster: Option<ClusterFile>,
 }
 
-/// `database = "notes.db"`, or a `[database]` table with a path and tuning.
+/// `database = "notes.db"` (or a `postgres://` URL), or a `[database]` table with the
+/// location as `path` and the store's settings.
 #[derive(Debug)]
 enum DatabaseSetting {
     Path(String),
-    Table(DatabaseFile),
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DatabaseFile {
-    path: Option<String>,
-    synchronous: Option<Synchronous>,
-    busy_timeout: Option<String>,
+    Table(DatabaseTable),
 }
 
 impl<'de> Deserialize<'de> for DatabaseSetting {
@@ -162,7 +158,7 @@ impl<'de> Deserialize<'de> for DatabaseSetting {
         use serde::de::Error;
         match toml::Value::deserialize(d)? {
             toml::Value::String(path) => Ok(Self::Path(path)),
-            table @ toml::Value::Table(_) => DatabaseFile::deserialize(table)
+            table @ toml::Value::Table(_) => DatabaseTable::deserialize(table)
                 .map(Self::Table)
                 .map_err(|e| D::Error::custom(e.message())),
             other => Err(D::Error::custom(format!(
@@ -257,8 +253,8 @@ impl Config {
         };
 
         let (db_path, db) = match parsed.database {
-            None => (None, DatabaseFile::default()),
-            Some(DatabaseSetting::Path(p)) => (Some(p), DatabaseFile::default()),
+            None => (None, DatabaseTable::default()),
+            Some(DatabaseSetting::Path(p)) => (Some(p), DatabaseTable::default()),
             Some(DatabaseSetting::Table(t)) => (t.path.clone(), t),
         };
         // A path in the file is relative to the file's folder, so `--config elsewhere/notes.toml`
@@ -269,11 +265,11 @@ impl Config {
             .map(Path::to_owned)
             .unwrap_or_default();
         let database = match (&overrides.database, db_path) {
-            (Some(p), _) => p.clone(),
-            (None, Some(p)) => base.join(p),
-            (None, None) => base.join(DEFAULT_DATABASE),
+            (Some(p), _) => Location::parse(p),
+            (None, Some(p)) => Location::parse_relative_to(&p, &base),
+            (None, None) => Location::parse_relative_to(DEFAULT_DATABASE, &base),
         };
-        if database.as_os_str().is_empty() {
+        if database.is_empty() {
             return Err(invalid("the database path is empty".into()));
         }
         let serve_file = parsed.serve.unwrap_or_default();
@@ -350,19 +346,8 @@ impl Config {
             },
         };
 
-        let defaults = StoreOptions::default();
-        let store = StoreOptions {
-            synchronous: db.synchronous.unwrap_or_default(),
-            busy_timeout: duration(
-                "database.busy_timeout",
-                db.busy_timeout.as_ref(),
-                defaults.busy_timeout,
-            )?,
-            readers: defaults.readers,
-            // A note lookup reads on its worker's own connection: one per worker.
-            lookup_connections: serve.workers.unwrap_or(defaults.lookup_connections),
-            must_exist: overrides.db_must_exist,
-        };
+        let store =
+            Settings::from_table(&db, serve.workers, overrides.db_must_exist).map_err(invalid)?;
 
         let c = parsed.cluster.unwrap_or_default();
         let d = ClusterConfig::default();
@@ -422,6 +407,20 @@ impl Config {
             serve,
             cluster,
         })
+    }
+}
+
+impl Config {
+    /// Opens the configured store (creating and migrating it if needed). A location that
+    /// cannot be opened is reported with where it was set.
+    pub async fn open_store(&self) -> anyhow::Result<Store> {
+        match Store::open(&self.database, &self.store).await {
+            Ok(store) => Ok(store),
+            Err(e @ StoreError::Open { .. }) => Err(anyhow::anyhow!(
+                "{e}\n  (the database is set by --db, NOTES_DB or `database` in notes.toml)"
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -504,45 +503,6 @@ fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// "250ms", "10s", "2m", "1h". A bare number is refused: the unit must be explicit.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number.parse().map_err(|_| {
-        format!("{text:?} is not a duration; write e.g. \"250ms\", \"10s\" or \"2m\"")
-    })?;
-    let millis = match unit.trim() {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => None,
-    };
-    millis.map(Duration::from_millis).ok_or_else(|| {
-        format!("{text:?} is not a duration; write e.g. \"250ms\", \"10s\" or \"2m\"")
-    })
-}
-
-/// "512MB", "1GB", "300MiB", "2GiB": a memory size in bytes. The unit must be explicit.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let bad = || format!("{text:?} is not a memory size; write e.g. \"512MB\" or \"1GiB\"");
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let scale: u64 = match unit.trim() {
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).ok_or_else(bad)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,10 +518,10 @@ mod tests {
     #[test]
     fn defaults_apply_when_the_file_is_empty() {
         let c = load("").expect("valid");
-        assert_eq!(c.database, PathBuf::from("/etc/notes/notes.db"));
+        assert_eq!(c.database, Location::parse("/etc/notes/notes.db"));
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("127.0.0.1", 3000));
         assert_eq!(c.cluster.ports, vec![3001, 3002]);
-        assert_eq!(c.store.synchronous, Synchronous::Normal);
+        assert_eq!(c.store.sqlite.busy_timeout, Duration::from_secs(30));
         assert_eq!(c.serve.max_event_streams, 10_000);
         let c = load("[serve]\nmax_event_streams = 3\n").expect("valid");
         assert_eq!(c.serve.max_event_streams, 3);
@@ -571,11 +531,15 @@ mod tests {
     fn both_database_forms_are_accepted() {
         assert_eq!(
             load("database = \"a.db\"").expect("valid").database,
-            PathBuf::from("/etc/notes/a.db")
+            Location::parse("/etc/notes/a.db")
         );
-        let c = load("[database]\npath = \"/data/b.db\"\nsynchronous = \"full\"").expect("valid");
-        assert_eq!(c.database, PathBuf::from("/data/b.db"));
-        assert_eq!(c.store.synchronous, Synchronous::Full);
+        let c = load("[database]\npath = \"/data/b.db\"\nbusy_timeout = \"5s\"").expect("valid");
+        assert_eq!(c.database, Location::parse("/data/b.db"));
+        assert_eq!(c.store.sqlite.busy_timeout, Duration::from_secs(5));
+        let c = load("[database]\npath = \"postgres://notes:pw@db/notes\"\npool_size = 4")
+            .expect("valid");
+        assert_eq!(c.database.to_string(), "postgres://notes:***@db/notes");
+        assert_eq!(c.store.postgres.pool_size, 4);
     }
 
     #[test]
@@ -595,7 +559,7 @@ mod tests {
             &o,
         )
         .expect("valid");
-        assert_eq!(c.database, PathBuf::from("x.db"));
+        assert_eq!(c.database, Location::parse("x.db"));
         assert_eq!((c.serve.host.as_str(), c.serve.port), ("0.0.0.0", 4000));
         assert_eq!(c.serve.workers, Some(3));
         assert_eq!(c.serve.allowed_hosts, ["notes.example.com"]);
@@ -631,48 +595,43 @@ mod tests {
 
     #[test]
     fn mistakes_name_the_line_and_reason() {
-        let e = load("[serve]\nprot = 3002\n")
-            .expect_err("unknown key")
-            .to_string();
-        assert!(
-            e.contains("line 2") && e.contains("unknown field `prot`"),
-            "{e}"
-        );
-        let e = load("[serve]\nport = \"x\"\n")
-            .expect_err("bad type")
-            .to_string();
-        assert!(e.contains("line 2"), "{e}");
-        let e = load("[database]\nsynchronous = \"sometimes\"\n")
-            .expect_err("bad enum")
-            .to_string();
-        assert!(e.contains("sometimes"), "{e}");
-        let e = load("[cluster]\nports = [3001, 3001]\n")
-            .expect_err("dup")
-            .to_string();
-        assert!(e.contains("3001 twice"), "{e}");
-        let e = load("[serve]\nworkers = 0\n")
-            .expect_err("no workers")
-            .to_string();
-        assert!(e.contains("serve.workers must be from 1"), "{e}");
-        let e = load("[serve]\nmax_event_streams = 0\n")
-            .expect_err("no streams")
-            .to_string();
-        assert!(
-            e.contains("serve.max_event_streams must be at least 1"),
-            "{e}"
-        );
-        let e = load("[cluster]\nstop_timeout = \"10\"\n")
-            .expect_err("unitless")
-            .to_string();
-        assert!(e.contains("cluster.stop_timeout"), "{e}");
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("fast").is_err());
+        // (file text, what the message must contain)
+        for (text, expected) in [
+            (
+                "[serve]\nprot = 3002\n",
+                &["line 2", "unknown field `prot`"][..],
+            ),
+            ("[serve]\nport = \"x\"\n", &["line 2"]),
+            ("[database]\nsynchronous = \"sometimes\"\n", &["sometimes"]),
+            (
+                "[database]\nbusy_timeout = \"10\"\n",
+                &["database.busy_timeout"],
+            ),
+            (
+                "[database]\npool_size = 0\n",
+                &["database.pool_size must be at least 1"],
+            ),
+            (
+                "[database]\nsynchronus = \"full\"\n",
+                &["line 1", "synchronus"],
+            ),
+            ("[cluster]\nports = [3001, 3001]\n", &["3001 twice"]),
+            ("[serve]\nworkers = 0\n", &["serve.workers must be from 1"]),
+            (
+                "[serve]\nmax_event_streams = 0\n",
+                &["serve.max_event_streams must be at least 1"],
+            ),
+            (
+                "[cluster]\nstop_timeout = \"10\"\n",
+                &["cluster.stop_timeout"],
+            ),
+        ] {
+            let e = load(text).expect_err(text).to_string();
+            assert!(
+                expected.iter().all(|part| e.contains(part)),
+                "{text:?}: {e}"
+            );
+        }
     }
 
     #[test]
@@ -700,11 +659,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("512MB"), Ok(512_000_000));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert!(parse_size("512").is_err());
-        assert!(parse_size("lots").is_err());
+    fn memory_limit_is_checked() {
         let e = load("[cluster]\nmax_memory = \"1MB\"\n")
             .expect_err("too small")
             .to_string();

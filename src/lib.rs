@@ -14,14 +14,14 @@ pub mod server;
 pub mod store;
 pub mod timefmt;
 pub mod transfer;
+pub mod units;
 pub mod web;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
+use anyhow::Context;
 use cli::{Cli, Command};
 use config::{Config, Overrides};
-use store::SqliteStore;
 
 /// Runs a parsed command line. Errors are printed by `main` with exit code 1.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -105,8 +105,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Notes { command } => {
             logging::init("warn");
-            let store = open_store(&config)?;
-            notes_cmd::run(store.as_ref(), command)
+            // One thread: a command does one thing at a time.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(async {
+                let store = config.open_store().await?;
+                notes_cmd::run(&store, command).await
+            })
         }
     }
 }
@@ -126,17 +133,6 @@ fn print_op(report: cluster::control::OpReport, json: bool) -> anyhow::Result<Ex
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Opens the configured database (creating and migrating it if needed).
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
-    match SqliteStore::open(&config.database, &config.store) {
-        Ok(store) => Ok(Arc::new(store)),
-        Err(e @ store::StoreError::Open { .. }) => Err(anyhow::anyhow!(
-            "{e}\n  (the database is set by --db, NOTES_DB or `database` in notes.toml)"
-        )),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// True when the error is a write to a closed pipe (`notesctl notes list | head`).

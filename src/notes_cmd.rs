@@ -8,24 +8,28 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::NotesCommand;
-use crate::store::{ListPosition, ListQuery, NewNote, Note, NoteContent, NoteStore, NoteUpdate};
+use crate::store::{
+    ListPosition, ListQuery, NewNote, Note, NoteContent, NoteUpdate, NoteWrite, Store,
+};
 use crate::timefmt;
 
-pub fn run(store: &dyn NoteStore, command: NotesCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(store: &Store, command: NotesCommand) -> anyhow::Result<ExitCode> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match command {
         NotesCommand::Add { title, body, key } => {
             let body = read_body_arg(body)?;
             let note = NewNote::parse(key.as_deref(), &title, &body)?;
-            let created = store.create(note)?;
+            let created = store.write(NoteWrite::Create(note)).await?;
             writeln!(out, "{}", created.key)?;
         }
         NotesCommand::List { json, limit } => {
-            let page = store.list(ListQuery {
-                limit,
-                position: ListPosition::Page(1),
-            })?;
+            let page = store
+                .list(ListQuery {
+                    limit,
+                    position: ListPosition::Page(1),
+                })
+                .await?;
             if json {
                 serde_json::to_writer_pretty(&mut out, &page.notes)?;
                 writeln!(out)?;
@@ -41,7 +45,7 @@ pub fn run(store: &dyn NoteStore, command: NotesCommand) -> anyhow::Result<ExitC
             }
         }
         NotesCommand::Show { key, json } => {
-            let note = store.get(&key)?;
+            let note = store.get(&key).await?;
             if json {
                 serde_json::to_writer_pretty(&mut out, &note)?;
                 writeln!(out)?;
@@ -50,29 +54,27 @@ pub fn run(store: &dyn NoteStore, command: NotesCommand) -> anyhow::Result<ExitC
             }
         }
         NotesCommand::Edit { key, title, body } => {
-            let current = store.get(&key)?;
+            let current = store.get(&key).await?;
             let title = title.unwrap_or_else(|| current.title.clone());
             let body = match body {
                 Some(b) => read_body_arg(b)?,
                 None => current.body.clone(),
             };
-            let updated = store.update(
-                &key,
-                NoteUpdate {
-                    content: NoteContent::new(&title, &body)?,
-                    // Detects an edit made elsewhere between our read and our write.
-                    expected_version: Some(current.version),
-                },
-            )?;
+            let update = NoteUpdate {
+                content: NoteContent::new(&title, &body)?,
+                // Detects an edit made elsewhere between our read and our write.
+                expected_version: Some(current.version),
+            };
+            let updated = store.write(NoteWrite::Update(key, update)).await?;
             eprintln!("updated {:?} (version {})", updated.key, updated.version);
         }
         NotesCommand::Rm { key } => {
-            let deleted = store.delete(&key)?;
+            let deleted = store.write(NoteWrite::Delete(key)).await?;
             eprintln!("deleted {:?} ({})", deleted.key, deleted.title);
         }
         NotesCommand::Import { file } => {
             drop(out);
-            let summary = crate::transfer::import(store, &file)?;
+            let summary = crate::transfer::import(store, &file).await?;
             // The good lines are saved either way; a non-zero exit tells scripts some were not.
             return Ok(if summary.skipped > 0 {
                 ExitCode::from(1)
@@ -82,7 +84,7 @@ pub fn run(store: &dyn NoteStore, command: NotesCommand) -> anyhow::Result<ExitC
         }
         NotesCommand::Export { file } => {
             drop(out);
-            crate::transfer::export(store, &file)?;
+            crate::transfer::export(store, &file).await?;
             return Ok(ExitCode::SUCCESS);
         }
     }

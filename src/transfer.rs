@@ -11,7 +11,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
-use crate::store::{NewNote, NoteStore, StoreError};
+use crate::store::{NewNote, Store, StoreError};
 
 /// Notes per write transaction: large enough to amortise the commit, small enough that other
 /// writers (instances serving requests) wait only milliseconds.
@@ -39,7 +39,7 @@ pub struct ImportSummary {
 }
 
 /// Imports `source` (a path, or "-" for standard input).
-pub fn import(store: &dyn NoteStore, source: &str) -> anyhow::Result<ImportSummary> {
+pub async fn import(store: &Store, source: &str) -> anyhow::Result<ImportSummary> {
     let started = Instant::now();
     let (reader, size): (Box<dyn Read>, Option<u64>) = if source == "-" {
         (Box::new(io::stdin().lock()), None)
@@ -79,10 +79,10 @@ pub fn import(store: &dyn NoteStore, source: &str) -> anyhow::Result<ImportSumma
             }
         }
         if batch.len() == BATCH {
-            flush(store, &mut batch, &mut summary, source, &progress)?;
+            flush(store, &mut batch, &mut summary, source, &progress).await?;
         }
     }
-    flush(store, &mut batch, &mut summary, source, &progress)?;
+    flush(store, &mut batch, &mut summary, source, &progress).await?;
     progress.finish_and_clear();
     eprintln!(
         "imported {} notes from {source} in {:.1} s{}",
@@ -111,8 +111,8 @@ fn parse_line(text: &str) -> Result<NewNote, String> {
     NewNote::parse(line.key.as_deref(), &line.title, &line.body).map_err(|e| e.to_string())
 }
 
-fn flush(
-    store: &dyn NoteStore,
+async fn flush(
+    store: &Store,
     batch: &mut Vec<(u64, NewNote)>,
     summary: &mut ImportSummary,
     source: &str,
@@ -122,7 +122,7 @@ fn flush(
         return Ok(());
     }
     let (numbers, notes): (Vec<u64>, Vec<NewNote>) = batch.drain(..).unzip();
-    let results = store.create_many(notes)?;
+    let results = store.create_many(notes).await?;
     for (number, result) in numbers.into_iter().zip(results) {
         match result {
             Ok(_) => summary.imported += 1,
@@ -136,7 +136,7 @@ fn flush(
 }
 
 /// Writes every note, oldest first, as JSON lines to `target` (a path, or "-").
-pub fn export(store: &dyn NoteStore, target: &str) -> anyhow::Result<u64> {
+pub async fn export(store: &Store, target: &str) -> anyhow::Result<u64> {
     let out: Box<dyn Write> = if target == "-" {
         Box::new(io::stdout().lock())
     } else {
@@ -148,17 +148,19 @@ pub fn export(store: &dyn NoteStore, target: &str) -> anyhow::Result<u64> {
     let mut out = BufWriter::with_capacity(256 * 1024, out);
     let progress = progress_bar(None, "exporting");
     let mut io_error = None;
-    let written = store.for_each_note(&mut |note| {
-        let result = serde_json::to_writer(&mut out, &note)
-            .map_err(io::Error::from)
-            .and_then(|()| out.write_all(b"\n"));
-        progress.inc(1);
-        result.map_err(|e| {
-            io_error = Some(e);
-            // Stops the iteration; the real error is `io_error`.
-            StoreError::NotFound(String::new())
+    let written = store
+        .for_each_note(&mut |note| {
+            let result = serde_json::to_writer(&mut out, &note)
+                .map_err(io::Error::from)
+                .and_then(|()| out.write_all(b"\n"));
+            progress.inc(1);
+            result.map_err(|e| {
+                io_error = Some(e);
+                // Stops the iteration; the real error is `io_error`.
+                StoreError::NotFound(String::new())
+            })
         })
-    });
+        .await;
     if let Some(e) = io_error {
         return Err(e.into());
     }

@@ -81,6 +81,31 @@ fn a_database_in_a_missing_folder_is_a_clear_error() {
     assert!(err.contains("no-such-folder does not exist"), "{err}");
 }
 
+/// A PostgreSQL URL is recognised, refused with a clear message (this build cannot open it),
+/// and never shown with its password; nothing is created in its name.
+#[test]
+fn a_postgres_url_is_refused_without_showing_its_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = "postgres://notes:s3cret@db.invalid:5432/notes";
+    for args in [
+        &["serve", "--port", "0", "--db", url][..],
+        &["--db", url, "notes", "list"][..],
+    ] {
+        let out = run_in(dir.path(), args, None);
+        let err = assert_clean_failure(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            err.contains("postgres://notes:***@db.invalid:5432/notes")
+                && err.contains("PostgreSQL support is not built"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "the password was shown: {err}");
+        assert!(!err.contains("listening on"), "{err}");
+    }
+    let created: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+    assert!(created.is_empty(), "nothing may be created: {created:?}");
+}
+
 #[test]
 fn a_malformed_notes_toml_names_the_line_and_the_unknown_key() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use notesctl::store::{NoteStore, SqliteStore, StoreError, StoreOptions};
+use notesctl::store::{Location, Settings, Store, StoreError};
 
 use crate::http::Rng;
 
@@ -247,15 +247,15 @@ pub fn run_ceiling_server(
         })
     };
     let view = fixed_body(view_bytes);
-    let stores = dbs
-        .iter()
-        .map(|db| SqliteStore::open(db, &StoreOptions::default()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let stores = Arc::new(stores);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let mut stores = Vec::with_capacity(dbs.len());
+        for db in &dbs {
+            stores.push(Store::open(&Location::Sqlite(db.clone()), &Settings::default()).await?);
+        }
+        let stores = Arc::new(stores);
         let app = axum::Router::new()
             .route("/", fixed(fixed_body(bytes)))
             .route("/view", fixed(view.clone()))
@@ -263,7 +263,10 @@ pub fn run_ceiling_server(
                 "/lookup/{db}",
                 axum::routing::get(
                     move |UrlPath(db): UrlPath<usize>, Query(q): Query<LookupParams>| async move {
-                        let found = stores.get(db).map(|store| store.get(&q.key));
+                        let found = match stores.get(db) {
+                            Some(store) => Some(store.get(&q.key).await),
+                            None => None,
+                        };
                         let status = match found {
                             Some(Ok(_)) => StatusCode::OK,
                             Some(Err(StoreError::NotFound(_))) => StatusCode::NOT_FOUND,

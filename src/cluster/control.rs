@@ -203,7 +203,7 @@ fn status_report(supervisor: &Supervisor) -> StatusReport {
         supervisor_pid: std::process::id(),
         uptime_ms: supervisor.started.elapsed().as_millis() as u64,
         rss_bytes: rss_bytes(std::process::id()),
-        database: supervisor.database.clone(),
+        database: supervisor.database.to_string(),
         instances: lock(&supervisor.handles)
             .iter()
             .map(|h| {

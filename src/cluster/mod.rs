@@ -35,6 +35,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
 
 use crate::config::{Config, Overrides};
+use crate::store::Location;
 use instance::{Command, Instance, Peers, Settings, SharedStatus, State, StopMode};
 use output::{Output, human_duration};
 use ports::Doors;
@@ -63,7 +64,8 @@ pub struct Origin {
 /// Shared by the signal handlers, the control socket and the fallback.
 pub(crate) struct Supervisor {
     started: Instant,
-    database: String,
+    /// Where the notes live, as every instance is told.
+    database: Location,
     host: String,
     origin: Origin,
     out: Arc<Output>,
@@ -114,13 +116,10 @@ async fn supervise(
     control::refuse_if_running(&socket_path)?;
 
     // Migrations run here, once, before any instance opens the file.
-    let database = spawn::absolute(&config.database);
-    {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || crate::open_store(&config).map(drop))
-            .await
-            .context("opening the database")??;
-    }
+    let database = config.database.absolute();
+    let store = config.open_store().await?;
+    // Closing waits for the store's writer thread: not on an async worker.
+    let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     if let Some(note) = note {
         out.event(&note);
     }
@@ -143,14 +142,14 @@ async fn supervise(
         "starting {} instance(s) on port(s) {} with database {} ({} worker thread(s) each)",
         ports.len(),
         join(&ports),
-        database.display(),
+        database,
         settings.launch.workers
     ));
     let (stop_tx, stop_rx) = watch::channel(StopMode::Run);
     let (stop_request, mut stop_requested) = mpsc::channel(1);
     let supervisor = Arc::new(Supervisor {
         started: began,
-        database: database.display().to_string(),
+        database,
         host: config.serve.host.clone(),
         origin,
         out: Arc::clone(&out),
@@ -240,13 +239,13 @@ async fn stopped_requested(rx: &mut mpsc::Receiver<()>) -> Option<()> {
 fn launch_for(
     config: &Config,
     origin: &Origin,
-    database: &std::path::Path,
+    database: &Location,
     instances: usize,
 ) -> anyhow::Result<Launch> {
     Ok(Launch {
         program: spawn::current_program().context("finding the notesctl binary")?,
         config: config.file.as_deref().map(spawn::absolute),
-        database: database.to_owned(),
+        database: database.clone(),
         workers: config
             .serve
             .workers

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::instance::{self, Command, Settings, State};
-use super::{Supervisor, join, launch_for, lock, plan_ports, spawn, systemd};
+use super::{Supervisor, join, launch_for, lock, plan_ports, systemd};
 use crate::config::Config;
 
 /// The outcome of an operation (reload, restart, scale), one line per step.
@@ -132,11 +132,10 @@ impl Supervisor {
                 config.serve.host, self.host
             ));
         }
-        if spawn::absolute(&config.database).display().to_string() != self.database {
+        if config.database.absolute() != self.database {
             lines.push(format!(
                 "the database changed to {}: not applied (instances keep {}); restart the cluster for it",
-                config.database.display(),
-                self.database
+                config.database, self.database
             ));
         }
         let count = lock(&self.wanted).unwrap_or(config.cluster.ports.len());
@@ -144,8 +143,7 @@ impl Supervisor {
             Ok(p) => p,
             Err(e) => return Outcome::failed(format!("{e}; nothing was changed")),
         };
-        let database = std::path::PathBuf::from(&self.database);
-        let launch = match launch_for(&config, &self.origin, &database, count) {
+        let launch = match launch_for(&config, &self.origin, &self.database, count) {
             Ok(l) => l,
             Err(e) => return Outcome::failed(format!("{e:#}; nothing was changed")),
         };

@@ -14,6 +14,8 @@ use std::process::{ExitStatus, Stdio};
 
 use tokio::process::{Child, Command};
 
+use crate::store::Location;
+
 /// What the supervisor needs to start instances: the program and the arguments every instance
 /// gets.
 #[derive(Debug, Clone)]
@@ -21,7 +23,7 @@ pub struct Launch {
     /// Resolved once at start-up, so a reload after installing a new binary runs the new one.
     pub program: PathBuf,
     pub config: Option<PathBuf>,
-    pub database: PathBuf,
+    pub database: Location,
     /// Worker threads of each instance (`serve --workers`).
     pub workers: usize,
     /// `cluster --allowed-host` (or `NOTES_ALLOWED_HOSTS`), passed on as `serve --allowed-host`;
@@ -50,7 +52,7 @@ impl Launch {
             cmd.arg("--config").arg(config);
         }
         cmd.arg("--db")
-            .arg(&self.database)
+            .arg(self.database.as_arg())
             .arg("serve")
             .arg("--existing-db")
             .arg("--workers")

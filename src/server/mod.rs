@@ -51,12 +51,7 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
             Vec::new(),
         ),
     };
-    let store = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || crate::open_store(&config))
-            .await
-            .context("opening the database")??
-    };
+    let store = config.open_store().await?;
     // Two steps on a stop signal: first stop accepting, then, once connections accepted just
     // before have had time to send their request, close idle connections and drain.
     let (accepting_tx, accepting_rx) = watch::channel(false);
@@ -76,19 +71,19 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         from_what(from_supervisor, &listener.other_ports())
     );
     warn_if_exposed(addr);
-    tracing::debug!("database {}", config.database.display());
+    tracing::debug!("database {}", config.database);
 
-    // Set when the database file is no longer at its path: the exit then says so (exit code 1),
-    // and a supervisor starts the instance again on the file that is there now.
+    // Set when the store can no longer keep writes (its file is no longer at its path): the
+    // exit then says so, and a supervisor starts the instance again on what is there now.
     let file_lost: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let watched = Arc::clone(&store);
+    let watched = store.clone();
     let lost = Arc::clone(&file_lost);
     tokio::spawn(async move {
         tokio::select! {
             signal = wait_for_stop_signal() => {
                 tracing::info!("{signal}: finishing in-flight requests, then exiting");
             }
-            problem = watch_database_file(watched) => {
+            problem = watched.lost() => {
                 tracing::error!("{problem}: no write is acknowledged any more; finishing in-flight requests, then exiting so that the database is opened again at its path");
                 *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(problem);
             }
@@ -104,7 +99,8 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         accepting_rx.clone(),
         hosts,
         config.serve.max_event_streams,
-    )?);
+    )
+    .await?);
     let timeouts = Timeouts {
         header_read: config.serve.header_read_timeout,
         keep_alive: config.serve.keep_alive_timeout,
@@ -147,27 +143,9 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         ),
     }
     let lost = file_lost.lock().unwrap_or_else(|p| p.into_inner()).take();
+    store.close(lost.is_some()).await;
     if let Some(problem) = lost {
-        // Not `checkpoint`, which would open whatever file is at the path now: the WAL beside
-        // the path is still the old file's, and is emptied through this process's own
-        // connection, so the next process cannot read it as the new file's.
-        let released =
-            tokio::task::spawn_blocking(move || store.release_file(Duration::from_secs(3)))
-                .await
-                .unwrap_or(false);
-        if !released {
-            tracing::warn!(
-                "could not empty the old database file's WAL (another process is using it)"
-            );
-        }
         return Err(DatabaseFileGone(problem).into());
-    }
-    // The last instance to stop leaves every write in the database file itself.
-    match tokio::task::spawn_blocking(move || store.checkpoint()).await {
-        Ok(Ok(true)) => tracing::debug!("checkpointed the WAL into the database file"),
-        Ok(Ok(false)) => tracing::debug!("WAL left to the instances still running"),
-        Ok(Err(e)) => tracing::warn!("checkpoint on stop: {e}"),
-        Err(e) => tracing::warn!("checkpoint on stop: {e}"),
     }
     tracing::info!("stopped");
     Ok(())
@@ -302,19 +280,6 @@ pub const EXIT_DATABASE_FILE_GONE: u8 = 75;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct DatabaseFileGone(pub String);
-
-/// Completes, with what happened, once the database file is no longer the one this instance
-/// opened (deleted, moved, replaced). A `stat` a second.
-async fn watch_database_file(store: Arc<crate::store::SqliteStore>) -> String {
-    use crate::store::NoteStore;
-    let mut ticks = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        ticks.tick().await;
-        if let Some(problem) = store.file_problem() {
-            return problem;
-        }
-    }
-}
 
 async fn wait_for_stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};

@@ -1,26 +1,29 @@
-//! The notes store: the one narrow API that the web app and the command line use to read and
-//! write notes.
+//! The notes store: the one narrow API that the web app, the command line, the cluster and the
+//! change feed use to read and write notes, whichever database holds them.
 //!
-//! `NoteStore` is deliberately small and speaks only in validated domain types, so another backend
-//! (PostgreSQL, say) can be added beside `sqlite` without touching the web or CLI code. Most
-//! methods block (reads are index lookups of microseconds); `start_write` is for async callers,
-//! which must not hold a thread while a write waits its turn.
-
-use std::future::Future;
-use std::pin::Pin;
+//! `Store` (in `handle`) is that API: async methods over one backend, chosen by the
+//! `Location` the configuration names and opened with the store's own `Settings`. Nothing above
+//! this module sees a backend's types or errors: `StoreError` speaks of notes and of the
+//! database in general. Today the one backend is `sqlite`, a file in WAL mode shared by every
+//! process; a server backend plugs in as another arm of `handle`'s dispatch.
 
 mod file_identity;
+mod handle;
+mod location;
 mod migrations;
 mod model;
+mod settings;
 mod sqlite;
 mod writer;
 
+pub use handle::{ChangeWatcher, Store};
+pub use location::{Location, PostgresUrl};
 pub use migrations::SCHEMA_VERSION;
 pub use model::{
     Change, ChangeKind, MAX_BODY_BYTES, MAX_KEY_CHARS, MAX_TITLE_CHARS, NewNote, Note, NoteContent,
     NoteKey, ValidationError, slug_from_title,
 };
-pub use sqlite::{SqliteStore, StoreOptions, Synchronous};
+pub use settings::{DatabaseTable, PostgresSettings, Settings, SqliteSettings, Synchronous};
 
 /// Which slice of the list to return, newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,10 +102,14 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// A failure of the database software that fits no kind below (a backend's own error,
+    /// as text).
     #[error("database error: {0}")]
-    Sqlite(rusqlite::Error),
-    #[error("database connection pool: {0}")]
-    Pool(r2d2::Error),
+    Backend(String),
+    /// The database server cannot be reached (refused, timed out, shutting down): nothing
+    /// was read or saved, and trying again later may work.
+    #[error("cannot reach the database: {0}")]
+    Unavailable(String),
     #[error("the write was not saved: {0}")]
     Write(String),
     /// The path no longer leads to the file this process opened (deleted, moved, replaced):
@@ -148,27 +155,6 @@ impl From<ValidationError> for StoreError {
     }
 }
 
-impl From<rusqlite::Error> for StoreError {
-    /// Failures of the file itself get their own kinds, so users and `/healthz` are told what
-    /// happened instead of a generic error.
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode;
-        match e.sqlite_error_code() {
-            Some(ErrorCode::DiskFull) => Self::DiskFull,
-            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
-                Self::Damaged(e.to_string())
-            }
-            Some(
-                ErrorCode::CannotOpen
-                | ErrorCode::ReadOnly
-                | ErrorCode::PermissionDenied
-                | ErrorCode::SystemIoFailure,
-            ) => Self::Unusable(e.to_string()),
-            _ => Self::Sqlite(e),
-        }
-    }
-}
-
 impl StoreError {
     /// The same failure again, for each write of a failed batch (the error is not `Clone`).
     pub fn again(&self) -> Self {
@@ -178,79 +164,30 @@ impl StoreError {
             Self::DiskFull => Self::DiskFull,
             Self::Damaged(m) => Self::Damaged(m.clone()),
             Self::Unusable(m) => Self::Unusable(m.clone()),
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
             other => Self::Write(other.to_string()),
         }
     }
 
-    /// True when the file itself is the problem (what `/healthz` reports as unhealthy).
-    pub fn is_file_trouble(&self) -> bool {
+    /// True when the database itself is the problem, not one request: its file is gone,
+    /// full, damaged or unusable, or its server cannot be reached (what `/healthz` reports as
+    /// unhealthy, and a write's failure that later writes would share).
+    pub fn is_database_trouble(&self) -> bool {
         matches!(
             self,
-            Self::FileGone(_) | Self::DiskFull | Self::Damaged(_) | Self::Unusable(_)
+            Self::FileGone(_)
+                | Self::DiskFull
+                | Self::Damaged(_)
+                | Self::Unusable(_)
+                | Self::Unavailable(_)
         )
     }
 }
 
-impl From<r2d2::Error> for StoreError {
-    fn from(e: r2d2::Error) -> Self {
-        Self::Pool(e)
-    }
-}
-
-/// A single-note write, as a value: what `NoteStore::start_write` takes.
+/// A single-note write, as a value: what `Store::write` takes.
 #[derive(Debug, Clone)]
 pub enum NoteWrite {
     Create(NewNote),
     Update(String, NoteUpdate),
     Delete(String),
-}
-
-/// A write under way: await it for the note written (or deleted).
-pub type PendingWrite = Pin<Box<dyn Future<Output = Result<Note, StoreError>> + Send>>;
-
-/// The store API shared by every frontend.
-pub trait NoteStore: Send + Sync + 'static {
-    /// Starts a write without blocking the caller; async code awaits it, where the blocking
-    /// `create`/`update`/`delete` would hold a thread while the write waits its turn.
-    fn start_write(&self, write: NoteWrite) -> PendingWrite;
-    fn list(&self, query: ListQuery) -> Result<NotePage, StoreError>;
-    /// One note, read on a connection of the calling thread's own: quick enough for an async
-    /// worker to call directly.
-    fn get(&self, key: &str) -> Result<Note, StoreError>;
-    fn create(&self, note: NewNote) -> Result<Note, StoreError>;
-    fn update(&self, key: &str, update: NoteUpdate) -> Result<Note, StoreError>;
-    /// Deletes and returns the deleted note.
-    fn delete(&self, key: &str) -> Result<Note, StoreError>;
-    /// Succeeds when the store can be read: what `/healthz` reports.
-    fn check_health(&self) -> Result<(), StoreError>;
-
-    /// `Some(what happened)` once the path no longer leads to the database file this store
-    /// opened (deleted, moved, replaced): nothing it writes from then on would be kept.
-    fn file_problem(&self) -> Option<String>;
-
-    /// Creates many notes in as few transactions as is efficient. One result per note, in
-    /// order: a note that fails (say, its key exists) does not stop the others.
-    fn create_many(&self, notes: Vec<NewNote>)
-    -> Result<Vec<Result<Note, StoreError>>, StoreError>;
-    /// Calls `visit` for every note, oldest first, from one consistent snapshot.
-    fn for_each_note(
-        &self,
-        visit: &mut dyn FnMut(Note) -> Result<(), StoreError>,
-    ) -> Result<u64, StoreError>;
-
-    /// Changes with an id above `after`, oldest first, at most `limit`.
-    fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError>;
-    /// The id of the newest change (0 when there is none).
-    fn last_change_id(&self) -> Result<i64, StoreError>;
-    /// The id of the oldest change still kept (0 when there is none): a client that resumes
-    /// from before it has missed changes the log cannot give it.
-    fn oldest_change_id(&self) -> Result<i64, StoreError>;
-    /// A cheap way to notice writes by any process, for the change feed.
-    fn change_watcher(&self) -> Result<Box<dyn ChangeWatcher>, StoreError>;
-}
-
-/// Notices that the store was written, by this process or any other.
-pub trait ChangeWatcher: Send {
-    /// True when something was committed since the previous call.
-    fn changed(&mut self) -> Result<bool, StoreError>;
 }

@@ -1,4 +1,4 @@
-//! The SQLite implementation of `NoteStore`: one file in WAL mode shared by every process.
+//! The SQLite backend of `Store`: one file in WAL mode shared by every process.
 //!
 //! Invariants: WAL is switched on when the file is opened; each process has exactly one writer
 //! connection (writers queue on its mutex, inside the process, rather than in SQLite's busy
@@ -8,6 +8,7 @@
 //! "database is locked"; a busy timeout covers the wait for other processes' writers.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -19,49 +20,12 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
 use super::file_identity::FileIdentity;
 use super::migrations::migrate;
-use super::writer::{Outcome, WriteOp, Writer};
+use super::settings::{SqliteSettings, Synchronous};
+use super::writer::{Outcome, WriteOp, Writer, gone};
 use super::{
-    Change, ChangeKind, ChangeWatcher, ListPosition, ListQuery, NewNote, Note, NotePage, NoteStore,
-    NoteUpdate, NoteWrite, PendingWrite, StoreError, slug_from_title,
+    Change, ChangeKind, ListPosition, ListQuery, NewNote, Note, NotePage, NoteUpdate, NoteWrite,
+    StoreError, slug_from_title,
 };
-
-/// How hard a commit is pushed to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// WAL + NORMAL: a committed write survives any process crash; the last commits may be lost
-    /// if the machine loses power.
-    #[default]
-    Normal,
-    /// WAL + FULL: every commit is fsynced; survives power loss, slower writes.
-    Full,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    pub synchronous: Synchronous,
-    /// How long a writer waits for another process's write to finish.
-    pub busy_timeout: Duration,
-    /// Reader connections in the pool.
-    pub readers: u32,
-    /// Connections for note lookups: one per thread that serves requests.
-    pub lookup_connections: usize,
-    /// Refuse to create the file: it existed when the cluster started, so a missing one was
-    /// deleted or moved, and an empty new one would hide that every note is gone.
-    pub must_exist: bool,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            synchronous: Synchronous::Normal,
-            busy_timeout: Duration::from_secs(30),
-            readers: 6,
-            lookup_connections: std::thread::available_parallelism().map_or(1, usize::from),
-            must_exist: false,
-        }
-    }
-}
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -84,6 +48,34 @@ pub struct SqliteStore {
     writer: Writer,
 }
 
+impl From<rusqlite::Error> for StoreError {
+    /// Failures of the file itself get their own kinds, so users and `/healthz` are told what
+    /// happened instead of a generic error.
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => Self::DiskFull,
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                Self::Damaged(e.to_string())
+            }
+            Some(
+                ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::PermissionDenied
+                | ErrorCode::SystemIoFailure,
+            ) => Self::Unusable(e.to_string()),
+            _ => Self::Backend(e.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    /// A reader could not be had within the pool's timeout: every one was busy, or a new one
+    /// failed to open.
+    fn from(e: r2d2::Error) -> Self {
+        Self::Backend(format!("connection pool: {e}"))
+    }
+}
+
 /// The columns `note_from_row` reads, in its order (a macro, so `concat!` can build literals).
 macro_rules! note_columns {
     () => {
@@ -94,7 +86,7 @@ const NOTE_COLUMNS: &str = note_columns!();
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file, switches it to WAL and migrates the schema.
-    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, options: &SqliteSettings) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
         let open_error = |reason: String| StoreError::Open {
             path: shown.clone(),
@@ -203,13 +195,9 @@ impl SqliteStore {
         read(conn)
     }
 
+    #[cfg(test)]
     fn write_one(&self, op: WriteOp) -> Result<Note, StoreError> {
-        match self.writer.submit(op) {
-            Outcome::One(result) => result,
-            Outcome::Many(_) | Outcome::Done(_) => {
-                Err(StoreError::Write("unexpected answer".into()))
-            }
-        }
+        self.writer.submit(op).one()
     }
 
     /// After the database file was deleted or replaced: checkpoints this process's writes into
@@ -572,13 +560,14 @@ fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
 
 /// Watches `PRAGMA data_version` on a connection of its own: the value changes whenever
 /// another connection (of any process) commits to the file. One query, no table read.
-struct DataVersionWatcher {
+pub struct DataVersionWatcher {
     conn: Connection,
     last: Option<i64>,
 }
 
-impl ChangeWatcher for DataVersionWatcher {
-    fn changed(&mut self) -> Result<bool, StoreError> {
+impl DataVersionWatcher {
+    /// True when something was committed since the previous call.
+    pub fn changed(&mut self) -> Result<bool, StoreError> {
         let now: i64 = self
             .conn
             .prepare_cached("PRAGMA data_version")?
@@ -612,8 +601,10 @@ fn find_existing(conn: &Connection, key: &str) -> Result<Note, StoreError> {
     find(conn, key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
 }
 
-impl NoteStore for SqliteStore {
-    fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
+/// The operations `Store` dispatches to. Each blocks the calling thread; `Store` decides
+/// which run on an async worker and which on the blocking pool.
+impl SqliteStore {
+    pub fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
         let conn = self.readers.get()?;
         // One read transaction: the count and the page come from the same snapshot.
         in_read_transaction(&conn, || {
@@ -695,45 +686,41 @@ impl NoteStore for SqliteStore {
         })
     }
 
-    fn get(&self, key: &str) -> Result<Note, StoreError> {
+    pub fn get(&self, key: &str) -> Result<Note, StoreError> {
         self.on_lookup_conn(|conn| find_existing(conn, key))
     }
 
-    fn start_write(&self, write: NoteWrite) -> PendingWrite {
+    /// Queues a write now; the future answers once it is committed. It holds no thread
+    /// meanwhile, and no borrow of the store.
+    pub fn write(
+        &self,
+        write: NoteWrite,
+    ) -> impl Future<Output = Result<Note, StoreError>> + Send + 'static {
         let op = match write {
             NoteWrite::Create(note) => WriteOp::Create(note),
             NoteWrite::Update(key, update) => WriteOp::Update(key, update),
             NoteWrite::Delete(key) => WriteOp::Delete(key),
         };
         let answer = self.writer.submit_async(op);
-        Box::pin(async move {
-            match answer.await {
-                Ok(Outcome::One(result)) => result,
-                Ok(Outcome::Many(_) | Outcome::Done(_)) => {
-                    Err(StoreError::Write("unexpected answer".into()))
-                }
-                Err(_) => Err(StoreError::Write("the writer thread has stopped".into())),
-            }
-        })
+        async move { answer.await.map_err(|_| gone()).and_then(Outcome::one) }
     }
 
+    #[cfg(test)]
     fn create(&self, note: NewNote) -> Result<Note, StoreError> {
         self.write_one(WriteOp::Create(note))
     }
 
-    fn create_many(
+    /// Queues many creations as one write; the future answers once they are committed.
+    pub fn create_many(
         &self,
         notes: Vec<NewNote>,
-    ) -> Result<Vec<Result<Note, StoreError>>, StoreError> {
-        match self.writer.submit(WriteOp::CreateMany(notes)) {
-            Outcome::Many(result) => result,
-            Outcome::One(_) | Outcome::Done(_) => {
-                Err(StoreError::Write("unexpected answer".into()))
-            }
-        }
+    ) -> impl Future<Output = Result<Vec<Result<Note, StoreError>>, StoreError>> + Send + 'static
+    {
+        let answer = self.writer.submit_async(WriteOp::CreateMany(notes));
+        async move { answer.await.map_err(|_| gone()).and_then(Outcome::many) }
     }
 
-    fn for_each_note(
+    pub fn for_each_note(
         &self,
         visit: &mut dyn FnMut(Note) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
@@ -751,15 +738,7 @@ impl NoteStore for SqliteStore {
         })
     }
 
-    fn update(&self, key: &str, update: NoteUpdate) -> Result<Note, StoreError> {
-        self.write_one(WriteOp::Update(key.to_owned(), update))
-    }
-
-    fn delete(&self, key: &str) -> Result<Note, StoreError> {
-        self.write_one(WriteOp::Delete(key.to_owned()))
-    }
-
-    fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+    pub fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
         let conn = self.readers.get()?;
         let mut stmt = conn.prepare_cached(
             "SELECT id, kind, key, title, version, at FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
@@ -768,21 +747,21 @@ impl NoteStore for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn last_change_id(&self) -> Result<i64, StoreError> {
+    pub fn last_change_id(&self) -> Result<i64, StoreError> {
         let conn = self.readers.get()?;
         Ok(conn
             .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM changes")?
             .query_row([], |r| r.get(0))?)
     }
 
-    fn oldest_change_id(&self) -> Result<i64, StoreError> {
+    pub fn oldest_change_id(&self) -> Result<i64, StoreError> {
         let conn = self.readers.get()?;
         Ok(conn
             .prepare_cached("SELECT COALESCE(MIN(id), 0) FROM changes")?
             .query_row([], |r| r.get(0))?)
     }
 
-    fn change_watcher(&self) -> Result<Box<dyn ChangeWatcher>, StoreError> {
+    pub fn change_watcher(&self) -> Result<DataVersionWatcher, StoreError> {
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -790,10 +769,10 @@ impl NoteStore for SqliteStore {
         conn.pragma_update(None, "query_only", true)?;
         let mut watcher = DataVersionWatcher { conn, last: None };
         watcher.changed()?; // the baseline
-        Ok(Box::new(watcher))
+        Ok(watcher)
     }
 
-    fn check_health(&self) -> Result<(), StoreError> {
+    pub fn check_health(&self) -> Result<(), StoreError> {
         if let Some(gone) = self.file_problem() {
             return Err(StoreError::FileGone(gone));
         }
@@ -809,7 +788,7 @@ impl NoteStore for SqliteStore {
         Ok(())
     }
 
-    fn file_problem(&self) -> Option<String> {
+    pub fn file_problem(&self) -> Option<String> {
         self.file.problem()
     }
 }
@@ -840,9 +819,9 @@ mod tests {
     }
 
     fn store_with_lookup_connections(dir: &Path, n: usize) -> SqliteStore {
-        let options = StoreOptions {
+        let options = SqliteSettings {
             lookup_connections: n,
-            ..StoreOptions::default()
+            ..SqliteSettings::default()
         };
         SqliteStore::open(&dir.join("notes.db"), &options).unwrap()
     }

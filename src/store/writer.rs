@@ -69,6 +69,28 @@ pub enum Outcome {
     Done(Result<bool, StoreError>),
 }
 
+impl Outcome {
+    /// The answer to a single-note write.
+    pub fn one(self) -> Result<Note, StoreError> {
+        match self {
+            Self::One(result) => result,
+            Self::Many(_) | Self::Done(_) => Err(unexpected()),
+        }
+    }
+
+    /// The answer to `CreateMany`.
+    pub fn many(self) -> Result<Vec<Result<Note, StoreError>>, StoreError> {
+        match self {
+            Self::Many(result) => result,
+            Self::One(_) | Self::Done(_) => Err(unexpected()),
+        }
+    }
+}
+
+fn unexpected() -> StoreError {
+    StoreError::Write("unexpected answer".into())
+}
+
 struct Request {
     op: WriteOp,
     reply: Reply,
@@ -183,7 +205,8 @@ impl Writer {
     }
 }
 
-fn gone() -> StoreError {
+/// Why a write has no answer.
+pub fn gone() -> StoreError {
     StoreError::Write("the writer thread has stopped".into())
 }
 
@@ -412,13 +435,24 @@ fn commit(conn: &mut Connection, batch: &[Request], checks: &Checks) -> Vec<Outc
         if let Some(gone) = file_gone() {
             return Err(gone);
         }
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process's lock outlasting the busy timeout shows here, at BEGIN IMMEDIATE
+        // (or, rarely, at COMMIT): inside the transaction the lock is held.
+        let busy_or_other = |e: rusqlite::Error| {
+            if is_busy(&e) {
+                StoreError::Busy(checks.patience)
+            } else {
+                e.into()
+            }
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(busy_or_other)?;
         let outcomes = batch
             .iter()
             .map(|r| apply(&tx, &r.op))
             .collect::<Result<Vec<_>, StoreError>>()?;
         prune_changes(&tx)?;
-        tx.commit()?;
+        tx.commit().map_err(busy_or_other)?;
         // Committed, but to the file at the path only if the path still leads to it: one
         // deleted or replaced during the commit keeps nothing, so nothing is acknowledged.
         if let Some(gone) = file_gone() {
@@ -432,14 +466,13 @@ fn commit(conn: &mut Connection, batch: &[Request], checks: &Checks) -> Vec<Outc
             *trouble = None;
             return outcomes;
         }
-        Err(StoreError::Sqlite(e)) if is_busy(&e) => {
-            let busy = StoreError::Busy(checks.patience);
+        Err(busy @ StoreError::Busy(_)) => {
             tracing::warn!("{busy}");
             busy
         }
         Err(e) => {
             tracing::error!("a write transaction failed: {e}");
-            if e.is_file_trouble() {
+            if e.is_database_trouble() {
                 *trouble = Some(e.again());
             }
             e

@@ -75,7 +75,7 @@ async fn list(
         (None, Some(raw)) => ListPosition::After(number::<i64>("cursor", raw)?),
         (None, None) => ListPosition::Page(1),
     };
-    let page = state.list(ListQuery { limit, position }).await?;
+    let page = state.store.list(ListQuery { limit, position }).await?;
     Ok(Json(ListBody {
         notes: page.notes,
         total: page.total,
@@ -99,7 +99,7 @@ async fn create(
     let input: CreateBody = body::parse(format, &body::bytes(raw)?)?;
     let note = NewNote::parse(input.key.as_deref(), &input.title, &input.body)
         .map_err(StoreError::from)?;
-    let created = state.write(NoteWrite::Create(note)).await?;
+    let created = state.store.write(NoteWrite::Create(note)).await?;
     let location = format!("/api/notes/{}", encode_component(&created.key));
     Ok((
         StatusCode::CREATED,
@@ -119,7 +119,7 @@ async fn show(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Note>, ApiError> {
     let key = key_from(path)?;
-    Ok(Json(state.read(|s| s.get(&key))?))
+    Ok(Json(state.store.get(&key).await?))
 }
 
 #[derive(Deserialize)]
@@ -142,7 +142,9 @@ async fn update(
         content: NoteContent::new(&input.title, &input.body).map_err(StoreError::from)?,
         expected_version: input.version,
     };
-    Ok(Json(state.write(NoteWrite::Update(key, update)).await?))
+    Ok(Json(
+        state.store.write(NoteWrite::Update(key, update)).await?,
+    ))
 }
 
 async fn remove(
@@ -150,6 +152,6 @@ async fn remove(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let key = key_from(path)?;
-    state.write(NoteWrite::Delete(key)).await?;
+    state.store.write(NoteWrite::Delete(key)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -112,7 +112,10 @@ impl From<StoreError> for AppError {
             },
             StoreError::Busy(_) => Self::Unavailable(e.to_string()),
             StoreError::DiskFull => Self::InsufficientStorage(e.to_string()),
-            StoreError::FileGone(_) | StoreError::Damaged(_) | StoreError::Unusable(_) => {
+            StoreError::FileGone(_)
+            | StoreError::Damaged(_)
+            | StoreError::Unusable(_)
+            | StoreError::Unavailable(_) => {
                 tracing::error!("{e}");
                 Self::Unavailable(e.to_string())
             }

@@ -135,11 +135,11 @@ pub async fn events(
     };
     // Subscribe before reading the log: a change committed in between is in one or the other.
     let live = state.feed.subscribe();
-    let newest = state.read(|s| s.last_change_id())?;
+    let newest = state.store.last_change_id().await?;
     let (last, catching_up, reset) = match resume {
         None => (newest, false, false),
         Some(id) => {
-            let oldest = state.read(|s| s.oldest_change_id())?;
+            let oldest = state.store.oldest_change_id().await?;
             // Changes after `id` were pruned, or `id` is not from this database at all.
             if id.saturating_add(1) < oldest || id > newest {
                 (newest, false, true)
@@ -214,10 +214,10 @@ impl Cursor {
                 continue;
             }
             if self.catching_up {
-                let after = self.last;
                 match self
                     .state
-                    .blocking(move |s| s.changes_after(after, CATCH_UP_BATCH))
+                    .store
+                    .changes_after(self.last, CATCH_UP_BATCH)
                     .await
                 {
                     Ok(batch) => {

@@ -3,8 +3,10 @@
 //!
 //! One thread polls the store's change watcher (for SQLite, `PRAGMA data_version`: one cheap
 //! query) every `POLL_INTERVAL`; when it moves, the thread reads the new entries of the changes
-//! log by id and broadcasts them in order. The log is written in the same transaction as each
-//! note write, so nothing committed is missed, and ids never repeat.
+//! log by id and broadcasts them in order. The thread drives the watcher's futures itself
+//! (`Handle::block_on`): SQLite's complete at once on it, as plain calls would; a server
+//! backend's await the network through the runtime's drivers. The log is written in the same
+//! transaction as each note write, so nothing committed is missed, and ids never repeat.
 //!
 //! Each change is turned into its event's bytes here, once, and everything read in one poll
 //! goes out as one message: a stream's share of a write is a reference count and, per poll,
@@ -31,7 +33,7 @@ use axum::body::Bytes;
 use tokio::sync::broadcast;
 
 use super::sse;
-use crate::store::{NoteStore, StoreError};
+use crate::store::{ChangeWatcher, Store, StoreError};
 
 /// How often the file is checked for writes by other processes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -107,9 +109,10 @@ pub struct ChangeFeed {
 
 impl ChangeFeed {
     /// Starts the polling thread. It lives as long as the process.
-    pub fn start(store: Arc<dyn NoteStore>) -> Result<Arc<Self>, StoreError> {
-        let mut watcher = store.change_watcher()?;
-        let mut last = store.last_change_id()?;
+    pub async fn start(store: &Store) -> Result<Arc<Self>, StoreError> {
+        let mut watcher = store.change_watcher().await?;
+        let mut last = store.last_change_id().await?;
+        let runtime = tokio::runtime::Handle::current();
         let groups: Arc<[broadcast::Sender<Message>]> = (0..GROUPS)
             .map(|_| broadcast::channel(CAPACITY).0)
             .collect();
@@ -127,10 +130,16 @@ impl ChangeFeed {
                     let streams = groups.iter().map(|g| g.receiver_count()).sum();
                     let interval = fan_out_interval(streams);
                     let mut messages = Vec::new();
-                    match watcher.changed() {
+                    match runtime.block_on(watcher.changed()) {
                         Ok(false) => {}
                         Ok(true) => {
-                            last = publish(store.as_ref(), streams, last, interval, &mut messages);
+                            last = runtime.block_on(publish(
+                                &mut watcher,
+                                streams,
+                                last,
+                                interval,
+                                &mut messages,
+                            ));
                             seen.store(last, Ordering::Release);
                             pinged = Instant::now();
                         }
@@ -200,8 +209,8 @@ fn changes_per_fan_out(streams: usize, interval: Duration) -> i64 {
 
 /// Adds to `out` every change after `last`, a log read at a time, or one burst standing for
 /// them; returns the new last id.
-fn publish(
-    store: &dyn NoteStore,
+async fn publish(
+    watcher: &mut ChangeWatcher,
     streams: usize,
     mut last: i64,
     interval: Duration,
@@ -210,7 +219,7 @@ fn publish(
     // Nobody listens: just move the mark, so a later subscriber does not get old news. The
     // newest id is read before the count: a subscriber arriving after the count was read reads
     // its own starting point later still, so it cannot fall between the two.
-    let newest = store.last_change_id();
+    let newest = watcher.last_change_id().await;
     if streams == 0 {
         return newest.unwrap_or(last);
     }
@@ -223,7 +232,7 @@ fn publish(
         return newest;
     }
     loop {
-        match store.changes_after(last, BATCH) {
+        match watcher.changes_after(last, BATCH).await {
             Ok(changes) => {
                 let full = changes.len() == BATCH as usize;
                 let (Some(first), Some(newest)) = (changes.first(), changes.last()) else {

@@ -2,9 +2,8 @@
 //!
 //! Pages keep the book's URLs and form field names (`pages`), the JSON API lives under `/api`
 //! (`api`), and every request passes through one guard (`guard`): refusal of foreign hosts
-//! (`hosts`) and cross-site forms, the panic page, security headers, the request log. Quick reads run on the async worker (`read`;
-//! a note lookup on the worker's own connection); writes go to the store's writer thread
-//! (`write`); long reads run on the blocking pool (`blocking`).
+//! (`hosts`) and cross-site forms, the panic page, security headers, the request log. Handlers
+//! await the `Store`, which decides where each read runs (see `store::Store`).
 
 mod api;
 mod assets;
@@ -36,7 +35,7 @@ pub use events::{DEFAULT_MAX_EVENT_STREAMS, StreamSlots};
 pub use feed::ChangeFeed;
 pub use hosts::HostPolicy;
 
-use crate::store::{ListQuery, Note, NotePage, NoteStore, NoteWrite, StoreError};
+use crate::store::{Store, StoreError};
 
 /// The liveness probe: answers while the process serves requests, touching nothing else. The
 /// supervisor asks every second, so it is left out of the request log.
@@ -48,7 +47,7 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn NoteStore>,
+    pub store: Store,
     pub feed: Arc<ChangeFeed>,
     /// Becomes true when the instance starts stopping: long-lived responses end.
     pub closing: watch::Receiver<bool>,
@@ -62,67 +61,20 @@ pub struct AppState {
 
 impl AppState {
     /// Starts the change feed for `store`; at most `max_event_streams` `/events` streams.
-    pub fn new(
-        store: Arc<dyn NoteStore>,
+    pub async fn new(
+        store: Store,
         closing: watch::Receiver<bool>,
         hosts: HostPolicy,
         max_event_streams: usize,
     ) -> Result<Self, StoreError> {
         Ok(Self {
-            feed: ChangeFeed::start(Arc::clone(&store))?,
+            feed: ChangeFeed::start(&store).await?,
             store,
             closing,
             first_page: Arc::new(Mutex::new(None)),
             hosts: Arc::new(hosts),
             event_streams: Arc::new(StreamSlots::new(max_event_streams)),
         })
-    }
-
-    /// Runs a quick read right here on the async worker. Reads in WAL mode never wait for a
-    /// lock, and these are index lookups of a few microseconds: handing them to the blocking
-    /// pool cost more than the query (thread hand-offs were a third of the CPU of `GET /`).
-    /// Anything that writes, or may read much, goes through `blocking`.
-    ///
-    /// Two workers may start reads at once; SQLite then makes one wait briefly on a
-    /// process-wide mutex (its barrier around reads of the WAL index). Those waits cost little:
-    /// making reads take turns in the runtime (a one-permit semaphore) removed them but cost 10%
-    /// of throughput in wake-ups between workers, and sharing one transaction among the note
-    /// lookups that arrived together measured 1–6% slower than each worker reading on its own
-    /// connection, which `get` does.
-    pub fn read<T>(
-        &self,
-        f: impl FnOnce(&dyn NoteStore) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        f(self.store.as_ref())
-    }
-
-    /// A write, awaited without holding a thread: the store's writer answers when committed.
-    pub async fn write(&self, write: NoteWrite) -> Result<Note, StoreError> {
-        self.store.start_write(write).await
-    }
-
-    /// Lists notes: quick queries right here, deep pages on the blocking pool.
-    pub async fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
-        if query.is_quick() {
-            self.read(|s| s.list(query))
-        } else {
-            self.blocking(move |s| s.list(query)).await
-        }
-    }
-
-    /// Runs a store call on the blocking pool (pool checkout included), so a write (which may
-    /// wait for another process) or a long read never blocks the async runtime.
-    pub async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&dyn NoteStore) -> Result<T, StoreError> + Send + 'static,
-    {
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
-            Ok(result) => result,
-            // A panic in a store call is our bug; surface it as an internal error, not a crash.
-            Err(join) => Err(StoreError::Internal(format!("a store task failed: {join}"))),
-        }
     }
 }
 

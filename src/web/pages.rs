@@ -200,7 +200,7 @@ async fn note_from_query(
     KeyQuery(key): KeyQuery,
 ) -> Result<(Note, i64), AppError> {
     let events_after = state.feed.last_seen();
-    let note = state.read(|s| s.get(&key))?;
+    let note = state.store.get(&key).await?;
     Ok((note, events_after))
 }
 
@@ -258,6 +258,7 @@ pub async fn index(
         return first_page(&state).await;
     }
     let list = state
+        .store
         .list(ListQuery {
             limit: PER_PAGE,
             position,
@@ -278,7 +279,7 @@ pub async fn index(
 /// The first page is the most requested one and changes only with the data: it is rendered
 /// once per change, and checking that nothing changed is one indexed MAX().
 async fn first_page(state: &AppState) -> Result<Response, AppError> {
-    let latest = state.read(|s| s.last_change_id())?;
+    let latest = state.store.last_change_id().await?;
     let cached = state
         .first_page
         .lock()
@@ -290,6 +291,7 @@ async fn first_page(state: &AppState) -> Result<Response, AppError> {
         return Ok(html_response(StatusCode::OK, html));
     }
     let list = state
+        .store
         .list(ListQuery {
             limit: PER_PAGE,
             position: ListPosition::Page(1),
@@ -439,7 +441,7 @@ async fn save_form(state: &AppState, form: &SaveForm) -> Result<String, AppError
         "create" => {
             let note = NewNote::parse(form.notekey.as_deref(), title, body_text)
                 .map_err(StoreError::from)?;
-            let created = state.write(NoteWrite::Create(note)).await?;
+            let created = state.store.write(NoteWrite::Create(note)).await?;
             Ok(created.key)
         }
         "update" => {
@@ -452,7 +454,7 @@ async fn save_form(state: &AppState, form: &SaveForm) -> Result<String, AppError
                 content: NoteContent::new(title, body_text).map_err(StoreError::from)?,
                 expected_version: body::optional_version(form.version.as_deref())?,
             };
-            let updated = state.write(NoteWrite::Update(key, update)).await?;
+            let updated = state.store.write(NoteWrite::Update(key, update)).await?;
             Ok(updated.key)
         }
         other => Err(AppError::Invalid(format!(
@@ -524,7 +526,7 @@ pub async fn destroy_confirm(
     let key = form
         .notekey
         .ok_or_else(|| AppError::Invalid("the form is missing the notekey field".into()))?;
-    state.write(NoteWrite::Delete(key)).await?;
+    state.store.write(NoteWrite::Delete(key)).await?;
     Ok(found("/"))
 }
 
@@ -532,12 +534,12 @@ pub async fn destroy_confirm(
 /// and a load balancer's health check. Otherwise 503 saying which failed: the file deleted or
 /// replaced, the disk full, a write failing with the file itself at fault, or a failed read.
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    match state.read(|s| s.check_health()) {
+    match state.store.check_health().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {
             let which = match e {
                 StoreError::FileGone(_) | StoreError::DiskFull => "cannot write",
-                _ if e.is_file_trouble() => "cannot read or write",
+                _ if e.is_database_trouble() => "cannot read or write",
                 _ => "cannot read",
             };
             tracing::warn!("health check failed: {which}: {e}");

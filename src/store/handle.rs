@@ -1,0 +1,301 @@
+//! `Store`: the handle every caller holds, and the one place that knows which backend runs.
+//!
+//! Every operation is an `async fn` that dispatches on the backend. A server backend awaits
+//! the network in its arm; the SQLite arm keeps its measured fast paths: a quick read runs right
+//! on the calling worker (an index lookup of microseconds, cheaper than any hand-off, see
+//! BENCHMARKS.md), a read that may be long goes to the blocking pool, and a write is queued to
+//! the one writer thread and awaited. An arm that never yields costs nothing over a direct call,
+//! and no operation allocates to dispatch.
+//!
+//! Two workers reading at once make SQLite hold one briefly on a process-wide mutex (its
+//! barrier around reads of the WAL index). That costs less than the cures tried: reads taking
+//! turns (a one-permit semaphore) lost 10% of throughput to wake-ups between workers, and one
+//! transaction shared by the lookups that arrived together was 1–6% slower than each worker
+//! reading on its own connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::sqlite::{DataVersionWatcher, SqliteStore};
+use super::{
+    Change, ListQuery, Location, NewNote, Note, NotePage, NoteWrite, Settings, StoreError,
+};
+
+/// An open store. Cheap to clone: clones share the backend's connections.
+#[derive(Clone)]
+pub struct Store(Backend);
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Arc<SqliteStore>),
+}
+
+impl Store {
+    /// Opens the store at `location` (creating and migrating it if needed).
+    pub async fn open(location: &Location, settings: &Settings) -> Result<Self, StoreError> {
+        match location {
+            Location::Sqlite(path) => {
+                let (path, settings) = (path.clone(), settings.sqlite.clone());
+                let store = off_thread(move || SqliteStore::open(&path, &settings)).await?;
+                Ok(Self(Backend::Sqlite(Arc::new(store))))
+            }
+            Location::Postgres(url) => Err(StoreError::Open {
+                path: url.redacted(),
+                reason: "PostgreSQL support is not built into this notesctl yet; \
+                         give the path of a SQLite file instead"
+                    .into(),
+            }),
+        }
+    }
+
+    /// One note. The note page's read: on SQLite, a lookup on the calling thread's own
+    /// connection.
+    pub async fn get(&self, key: &str) -> Result<Note, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.get(key),
+        }
+    }
+
+    /// A slice of the list, newest first. On SQLite a quick query (`ListQuery::is_quick`)
+    /// runs on the calling thread, a deep page on the blocking pool.
+    pub async fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) if query.is_quick() => s.list(query),
+            Backend::Sqlite(s) => {
+                let s = Arc::clone(s);
+                off_thread(move || s.list(query)).await
+            }
+        }
+    }
+
+    /// Creates, updates or deletes one note; answers once it is committed, with the note
+    /// written (or deleted). Holds no thread while the write waits its turn.
+    pub async fn write(&self, write: NoteWrite) -> Result<Note, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.write(write).await,
+        }
+    }
+
+    /// Creates many notes in as few transactions as is efficient. One result per note, in
+    /// order: a note that fails (say, its key exists) does not stop the others.
+    pub async fn create_many(
+        &self,
+        notes: Vec<NewNote>,
+    ) -> Result<Vec<Result<Note, StoreError>>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.create_many(notes).await,
+        }
+    }
+
+    /// Calls `visit` for every note, oldest first, from one consistent snapshot. On SQLite it
+    /// holds the calling thread throughout: for the command line, not for an async worker.
+    pub async fn for_each_note(
+        &self,
+        visit: &mut dyn FnMut(Note) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.for_each_note(visit),
+        }
+    }
+
+    /// Changes with an id above `after`, oldest first, at most `limit` (on SQLite, read on
+    /// the blocking pool: a client catching up may ask for many).
+    pub async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let s = Arc::clone(s);
+                off_thread(move || s.changes_after(after, limit)).await
+            }
+        }
+    }
+
+    /// The id of the newest change (0 when there is none).
+    pub async fn last_change_id(&self) -> Result<i64, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.last_change_id(),
+        }
+    }
+
+    /// The id of the oldest change still kept (0 when there is none): a client that resumes
+    /// from before it has missed changes the log cannot give it.
+    pub async fn oldest_change_id(&self) -> Result<i64, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.oldest_change_id(),
+        }
+    }
+
+    /// Succeeds when the store can be read and written: what `/healthz` reports.
+    pub async fn check_health(&self) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.check_health(),
+        }
+    }
+
+    /// How the change feed learns of writes by any process: see `ChangeWatcher`.
+    pub async fn change_watcher(&self) -> Result<ChangeWatcher, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => Ok(ChangeWatcher(Watcher::Sqlite {
+                version: s.change_watcher()?,
+                store: Arc::clone(s),
+            })),
+        }
+    }
+
+    /// Completes, with what happened, once the store can no longer keep what is written to
+    /// it through this handle: for SQLite, once the path no longer leads to the file opened
+    /// (deleted, moved, replaced; a `stat` a second). A store without such a file never
+    /// completes.
+    pub async fn lost(&self) -> String {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let mut ticks = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    ticks.tick().await;
+                    if let Some(problem) = s.file_problem() {
+                        return problem;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leaves the database tidy as this process stops (`after_lost`: `lost` completed). For
+    /// SQLite: normally the WAL is copied into the file, so that after the last process stops
+    /// the file alone holds every note; after the file was lost, the WAL beside the path (still
+    /// the old file's) is emptied through this process's own connection instead, so the next
+    /// process cannot read it as the new file's. Trouble is logged; stopping goes on.
+    pub async fn close(&self, after_lost: bool) {
+        match &self.0 {
+            Backend::Sqlite(s) if after_lost => {
+                let s = Arc::clone(s);
+                let released = off_thread(move || Ok(s.release_file(Duration::from_secs(3))))
+                    .await
+                    .unwrap_or(false);
+                if !released {
+                    tracing::warn!(
+                        "could not empty the old database file's WAL (another process is using it)"
+                    );
+                }
+            }
+            Backend::Sqlite(s) => {
+                let s = Arc::clone(s);
+                match off_thread(move || s.checkpoint()).await {
+                    Ok(true) => tracing::debug!("checkpointed the WAL into the database file"),
+                    Ok(false) => tracing::debug!("WAL left to the instances still running"),
+                    Err(e) => tracing::warn!("checkpoint on stop: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Notices writes by any process, for the change feed, and reads what they changed. The feed
+/// calls `changed` every few tens of milliseconds (so it must be cheap) and, when it says yes,
+/// reads the log with `changes_after`. The SQLite watcher asks `PRAGMA data_version` on a
+/// connection of its own and reads on the calling thread, which is the feed's own; a server
+/// backend would answer `changed` from a notification (LISTEN) instead.
+pub struct ChangeWatcher(Watcher);
+
+enum Watcher {
+    Sqlite {
+        version: DataVersionWatcher,
+        store: Arc<SqliteStore>,
+    },
+}
+
+impl ChangeWatcher {
+    /// True when something was committed since the previous call.
+    pub async fn changed(&mut self) -> Result<bool, StoreError> {
+        match &mut self.0 {
+            Watcher::Sqlite { version, .. } => version.changed(),
+        }
+    }
+
+    /// Changes with an id above `after`, oldest first, at most `limit`.
+    pub async fn changes_after(
+        &mut self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Change>, StoreError> {
+        match &mut self.0 {
+            Watcher::Sqlite { store, .. } => store.changes_after(after, limit),
+        }
+    }
+
+    /// The id of the newest change (0 when there is none).
+    pub async fn last_change_id(&mut self) -> Result<i64, StoreError> {
+        match &mut self.0 {
+            Watcher::Sqlite { store, .. } => store.last_change_id(),
+        }
+    }
+}
+
+/// Runs blocking store work on the blocking pool, so that it never holds an async worker.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        // A panic in a store call is our bug; surface it as an internal error, not a crash.
+        Err(join) => Err(StoreError::Internal(format!("a store task failed: {join}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NoteContent;
+
+    #[tokio::test]
+    async fn a_postgres_location_is_refused_without_its_password() {
+        let url = Location::parse("postgres://notes:s3cret@db:5432/notes");
+        let Err(e) = Store::open(&url, &Settings::default()).await else {
+            panic!("opened a PostgreSQL location");
+        };
+        let shown = e.to_string();
+        assert!(
+            shown.contains("postgres://notes:***@db:5432/notes"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    /// The operations through the handle, end to end on a SQLite file: a write is read back
+    /// by key, in the list, in the changes log and by the change watcher.
+    #[tokio::test]
+    async fn the_sqlite_backend_answers_through_the_handle() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let location = Location::Sqlite(dir.path().join("notes.db"));
+        let store = Store::open(&location, &Settings::default())
+            .await
+            .expect("open");
+        let mut watcher = store.change_watcher().await.expect("watcher");
+        assert!(!watcher.changed().await.expect("poll"));
+        let note = NewNote::parse(Some("a"), "A", "body").expect("valid");
+        store.write(NoteWrite::Create(note)).await.expect("create");
+        let update = crate::store::NoteUpdate {
+            content: NoteContent::new("A2", "body").expect("valid"),
+            expected_version: Some(1),
+        };
+        store
+            .write(NoteWrite::Update("a".into(), update))
+            .await
+            .expect("update");
+        assert_eq!(store.get("a").await.expect("get").title, "A2");
+        let page = store
+            .list(ListQuery {
+                limit: 10,
+                position: crate::store::ListPosition::Page(1),
+            })
+            .await
+            .expect("list");
+        assert_eq!((page.total, page.notes.len()), (1, 1));
+        assert!(watcher.changed().await.expect("poll"));
+        let changes = watcher.changes_after(0, 10).await.expect("changes");
+        assert_eq!(changes.len(), 2);
+        assert_eq!(store.changes_after(1, 10).await.expect("changes").len(), 1);
+        assert_eq!(store.last_change_id().await.expect("last"), changes[1].id);
+        store.check_health().await.expect("healthy");
+        store.close(false).await;
+    }
+}
