@@ -12,6 +12,7 @@ use std::pin::Pin;
 mod file_identity;
 mod migrations;
 mod model;
+pub mod postgres;
 mod sqlite;
 mod writer;
 
@@ -124,6 +125,10 @@ pub enum StoreError {
          try again"
     )]
     Busy(std::time::Duration),
+    /// The database server cannot be reached (refused, timed out, shutting down, login
+    /// refused): nothing was done; it may work again once the server is back.
+    #[error("cannot reach the database: {0}")]
+    Unavailable(String),
     /// A failure around the store rather than in it: a thread that could not start or panicked.
     #[error("internal error: {0}")]
     Internal(String),
