@@ -66,10 +66,23 @@ pub const SCHEMA_VERSION: i64 = STEPS.len() as i64;
 
 /// What the database holds, read without any lock.
 async fn current_version(client: &impl GenericClient) -> Result<i64, Failure> {
+    // A query of the catalog, not `to_regclass`: that one answers from the backend's cache,
+    // which a process that waited for the lock has not yet refreshed, so it would still
+    // report the table another process just created as missing. (Two statements: one naming
+    // a missing table fails to plan, whatever a CASE around it says.)
+    let exists = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
+                            WHERE schemaname = current_schema() AND tablename = 'schema_migrations')",
+            &[],
+        )
+        .await?;
+    if !exists.get::<_, bool>(0) {
+        return Ok(0);
+    }
     let row = client
         .query_one(
-            "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0
-                    ELSE (SELECT COALESCE(MAX(version), 0) FROM schema_migrations) END",
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
             &[],
         )
         .await?;
