@@ -42,6 +42,14 @@ fn note(key: Option<&str>, title: &str) -> NewNote {
     NewNote::parse(key, title, &format!("body of {title}")).expect("valid note")
 }
 
+async fn first_page(store: &PgStore) -> notesctl::store::NotePage {
+    let query = ListQuery {
+        limit: 10,
+        position: ListPosition::Page(1),
+    };
+    store.list(query).await.expect("listing the first page")
+}
+
 fn content(title: &str) -> NoteContent {
     NoteContent::new(title, "new body").expect("valid content")
 }
@@ -147,13 +155,7 @@ async fn notes_are_created_read_updated_and_deleted() {
         assert_eq!(store.oldest_change_id().await.unwrap(), 1);
         assert_eq!(store.changes_after(3, 1).await.unwrap()[0].id, 4);
 
-        let page = store
-            .list(ListQuery {
-                limit: 10,
-                position: ListPosition::Page(1),
-            })
-            .await
-            .unwrap();
+        let page = first_page(&store).await;
         assert_eq!(page.total, 1);
         assert_eq!(page.as_of_change, 5);
         store.check_health().await.unwrap();
@@ -294,13 +296,7 @@ async fn a_duplicate_in_a_batch_fails_alone() {
         assert!(matches!(&results[2], Err(StoreError::KeyExists(k)) if k == "a"));
         assert_eq!(results[3].as_ref().unwrap().key, "generated");
         assert_eq!(store.get("a").await.unwrap().title, "A");
-        let page = store
-            .list(ListQuery {
-                limit: 10,
-                position: ListPosition::Page(1),
-            })
-            .await
-            .unwrap();
+        let page = first_page(&store).await;
         assert_eq!(page.total, 3);
         // The failed notes used no change ids: the log has no holes.
         let ids: Vec<i64> = store

@@ -43,8 +43,14 @@ pub fn bin_dir() -> PathBuf {
     })
 }
 
-/// The user and group the server runs as: initdb refuses to run as root.
+/// The user and group the server runs as: `postgres` when the tests run as root (initdb
+/// refuses root), else the tests' own.
 fn postgres_ids() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").expect("reading /proc/self");
+    if me.uid() != 0 {
+        return (me.uid(), me.gid());
+    }
     let passwd = std::fs::read_to_string("/etc/passwd").expect("reading /etc/passwd");
     passwd
         .lines()

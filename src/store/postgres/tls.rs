@@ -31,26 +31,19 @@ pub fn connector(url: &PgUrl) -> Result<MakeRustlsConnect, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
     let algorithms = provider.signature_verification_algorithms;
-    let config = match url.sslmode {
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly { algorithms }))
-            .with_no_client_auth(),
-        SslMode::VerifyCa | SslMode::VerifyFull => {
-            let roots = Arc::new(roots(url)?);
-            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+    let check = match url.sslmode {
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => Check::KeyOnly,
+        SslMode::VerifyCa | SslMode::VerifyFull => Check::Chain {
+            webpki: WebPkiServerVerifier::builder_with_provider(Arc::new(roots(url)?), provider)
                 .build()
-                .map_err(|e| format!("TLS setup: {e}"))?;
-            let verifier = Arc::new(Verified {
-                webpki,
-                check_name: url.sslmode == SslMode::VerifyFull,
-            });
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(verifier)
-                .with_no_client_auth()
-        }
+                .map_err(|e| format!("TLS setup: {e}"))?,
+            check_name: url.sslmode == SslMode::VerifyFull,
+        },
     };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier { check, algorithms }))
+        .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
 }
 
@@ -73,37 +66,54 @@ fn roots(url: &PgUrl) -> Result<RootCertStore, String> {
             let found = rustls_native_certs::load_native_certs();
             roots.add_parsable_certificates(found.certs);
             if roots.is_empty() {
-                return Err(format!(
-                    "sslmode={} needs trusted roots: the system has none; set sslrootcert",
-                    if url.sslmode == SslMode::VerifyCa {
-                        "verify-ca"
-                    } else {
-                        "verify-full"
-                    }
-                ));
+                return Err(
+                    "verifying the server needs trusted roots, and the system has none: set sslrootcert"
+                        .into(),
+                );
             }
         }
     }
     Ok(roots)
 }
 
-/// Accepts any certificate, but still checks that the server holds its key: the session is
-/// encrypted to whoever answered.
+/// What is checked of the server's certificate.
 #[derive(Debug)]
-struct EncryptOnly {
+enum Check {
+    /// Only that the server holds the certificate's key: the session is encrypted to whoever
+    /// answered (`prefer`, `require`).
+    KeyOnly,
+    /// The chain up to a trusted root, and for `verify-full` the host name.
+    Chain {
+        webpki: Arc<WebPkiServerVerifier>,
+        check_name: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Verifier {
+    check: Check,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for EncryptOnly {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Check::Chain { webpki, check_name } = &self.check else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            // `verify-ca`: a trusted certificate for another name will do.
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -126,55 +136,5 @@ impl ServerCertVerifier for EncryptOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
-    }
-}
-
-/// The standard verification; for `verify-ca`, a name mismatch alone is accepted.
-#[derive(Debug)]
-struct Verified {
-    webpki: Arc<WebPkiServerVerifier>,
-    check_name: bool,
-}
-
-impl ServerCertVerifier for Verified {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .webpki
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
     }
 }
