@@ -414,7 +414,12 @@ async fn a_listener_hears_writes_of_another_store_and_survives_losing_its_connec
         assert_eq!(killed, "1");
         // Written while the listener is away: it cannot hear this one.
         there.create(note(Some("b"), "B")).await.unwrap();
-        assert_eq!(wake(&mut listener).await, Wakeup::MaybeMissed);
+        // Lost, then back (or only back, when it reconnected before this looked).
+        let mut woken = wake(&mut listener).await;
+        if woken == Wakeup::Lost {
+            woken = wake(&mut listener).await;
+        }
+        assert_eq!(woken, Wakeup::MaybeMissed);
         assert!(listener.is_connected());
         there.create(note(Some("c"), "C")).await.unwrap();
         assert_eq!(wake(&mut listener).await, Wakeup::Changed(3));
@@ -474,12 +479,93 @@ async fn an_outage_fails_fast_and_the_store_recovers_by_itself() {
         }
         assert_eq!(store.get("before").await.unwrap().title, "Before");
         store.check_health().await.unwrap();
-        // The listener reconnected: it reports the gap (it may also have heard "after").
-        let mut woken = wake(&mut listener).await;
-        if let Wakeup::Changed(_) = woken {
-            woken = wake(&mut listener).await;
+        // The listener reconnected: it reports the gap before anything it heard since.
+        assert_eq!(wake(&mut listener).await, Wakeup::MaybeMissed);
+    })
+    .await
+}
+
+/// A hung server (every process stopped) accepts connections but never answers: operations
+/// give up within their deadline, the listener notices, and all recover when it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_fails_operations_within_their_deadline() {
+    bounded(async {
+        let mut server = PgServer::start();
+        let url = server.create_database();
+        let quick = PgSettings {
+            connect_timeout: Duration::from_secs(1),
+            statement_timeout: Duration::from_secs(1),
+            ..PgSettings::default()
+        };
+        let store = PgStore::open(&url, &quick).await.unwrap();
+        let mut listener = store.listen().await.unwrap();
+        store.create(note(Some("a"), "A")).await.unwrap();
+        assert_eq!(wake(&mut listener).await, Wakeup::Changed(1));
+
+        server.freeze();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let result = store.create(note(None, "While hung")).await;
+            assert!(
+                matches!(result, Err(StoreError::Unavailable(_))),
+                "{result:?}"
+            );
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(5), "gave up after {took:?}");
         }
-        assert_eq!(woken, Wakeup::MaybeMissed);
+        assert!(matches!(
+            store.get("a").await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // The heartbeat finds the listener's connection dead.
+        assert_eq!(wake(&mut listener).await, Wakeup::Lost);
+
+        server.thaw();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.get("a").await.is_err() {
+            assert!(Instant::now() < deadline, "the store did not recover");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        store.create(note(Some("b"), "B")).await.unwrap();
+        assert_eq!(wake(&mut listener).await, Wakeup::MaybeMissed);
+    })
+    .await
+}
+
+/// A write that waits too long for another transaction's lock is cancelled by the
+/// statement timeout set on every connection; reads go on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stuck_behind_a_lock_ends_at_the_statement_timeout() {
+    bounded(async {
+        let url = fresh_database();
+        let quick = PgSettings {
+            statement_timeout: Duration::from_secs(1),
+            ..settings()
+        };
+        let store = PgStore::open(&url, &quick).await.unwrap();
+        store.create(note(Some("a"), "A")).await.unwrap();
+        let mut holder = std::process::Command::new("psql")
+            .args(["-X", "-q", "-d", &url, "-c"])
+            .arg("BEGIN; SELECT 1 FROM note_stats FOR UPDATE; SELECT pg_sleep(4); COMMIT;")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sql(&url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN;%pg_sleep%' AND state = 'active'") != "1" {
+            assert!(Instant::now() < deadline, "psql did not take the lock");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let started = Instant::now();
+        match store.create(note(Some("b"), "B")).await {
+            Err(StoreError::Unavailable(message)) => {
+                assert!(message.contains("statement timeout"), "{message}")
+            }
+            other => panic!("expected the statement timeout, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(store.get("a").await.unwrap().title, "A");
+        assert!(holder.wait().unwrap().success());
+        store.create(note(Some("b"), "B")).await.unwrap();
     })
     .await
 }

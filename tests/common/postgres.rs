@@ -146,6 +146,8 @@ pub struct PgServer {
     pub port: u16,
     tls: bool,
     child: Option<Child>,
+    /// The processes `freeze` stopped, for `thaw`.
+    frozen: Vec<nix::unistd::Pid>,
 }
 
 impl PgServer {
@@ -195,6 +197,7 @@ impl PgServer {
             port: free_port(),
             tls,
             child: None,
+            frozen: Vec::new(),
         };
         if tls {
             server.make_certificates(uid, gid);
@@ -356,9 +359,40 @@ impl PgServer {
         }
     }
 
+    /// Stops (SIGSTOP) the server and every backend: a hung server, that accepts TCP
+    /// connections (the kernel does) but never answers. `thaw` undoes it.
+    pub fn freeze(&mut self) {
+        let postmaster = self.child.as_ref().expect("the server is running").id();
+        let mut pids = vec![nix::unistd::Pid::from_raw(postmaster as i32)];
+        for entry in std::fs::read_dir("/proc").expect("reading /proc").flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The parent pid is the second field after the parenthesised command name.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid == Some(postmaster.to_string().as_str())
+                && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
+            {
+                pids.push(nix::unistd::Pid::from_raw(pid));
+            }
+        }
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGSTOP);
+        }
+        self.frozen = pids;
+    }
+
+    /// Resumes what `freeze` stopped.
+    pub fn thaw(&mut self) {
+        for pid in self.frozen.drain(..) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+
     /// Stops the server (fast shutdown: connections are closed), killing it if it takes too
     /// long. `resume` starts it again.
     pub fn stop(&mut self) {
+        self.thaw();
         let Some(mut child) = self.child.take() else {
             return;
         };

@@ -28,6 +28,9 @@ const LAST_RETRY: Duration = Duration::from_secs(5);
 pub enum Wakeup {
     /// A write was committed; the newest change id heard of so far.
     Changed(i64),
+    /// The connection was lost: nothing can be heard until `MaybeMissed` says it is back
+    /// (poll the log meanwhile if changes must not wait).
+    Lost,
     /// The connection was lost and is back: changes may have been committed unheard, so read
     /// the log from where you are.
     MaybeMissed,
@@ -44,6 +47,8 @@ struct Heard {
 pub struct ChangeListener {
     heard: watch::Receiver<Heard>,
     seen_epoch: u64,
+    /// Whether the owner was last told the connection is up.
+    seen_connected: bool,
     task: JoinHandle<()>,
 }
 
@@ -69,12 +74,13 @@ impl ChangeListener {
         Ok(Self {
             heard,
             seen_epoch: 0,
+            seen_connected: true,
             task,
         })
     }
 
-    /// Waits until a write is committed or the connection came back after a loss. Several
-    /// notifications before a call wake it once.
+    /// Waits until a write is committed, or the connection is lost, or it is back after a
+    /// loss. Several notifications before a call wake it once.
     pub async fn next_wakeup(&mut self) -> Wakeup {
         if self.heard.changed().await.is_err() {
             // The task ended (it never does on its own): nothing more will be heard.
@@ -83,7 +89,12 @@ impl ChangeListener {
         let heard = *self.heard.borrow_and_update();
         if heard.epoch != self.seen_epoch {
             self.seen_epoch = heard.epoch;
+            self.seen_connected = true;
             return Wakeup::MaybeMissed;
+        }
+        if !heard.connected && self.seen_connected {
+            self.seen_connected = false;
+            return Wakeup::Lost;
         }
         Wakeup::Changed(heard.latest)
     }
@@ -175,11 +186,7 @@ async fn listen(
     loop {
         session.relay(&tell, connect_timeout).await;
         drop(session);
-        // Not a wakeup: there is nothing to catch up on until the connection is back.
-        tell.send_if_modified(|h| {
-            h.connected = false;
-            false
-        });
+        tell.send_modify(|h| h.connected = false);
         tracing::warn!("lost the connection that listens for changes; reconnecting");
         let mut wait = FIRST_RETRY;
         session = loop {

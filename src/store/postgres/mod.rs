@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -158,10 +158,12 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let deadline = connect_timeout + settings.statement_timeout;
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size.max(1))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(connect_timeout))
+            // Waiting for a busy pool is not an outage: it may take as long as an operation.
+            .wait_timeout(Some(deadline))
             .create_timeout(Some(connect_timeout))
             .recycle_timeout(Some(connect_timeout))
             .build()
@@ -172,7 +174,7 @@ impl PgStore {
             config,
             tls,
             connect_timeout,
-            deadline: connect_timeout + settings.statement_timeout,
+            deadline,
             migrations_applied: 0,
         };
         let applied = store
@@ -334,6 +336,11 @@ impl PgStore {
                 known: SCHEMA_VERSION,
             },
             Failure::Timeout(after) => unavailable(format!("no answer within {after:?}")),
+            Failure::Pool(PoolError::Timeout(TimeoutType::Wait)) => unavailable(format!(
+                "all {} connections of the pool stayed busy for {:?}",
+                self.pool.status().max_size,
+                self.deadline
+            )),
             Failure::Pool(PoolError::Timeout(_)) => {
                 unavailable(format!("no connection within {:?}", self.connect_timeout))
             }
