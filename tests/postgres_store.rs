@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::postgres::{PgServer, fresh_database, sql};
+use common::postgres::{PASSWORD_USER, PgServer, fresh_database, sql};
 use notesctl::store::postgres::{PgSettings, PgStore, SCHEMA_VERSION, Wakeup};
 use notesctl::store::{
     ChangeKind, ListPosition, ListQuery, NewNote, NoteContent, NoteUpdate, StoreError,
@@ -465,6 +465,8 @@ async fn an_outage_fails_fast_and_the_store_recovers_by_itself() {
             "{:?}",
             started.elapsed()
         );
+        assert_eq!(wake(&mut listener).await, Wakeup::Lost);
+        assert!(!listener.is_connected());
 
         server.resume();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -615,6 +617,56 @@ async fn passwords_never_appear_in_errors() {
             let err = PgStore::open(&bad, &settings()).await.unwrap_err();
             assert!(!format!("{err} {err:?}").contains(secret), "{err}");
         }
+    })
+    .await
+}
+
+/// A URL without a password takes it from the password file; a wrong one is refused
+/// without being shown.
+#[tokio::test]
+async fn passwords_come_from_the_password_file() {
+    bounded(async {
+        let server = PgServer::start();
+        let url = server.create_database();
+        let db = url
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .to_owned();
+        let secret = "pw-from-the-file";
+        server.add_password_user(&db, secret);
+        let dir = tempfile::tempdir().unwrap();
+        let passfile = dir.path().join("pgpass");
+        std::fs::write(
+            &passfile,
+            format!("127.0.0.1:{}:{db}:{PASSWORD_USER}:{secret}\n", server.port),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let with_file = PgSettings {
+            passfile: Some(passfile),
+            ..settings()
+        };
+        let bare = format!(
+            "postgres://{PASSWORD_USER}@127.0.0.1:{}/{db}?sslmode=disable",
+            server.port
+        );
+        let store = PgStore::open(&bare, &with_file).await.unwrap();
+        store.create(note(Some("a"), "A")).await.unwrap();
+
+        let wrong = format!(
+            "postgres://{PASSWORD_USER}:not-{secret}@127.0.0.1:{}/{db}?sslmode=disable",
+            server.port
+        );
+        let err = PgStore::open(&wrong, &with_file).await.unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("password authentication failed"), "{shown}");
+        assert!(shown.contains(&format!("{PASSWORD_USER}:***@")), "{shown}");
+        assert!(!shown.contains(secret), "{shown}");
     })
     .await
 }

@@ -140,7 +140,11 @@ fn unique() -> String {
     )
 }
 
-/// A PostgreSQL server in a temp dir, listening on 127.0.0.1 with trust authentication.
+/// The one role of a `PgServer` that must log in with a password (see `add_password_user`).
+pub const PASSWORD_USER: &str = "notes_pw";
+
+/// A PostgreSQL server in a temp dir, listening on 127.0.0.1 with trust authentication
+/// (except for `PASSWORD_USER`).
 pub struct PgServer {
     dir: PathBuf,
     pub port: u16,
@@ -192,6 +196,14 @@ impl PgServer {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        // Trust for everyone but `PASSWORD_USER`, whose logins need its password.
+        let hba = dir.join("data/pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).expect("reading pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!("host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n{rules}"),
+        )
+        .expect("writing pg_hba.conf");
         let mut server = Self {
             dir,
             port: free_port(),
@@ -422,6 +434,19 @@ impl PgServer {
         let name = format!("t_{}", unique());
         self.sql("postgres", &format!("CREATE DATABASE {name}"));
         self.url(&name)
+    }
+
+    /// Creates `PASSWORD_USER` with `password`, owning database `db` (so it can create the
+    /// schema there).
+    pub fn add_password_user(&self, db: &str, password: &str) {
+        self.sql(
+            "postgres",
+            &format!("CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{password}'"),
+        );
+        self.sql(
+            "postgres",
+            &format!("ALTER DATABASE {db} OWNER TO {PASSWORD_USER}"),
+        );
     }
 
     /// Runs `sql` in database `db`; returns psql's unaligned output. Panics on failure.
