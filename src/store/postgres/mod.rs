@@ -133,8 +133,8 @@ impl PgStore {
     /// reached is `Unavailable`; a schema newer than this build is `SchemaTooNew`.
     pub async fn open(url: &str, settings: &PgSettings) -> Result<Self, StoreError> {
         let parsed = PgUrl::parse(url).map_err(|e| StoreError::Open {
-            path: "the PostgreSQL URL".into(),
-            reason: e.to_string(),
+            path: e.shown().to_owned(),
+            reason: e.reason().to_owned(),
         })?;
         let passfile = settings.passfile.clone().unwrap_or_else(default_passfile);
         let url = Arc::new(parsed.with_password_from(std::env::var("PGPASSWORD").ok(), &passfile));

@@ -322,23 +322,20 @@ impl Log<'_, '_> {
         if last == self.last_change_id {
             return Ok(());
         }
+        // One round trip: the statements of a WITH all run, read or not. The notification is
+        // delivered at commit, and only then: nobody hears of an uncommitted change.
         let settle = self
             .tx
             .prepare_cached(
-                "UPDATE note_stats SET last_change_id = $1, note_count = note_count + $2
-                 WHERE id = 1",
+                "WITH settled AS (
+                     UPDATE note_stats SET last_change_id = $1, note_count = note_count + $2
+                     WHERE id = 1),
+                 pruned AS (DELETE FROM changes WHERE id <= $1 - $3)
+                 SELECT pg_notify($4, $1::text)",
             )
             .await?;
-        self.tx.execute(&settle, &[&last, &self.note_delta]).await?;
-        let prune = self
-            .tx
-            .prepare_cached("DELETE FROM changes WHERE id <= $1")
-            .await?;
-        self.tx.execute(&prune, &[&(last - KEPT_CHANGES)]).await?;
-        // Delivered at commit, and only then: a listener never hears of an uncommitted change.
-        let notify = self.tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
         self.tx
-            .execute(&notify, &[&CHANNEL, &last.to_string()])
+            .execute(&settle, &[&last, &self.note_delta, &KEPT_CHANGES, &CHANNEL])
             .await?;
         Ok(())
     }

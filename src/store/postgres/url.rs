@@ -71,6 +71,17 @@ pub struct UrlError {
     reason: String,
 }
 
+impl UrlError {
+    /// The URL, its password (if any) shown as `***`.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
 impl PgUrl {
     /// Parses `postgres://` or `postgresql://` URLs with the query options `sslmode`,
     /// `sslrootcert`, `connect_timeout` (seconds), `application_name`, and `host`/`port`/
