@@ -8,8 +8,8 @@
 //! Invariants: a server that cannot start fails the test (never a skip). No server outlives
 //! the test process: each is started from one long-lived thread with a parent-death signal
 //! (SIGQUIT, PostgreSQL's immediate shutdown), since the kernel sends it when the *thread*
-//! that spawned the child ends; a private server is also stopped by `Drop`. Data directories
-//! left by killed test processes are removed by the next run.
+//! that spawned the child ends; a private server is also stopped by `Drop`, the shared one at
+//! exit. Data directories left by killed test processes are removed by the next run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -511,12 +511,32 @@ enum Shared {
     Local(PgServer),
 }
 
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
 fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| match std::env::var("NOTES_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Shared::External(url),
-        _ => Shared::Local(PgServer::start()),
+        _ => {
+            let server = PgServer::start();
+            // Statics are never dropped: at exit, stop it and remove its files here (the
+            // parent-death signal alone would leave the files to the next run's sweep).
+            unsafe { nix::libc::atexit(stop_shared_server) };
+            Shared::Local(server)
+        }
     })
+}
+
+extern "C" fn stop_shared_server() {
+    if let Some(Shared::Local(server)) = SHARED.get()
+        && let Some(child) = &server.child
+    {
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        // Immediate shutdown: nothing of a throwaway server needs saving.
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT).is_ok() {
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        let _ = std::fs::remove_dir_all(&server.dir);
+    }
 }
 
 /// The URL of a new, empty database for one test.
