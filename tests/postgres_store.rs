@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::postgres::{PASSWORD_USER, PgServer, fresh_database, sql};
+use common::postgres::{PASSWORD_USER, PgServer, database_of, fresh_database, sql};
 use notesctl::store::postgres::{PgSettings, PgStore, SCHEMA_VERSION, Wakeup};
 use notesctl::store::{
     ChangeKind, ListPosition, ListQuery, NewNote, NoteContent, NoteUpdate, StoreError,
@@ -621,6 +621,60 @@ async fn passwords_never_appear_in_errors() {
     .await
 }
 
+/// Text that compression cannot shrink, so it takes its own size on disk.
+fn noise(len: usize, seed: u64) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            CHARS[(state >> 33) as usize % CHARS.len()] as char
+        })
+        .collect()
+}
+
+/// The disk holding the notes fills up: the write that does not fit fails with `DiskFull`
+/// and leaves nothing behind (count, log and list agree); once there is room, the same store
+/// writes again.
+#[tokio::test]
+async fn a_full_disk_fails_the_write_cleanly() {
+    bounded(async {
+        let server = PgServer::start();
+        let url = server.create_database();
+        let db = database_of(&url);
+        let store = open(&url).await;
+        server.put_on_small_disk(&db, "notes", "1m");
+        let mut saved = 0u64;
+        let failure = loop {
+            let body = noise(60_000, saved);
+            match store
+                .create(NewNote::parse(None, "Big", &body).unwrap())
+                .await
+            {
+                Ok(_) => saved += 1,
+                Err(e) => break e,
+            }
+            assert!(saved < 100, "a 1 MiB disk never filled up");
+        };
+        assert!(matches!(failure, StoreError::DiskFull), "{failure:?}");
+        assert!(saved > 0);
+        assert_eq!(first_page(&store).await.total, saved);
+        assert_eq!(store.last_change_id().await.unwrap(), saved as i64);
+        assert_eq!(store.get("big").await.unwrap().body, noise(60_000, 0));
+
+        server.sql(&db, "ALTER TABLE notes SET TABLESPACE pg_default");
+        store
+            .create(note(Some("room"), "Room again"))
+            .await
+            .unwrap();
+    })
+    .await
+}
+
 /// A URL without a password takes it from the password file; a wrong one is refused
 /// without being shown.
 #[tokio::test]
@@ -628,14 +682,7 @@ async fn passwords_come_from_the_password_file() {
     bounded(async {
         let server = PgServer::start();
         let url = server.create_database();
-        let db = url
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .split('?')
-            .next()
-            .unwrap()
-            .to_owned();
+        let db = database_of(&url);
         let secret = "pw-from-the-file";
         server.add_password_user(&db, secret);
         let dir = tempfile::tempdir().unwrap();

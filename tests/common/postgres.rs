@@ -122,7 +122,21 @@ fn remove_stale_dirs() {
             continue;
         };
         if !Path::new("/proc").join(pid).exists() {
+            unmount_below(&entry.path());
             let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Unmounts what is mounted below `dir` (the disks of `PgServer::put_on_small_disk`).
+fn unmount_below(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for point in mounts
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+    {
+        if Path::new(point).starts_with(dir) {
+            let _ = Command::new("umount").arg(point).status();
         }
     }
 }
@@ -449,6 +463,31 @@ impl PgServer {
         );
     }
 
+    /// Moves `table` of database `db` (with its TOAST data, not its indexes) onto a disk of
+    /// its own of `size` (tmpfs syntax, such as "1m"), for a test to fill up. Needs root.
+    pub fn put_on_small_disk(&self, db: &str, table: &str, size: &str) {
+        let point = self.dir.join(format!("disk-{table}"));
+        std::fs::create_dir(&point).expect("creating the mount point");
+        let (uid, gid) = postgres_ids();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0700,uid={uid},gid={gid}"))
+            .arg("tmpfs")
+            .arg(&point)
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "mounting a {size} tmpfs (the test needs root)"
+        );
+        let space = format!("small_{}", unique());
+        self.sql(
+            "postgres",
+            &format!("CREATE TABLESPACE {space} LOCATION '{}'", point.display()),
+        );
+        self.sql(db, &format!("ALTER TABLE {table} SET TABLESPACE {space}"));
+    }
+
     /// Runs `sql` in database `db`; returns psql's unaligned output. Panics on failure.
     pub fn sql(&self, db: &str, sql: &str) -> String {
         self.try_sql(db, sql)
@@ -463,6 +502,7 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop();
+        unmount_below(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -491,6 +531,15 @@ pub fn psql(url: &str, sql: &str) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// The database name of a URL from `fresh_database` or `create_database`.
+pub fn database_of(url: &str) -> String {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = path.split('?').next().unwrap_or_default();
+    path.split_once('/')
+        .map(|(_, db)| db.to_owned())
+        .unwrap_or_default()
 }
 
 /// `url` with its database name replaced by `db` (query options kept).
