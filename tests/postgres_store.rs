@@ -546,17 +546,11 @@ async fn a_write_stuck_behind_a_lock_ends_at_the_statement_timeout() {
         };
         let store = PgStore::open(&url, &quick).await.unwrap();
         store.create(note(Some("a"), "A")).await.unwrap();
-        let mut holder = std::process::Command::new("psql")
-            .args(["-X", "-q", "-d", &url, "-c"])
-            .arg("BEGIN; SELECT 1 FROM note_stats FOR UPDATE; SELECT pg_sleep(4); COMMIT;")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sql(&url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN;%pg_sleep%' AND state = 'active'") != "1" {
-            assert!(Instant::now() < deadline, "psql did not take the lock");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let holder = in_background(
+            &url,
+            "BEGIN; SELECT 1 FROM note_stats FOR UPDATE; SELECT pg_sleep(4); COMMIT;",
+        )
+        .await;
         let started = Instant::now();
         match store.create(note(Some("b"), "B")).await {
             Err(StoreError::Unavailable(message)) => {
@@ -566,10 +560,79 @@ async fn a_write_stuck_behind_a_lock_ends_at_the_statement_timeout() {
         }
         assert!(started.elapsed() < Duration::from_secs(3));
         assert_eq!(store.get("a").await.unwrap().title, "A");
-        assert!(holder.wait().unwrap().success());
+        assert!(holder.wait_with_output().unwrap().status.success());
         store.create(note(Some("b"), "B")).await.unwrap();
     })
     .await
+}
+
+/// Another client locks the note, then the row every write locks first, while this store
+/// updates the note: a deadlock, which the server resolves by failing this store's
+/// transaction. The store retries it, and the update succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_is_retried_not_shown() {
+    bounded(async {
+        let url = fresh_database();
+        // The server looks for a deadlock once, when a lock was waited for this long: the
+        // store's side looks after the other client waits too, and the other side never does,
+        // so the server fails the store's transaction.
+        let db = database_of(&url);
+        sql(
+            &url,
+            &format!("ALTER DATABASE {db} SET deadlock_timeout = '3s'"),
+        );
+        let store = open(&url).await;
+        store.create(note(Some("a"), "A")).await.unwrap();
+        let other = in_background(
+            &url,
+            "SET deadlock_timeout = '20s'; BEGIN; SELECT 1 FROM notes WHERE key = 'a' FOR UPDATE; \
+             SELECT pg_sleep(1.5); SELECT 1 FROM note_stats WHERE id = 1 FOR UPDATE; COMMIT;",
+        )
+        .await;
+        let update = NoteUpdate {
+            content: content("Updated"),
+            expected_version: Some(1),
+        };
+        assert_eq!(store.update("a", update).await.unwrap().version, 2);
+        let out = other.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The deadlock did happen (the server counts it, within a second or so).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let counted = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()";
+        while sql(&url, counted) == "0" {
+            assert!(Instant::now() < deadline, "no deadlock was detected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+/// Runs `script` with psql in the background; returns once its `pg_sleep` is running (so
+/// the locks it takes before are held).
+async fn in_background(url: &str, script: &str) -> std::process::Child {
+    let child = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting psql");
+    let running = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = '{}' AND wait_event = 'PgSleep'",
+        script.replace('\'', "''")
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sql(url, &running) != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "psql did not get to its pg_sleep"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
 }
 
 #[tokio::test]
