@@ -10,7 +10,6 @@
 //! by `PgUrl::redacted()`: the password never appears in one.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -112,7 +111,7 @@ impl Failure {
 
 pub struct PgStore {
     pool: Pool,
-    url: Arc<PgUrl>,
+    url: PgUrl,
     /// For the listener's own connection, outside the pool.
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
@@ -137,7 +136,7 @@ impl PgStore {
             reason: e.reason().to_owned(),
         })?;
         let passfile = settings.passfile.clone().unwrap_or_else(default_passfile);
-        let url = Arc::new(parsed.with_password_from(std::env::var("PGPASSWORD").ok(), &passfile));
+        let url = parsed.with_password_from(std::env::var("PGPASSWORD").ok(), &passfile);
         let open_error = |reason: String| StoreError::Open {
             path: url.redacted(),
             reason: url.scrub(&reason),
