@@ -391,6 +391,26 @@ async fn eight_processes_opening_an_empty_database_migrate_it_once() {
     .await
 }
 
+/// A role that may connect but not create tables is told how to fix that.
+#[tokio::test]
+async fn a_role_that_cannot_create_the_schema_is_told_how_to_fix_it() {
+    bounded(async {
+        let url = fresh_database();
+        let role = format!("r_{}", database_of(&url));
+        sql(&url, &format!("CREATE ROLE {role} LOGIN"));
+        let as_role = url.replacen("postgres@", &format!("{role}@"), 1);
+        match PgStore::open(&as_role, &settings()).await {
+            Err(e @ StoreError::Open { .. }) => {
+                let reason = e.to_string();
+                assert!(reason.contains("permission denied"), "{reason}");
+                assert!(reason.contains("OWNER TO"), "{reason}");
+            }
+            other => panic!("expected an Open error, got {other:?}"),
+        }
+    })
+    .await
+}
+
 async fn wake(listener: &mut notesctl::store::postgres::ChangeListener) -> Wakeup {
     tokio::time::timeout(WAKE_DEADLINE, listener.next_wakeup())
         .await

@@ -177,8 +177,22 @@ impl PgStore {
             migrations_applied: 0,
         };
         let applied = store
-            .run(async { schema::migrate(&mut *store.conn().await?).await })
-            .await?;
+            .within(async { schema::migrate(&mut *store.conn().await?).await })
+            .await
+            .map_err(|f| match f {
+                Failure::Db(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                    StoreError::Open {
+                        path: store.url.redacted(),
+                        reason: format!(
+                            "{}; the role {:?} cannot create the tables: make it the database's \
+                             owner (ALTER DATABASE ... OWNER TO ...) or grant it CREATE on the schema",
+                            store.url.scrub(&describe(&e)),
+                            store.url.user
+                        ),
+                    }
+                }
+                other => store.fail(other),
+            })?;
         store.migrations_applied = applied;
         if applied > 0 {
             tracing::info!(
