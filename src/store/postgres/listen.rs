@@ -80,7 +80,8 @@ impl ChangeListener {
     }
 
     /// Waits until a write is committed, or the connection is lost, or it is back after a
-    /// loss. Several notifications before a call wake it once.
+    /// loss. Several notifications before a call wake it once. Cancel-safe: it may be one
+    /// branch of a `select!`.
     pub async fn next_wakeup(&mut self) -> Wakeup {
         if self.heard.changed().await.is_err() {
             // The task ended (it never does on its own): nothing more will be heard.
