@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use common::postgres::{PASSWORD_USER, PgServer, database_of, fresh_database, sql};
-use notesctl::store::postgres::{PgSettings, PgStore, SCHEMA_VERSION, Wakeup};
+use notesctl::store::postgres::{PgSettings, PgStore, PgUrl, SCHEMA_VERSION, Wakeup};
 use notesctl::store::{
     ChangeKind, ListPosition, ListQuery, NewNote, NoteContent, NoteUpdate, StoreError,
 };
@@ -682,13 +682,11 @@ async fn passwords_never_appear_in_errors() {
 
         // A server that answers, but not with that database.
         let url = fresh_database();
-        let port = url
-            .split(':')
-            .nth(2)
-            .and_then(|p| p.split('/').next())
-            .unwrap();
-        let missing =
-            format!("postgres://postgres:{secret}@127.0.0.1:{port}/no_such_db?sslmode=disable");
+        let server = PgUrl::parse(&url).unwrap();
+        let missing = format!(
+            "postgres://{}:{secret}@{}:{}/no_such_db?sslmode=disable",
+            server.user, server.host, server.port
+        );
         let err = PgStore::open(&missing, &settings()).await.unwrap_err();
         assert!(!format!("{err} {err:?}").contains(secret), "{err}");
         assert!(err.to_string().contains("no_such_db"), "{err}");
