@@ -564,7 +564,10 @@ static SHARED: OnceLock<Shared> = OnceLock::new();
 
 fn shared() -> &'static Shared {
     SHARED.get_or_init(|| match std::env::var("NOTES_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Shared::External(url),
+        Ok(url) if !url.is_empty() => {
+            unsafe { nix::libc::atexit(drop_external_databases) };
+            Shared::External(url)
+        }
         _ => {
             let server = PgServer::start();
             // Statics are never dropped: at exit, stop it and remove its files here (the
@@ -573,6 +576,20 @@ fn shared() -> &'static Shared {
             Shared::Local(server)
         }
     })
+}
+
+/// The databases made on `NOTES_TEST_POSTGRES_URL`'s server, dropped at exit.
+static EXTERNAL_DATABASES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+extern "C" fn drop_external_databases() {
+    let Some(Shared::External(url)) = SHARED.get() else {
+        return;
+    };
+    let names = std::mem::take(&mut *EXTERNAL_DATABASES.lock().unwrap_or_else(|p| p.into_inner()));
+    for name in names {
+        // FORCE: a test that failed may have left connections open.
+        let _ = psql(url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
 }
 
 extern "C" fn stop_shared_server() {
@@ -596,6 +613,10 @@ pub fn fresh_database() -> String {
             let name = format!("t_{}", unique());
             psql(url, &format!("CREATE DATABASE {name}"))
                 .unwrap_or_else(|e| panic!("creating a database on NOTES_TEST_POSTGRES_URL: {e}"));
+            EXTERNAL_DATABASES
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(name.clone());
             with_dbname(url, &name)
         }
     }
