@@ -22,17 +22,20 @@ use super::{Change, ListQuery, NewNote, Note, NotePage, NoteUpdate, StoreError};
 
 mod error;
 mod listen;
+// `note_columns!`, for the writes too.
+#[macro_use]
 mod notes;
 mod schema;
 mod tls;
 mod url;
+mod write;
 
 pub use listen::{ChangeListener, Wakeup};
 pub use schema::SCHEMA_VERSION;
 pub use url::{PgUrl, SslMode, UrlError, default_passfile};
 
 use error::{Failure, describe, map_db_error};
-use notes::{Outcome, WriteOp};
+use write::{Outcome, WriteOp};
 
 /// The notification channel every write notifies, with its last change id as the payload.
 pub const CHANNEL: &str = "notes_changes";
@@ -273,7 +276,7 @@ impl PgStore {
         let mut attempt = 1;
         loop {
             let result = self
-                .within(async { notes::write(&mut *self.conn().await?, &op).await })
+                .within(async { write::write(&mut *self.conn().await?, &op).await })
                 .await;
             match result {
                 Err(f) if f.is_retryable() && attempt < WRITE_ATTEMPTS => {
