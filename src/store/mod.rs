@@ -12,6 +12,7 @@ mod handle;
 mod location;
 mod migrations;
 mod model;
+pub mod postgres;
 mod settings;
 mod sqlite;
 mod writer;
@@ -106,8 +107,8 @@ pub enum StoreError {
     /// as text).
     #[error("database error: {0}")]
     Backend(String),
-    /// The database server cannot be reached (refused, timed out, shutting down): nothing
-    /// was read or saved, and trying again later may work.
+    /// The database server cannot be reached (refused, timed out, shutting down, login
+    /// refused): nothing was read or saved; it may work again once the server is back.
     #[error("cannot reach the database: {0}")]
     Unavailable(String),
     #[error("the write was not saved: {0}")]

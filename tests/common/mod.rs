@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 pub mod cluster;
+pub mod postgres;
 
 /// How long an instance may take to say it is listening, or to exit after a signal.
 pub const PROCESS_DEADLINE: Duration = Duration::from_secs(20);

@@ -1,0 +1,361 @@
+//! The PostgreSQL store: the same notes, change log and semantics as the SQLite store, on a
+//! server that many hosts share.
+//!
+//! Invariants: every write is one transaction that first locks the single `note_stats` row,
+//! so writes commit one at a time and change ids are handed out in commit order (a reader of
+//! the log never skips one); each write notifies `CHANNEL` with its last change id in the same
+//! transaction; serialization failures and deadlocks are retried, never shown; and no
+//! operation waits longer than its deadline (connect timeout + statement timeout), so an
+//! outage is reported as `StoreError::Unavailable` instead of a hang. Messages name the server
+//! by `PgUrl::redacted()`: the password never appears in one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{Change, ListQuery, NewNote, Note, NotePage, NoteUpdate, StoreError};
+
+mod error;
+mod listen;
+// `note_columns!`, for the writes too.
+#[macro_use]
+mod notes;
+mod schema;
+mod tls;
+mod url;
+mod write;
+
+pub use listen::{ChangeListener, Wakeup};
+pub use schema::SCHEMA_VERSION;
+pub use url::{PgUrl, SslMode, UrlError, default_passfile};
+
+use error::{Failure, describe, map_db_error};
+use write::{Outcome, WriteOp};
+
+/// The notification channel every write notifies, with its last change id as the payload.
+pub const CHANNEL: &str = "notes_changes";
+
+/// How a write that lost a serialization or deadlock race is retried: this many times.
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// How the store connects. The defaults suit a server on the same network.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// Connections in the pool (default 8): the most statements this process runs at once.
+    pub pool_size: usize,
+    /// How long to wait for a connection (default 5 s); the URL's `connect_timeout` wins.
+    pub connect_timeout: Duration,
+    /// The server cancels any statement running longer (default 30 s); set per connection.
+    pub statement_timeout: Duration,
+    /// The password file; `None`: `PGPASSFILE`, else `~/.pgpass`.
+    pub passfile: Option<PathBuf>,
+    /// The `application_name` when the URL gives none (default "notesctl").
+    pub application_name: String,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        Self {
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            passfile: None,
+            application_name: "notesctl".into(),
+        }
+    }
+}
+
+pub struct PgStore {
+    pool: Pool,
+    url: PgUrl,
+    /// For the listener's own connection, outside the pool.
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    connect_timeout: Duration,
+    /// The longest any one operation (or batch of `for_each_note`) may take.
+    deadline: Duration,
+    migrations_applied: usize,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("url", &self.url).finish()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` and migrates its schema. A server that cannot be
+    /// reached is `Unavailable`; a schema newer than this build is `SchemaTooNew`.
+    pub async fn open(url: &str, settings: &PgSettings) -> Result<Self, StoreError> {
+        let parsed = PgUrl::parse(url).map_err(|e| StoreError::Open {
+            path: e.shown().to_owned(),
+            reason: e.reason().to_owned(),
+        })?;
+        let passfile = settings.passfile.clone().unwrap_or_else(default_passfile);
+        let url = parsed.with_password_from(std::env::var("PGPASSWORD").ok(), &passfile);
+        let open_error = |reason: String| StoreError::Open {
+            path: url.redacted(),
+            reason: url.scrub(&reason),
+        };
+        let tls = tls::connector(&url).map_err(open_error)?;
+        let connect_timeout = url.connect_timeout.unwrap_or(settings.connect_timeout);
+        let app = url
+            .application_name
+            .clone()
+            .unwrap_or_else(|| settings.application_name.clone());
+        let config = pg_config(&url, connect_timeout, settings.statement_timeout, &app);
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            // A closed connection is noticed without a query; a broken one fails its statement
+            // and the next checkout replaces it.
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let deadline = connect_timeout + settings.statement_timeout;
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            // Waiting for a busy pool is not an outage: it may take as long as an operation.
+            .wait_timeout(Some(deadline))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(connect_timeout))
+            .build()
+            .map_err(|e| open_error(e.to_string()))?;
+        let mut store = Self {
+            pool,
+            url,
+            config,
+            tls,
+            connect_timeout,
+            deadline,
+            migrations_applied: 0,
+        };
+        let applied = store
+            .within(async { schema::migrate(&mut *store.conn().await?).await })
+            .await
+            .map_err(|f| match f {
+                Failure::Db(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                    StoreError::Open {
+                        path: store.url.redacted(),
+                        reason: format!(
+                            "{}; the role {:?} cannot create the tables: make it the database's \
+                             owner (ALTER DATABASE ... OWNER TO ...) or grant it CREATE on the schema",
+                            store.url.scrub(&describe(&e)),
+                            store.url.user
+                        ),
+                    }
+                }
+                other => store.fail(other),
+            })?;
+        store.migrations_applied = applied;
+        if applied > 0 {
+            tracing::info!(
+                "{}: applied {applied} schema migration(s)",
+                store.url.redacted()
+            );
+        }
+        Ok(store)
+    }
+
+    /// The server, with the password shown as `***`.
+    pub fn redacted_url(&self) -> String {
+        self.url.redacted()
+    }
+
+    /// How many migration steps `open` applied (0 when another process had applied them).
+    pub fn migrations_applied(&self) -> usize {
+        self.migrations_applied
+    }
+
+    /// A listener for writes by any process, on a connection of its own.
+    pub async fn listen(&self) -> Result<ChangeListener, StoreError> {
+        let mut config = self.config.clone();
+        let app = config
+            .get_application_name()
+            .unwrap_or("notesctl")
+            .to_owned();
+        config.application_name(format!("{app} listener"));
+        ChangeListener::start(config, self.tls.clone(), self.connect_timeout)
+            .await
+            .map_err(|f| self.fail(f))
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Note, StoreError> {
+        self.run(async { notes::get(&*self.conn().await?, key).await })
+            .await
+    }
+
+    pub async fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
+        self.run(async { notes::list(&mut *self.conn().await?, query).await })
+            .await
+    }
+
+    pub async fn create(&self, note: NewNote) -> Result<Note, StoreError> {
+        self.write(WriteOp::Create(&note)).await.map(Outcome::one)
+    }
+
+    /// Updates a note; with `expected_version`, only if it is still at that version
+    /// (`Conflict` with the stored note otherwise).
+    pub async fn update(&self, key: &str, update: NoteUpdate) -> Result<Note, StoreError> {
+        self.write(WriteOp::Update(key, &update))
+            .await
+            .map(Outcome::one)
+    }
+
+    /// Deletes and returns the deleted note.
+    pub async fn delete(&self, key: &str) -> Result<Note, StoreError> {
+        self.write(WriteOp::Delete(key)).await.map(Outcome::one)
+    }
+
+    /// Creates many notes in one transaction. One result per note, in order: a note that
+    /// fails (say, its key exists) does not stop the others.
+    pub async fn create_many(
+        &self,
+        notes: Vec<NewNote>,
+    ) -> Result<Vec<Result<Note, StoreError>>, StoreError> {
+        self.write(WriteOp::CreateMany(&notes))
+            .await
+            .map(Outcome::many)
+    }
+
+    /// Calls `visit` for every note, oldest first, from one consistent snapshot; returns how
+    /// many it visited. Each batch of rows has the deadline of one operation.
+    pub async fn for_each_note(
+        &self,
+        mut visit: impl FnMut(Note) -> Result<(), StoreError> + Send,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.run(self.conn()).await?;
+        notes::for_each(&mut conn, self.deadline, &mut visit)
+            .await
+            .map_err(|f| self.fail(f))
+    }
+
+    /// Changes with an id above `after`, oldest first, at most `limit`.
+    pub async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        self.run(async { notes::changes_after(&*self.conn().await?, after, limit).await })
+            .await
+    }
+
+    /// The id of the newest change (0 when there is none).
+    pub async fn last_change_id(&self) -> Result<i64, StoreError> {
+        self.run(async { notes::last_change_id(&*self.conn().await?).await })
+            .await
+    }
+
+    /// The id of the oldest change still kept (0 when there is none).
+    pub async fn oldest_change_id(&self) -> Result<i64, StoreError> {
+        self.run(async { notes::oldest_change_id(&*self.conn().await?).await })
+            .await
+    }
+
+    /// Succeeds when the database can be read and written: one statement that reads the note
+    /// count and commits a write to a row of its own.
+    pub async fn check_health(&self) -> Result<(), StoreError> {
+        self.run(async { notes::check_health(&*self.conn().await?).await })
+            .await
+    }
+
+    async fn conn(&self) -> Result<Object, Failure> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Runs one operation within the deadline, and tells its failure as a `StoreError`.
+    async fn run<T>(&self, op: impl Future<Output = Result<T, Failure>>) -> Result<T, StoreError> {
+        self.within(op).await.map_err(|f| self.fail(f))
+    }
+
+    /// Runs a write, retrying lost serialization or deadlock races.
+    async fn write(&self, op: WriteOp<'_>) -> Result<Outcome, StoreError> {
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .within(async { write::write(&mut *self.conn().await?, &op).await })
+                .await;
+            match result {
+                Err(f) if f.is_retryable() && attempt < WRITE_ATTEMPTS => {
+                    // A little randomness keeps the same two writers from colliding again.
+                    let jitter = u64::from(std::process::id() % 7 + attempt * 5);
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    attempt += 1;
+                }
+                other => return other.map_err(|f| self.fail(f)),
+            }
+        }
+    }
+
+    async fn within<T>(&self, op: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+        tokio::time::timeout(self.deadline, op)
+            .await
+            .unwrap_or(Err(Failure::Timeout(self.deadline)))
+    }
+
+    /// The error to show for `failure`, naming the server without its password.
+    fn fail(&self, failure: Failure) -> StoreError {
+        let url = &self.url;
+        let unavailable = |detail: String| {
+            StoreError::Unavailable(url.scrub(&format!("{}: {detail}", url.redacted())))
+        };
+        match failure {
+            Failure::Store(e) => e,
+            Failure::TooNew(found) => StoreError::SchemaTooNew {
+                path: url.redacted(),
+                found,
+                known: SCHEMA_VERSION,
+            },
+            Failure::Timeout(after) => unavailable(format!("no answer within {after:?}")),
+            Failure::Pool(PoolError::Timeout(TimeoutType::Wait)) => unavailable(format!(
+                "all {} connections of the pool stayed busy for {:?}",
+                self.pool.status().max_size,
+                self.deadline
+            )),
+            Failure::Pool(PoolError::Timeout(_)) => {
+                unavailable(format!("no connection within {:?}", self.connect_timeout))
+            }
+            Failure::Pool(PoolError::Backend(e)) | Failure::Db(e) => map_db_error(&e, url),
+            Failure::Pool(other) => unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The driver's connection settings for `url`.
+fn pg_config(
+    url: &PgUrl,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
+    application_name: &str,
+) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&url.host)
+        .port(url.port)
+        .user(&url.user)
+        .dbname(&url.dbname)
+        .application_name(application_name)
+        .connect_timeout(connect_timeout)
+        // Sent with the startup packet: every connection has it, at no extra round trip.
+        .options(format!(
+            "-c statement_timeout={}",
+            statement_timeout.as_millis()
+        ))
+        // A server that vanished without closing the connection is noticed.
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .ssl_mode(match url.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
+        });
+    if let Some(password) = url.password() {
+        config.password(password);
+    }
+    config
+}
