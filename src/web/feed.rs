@@ -21,7 +21,8 @@
 //! - a poll sends its changes one by one only while that stays within
 //!   `DELIVERIES_PER_SECOND` (one change to one stream is one delivery). Past it, the poll's
 //!   changes go out as a single `burst` event (`sse::burst_event`): "more changed than is worth
-//!   listing, reload what you show". Without that, every write would cost about 200 bytes
+//!   listing, reload what you show". While the flood goes on, a burst goes out at most every
+//!   `BURST_EVERY` (2 s), standing for everything since the last. Without that, every write would cost about 200 bytes
 //!   written to every open socket: 10,000 streams cut writes to 0.06x of their rate without
 //!   streams.
 
@@ -52,6 +53,8 @@ const MAX_SPACING: Duration = Duration::from_secs(1);
 /// one `burst` instead: about 40 MB/s of socket writes at most. With 10,000 streams that is 20
 /// changes a second; with 10 streams, 20,000.
 const DELIVERIES_PER_SECOND: u64 = 200_000;
+/// The least time between two bursts: how often a flood that goes on is told.
+const BURST_EVERY: Duration = Duration::from_secs(2);
 /// Streams are dealt into this many groups, each with its own channel.
 const GROUPS: usize = 8;
 /// From this many streams on, the groups are woken one after the other across the interval.
@@ -126,6 +129,7 @@ impl ChangeFeed {
             .name("change-feed".into())
             .spawn(move || {
                 let mut pinged = Instant::now();
+                let mut bursts = Bursts::default();
                 loop {
                     let streams = groups.iter().map(|g| g.receiver_count()).sum();
                     let interval = fan_out_interval(streams);
@@ -138,6 +142,7 @@ impl ChangeFeed {
                                 streams,
                                 last,
                                 interval,
+                                &mut bursts,
                                 &mut messages,
                             ));
                             seen.store(last, Ordering::Release);
@@ -145,6 +150,7 @@ impl ChangeFeed {
                         }
                         Err(e) => tracing::warn!("change feed: {e}"),
                     }
+                    messages.extend(bursts.due());
                     if pinged.elapsed() >= KEEP_ALIVE_EVERY {
                         pinged = Instant::now();
                         messages.push(Message::KeepAlive);
@@ -207,13 +213,42 @@ fn changes_per_fan_out(streams: usize, interval: Duration) -> i64 {
     ((deliveries / streams.max(1) as f64) as i64).max(1)
 }
 
-/// Adds to `out` every change after `last`, a log read at a time, or one burst standing for
-/// them; returns the new last id.
+/// Changes too many to send one by one, not sent yet: a flood that goes on is told once per
+/// `BURST_EVERY`, not once per poll, since every burst after the first says the same thing
+/// (10,000 streams still cost 8% of the writes with a burst every second).
+#[derive(Default)]
+struct Bursts {
+    /// `(after, newest)`: the changes after `after` up to `newest`.
+    pending: Option<(i64, i64)>,
+    sent: Option<Instant>,
+}
+
+impl Bursts {
+    fn add(&mut self, after: i64, newest: i64) {
+        let after = self.pending.map_or(after, |(first, _)| first);
+        self.pending = Some((after, newest));
+    }
+
+    /// The burst to send now, if one is pending and the last went out long enough ago.
+    fn due(&mut self) -> Option<Message> {
+        let (after, newest) = self.pending?;
+        if self.sent.is_some_and(|at| at.elapsed() < BURST_EVERY) {
+            return None;
+        }
+        self.pending = None;
+        self.sent = Some(Instant::now());
+        Some(Message::Changes(Batch::burst(after, newest)))
+    }
+}
+
+/// Adds to `out` every change after `last`, a log read at a time, or adds them to `bursts`;
+/// returns the new last id.
 async fn publish(
     watcher: &mut ChangeWatcher,
     streams: usize,
     mut last: i64,
     interval: Duration,
+    bursts: &mut Bursts,
     out: &mut Vec<Message>,
 ) -> i64 {
     // Nobody listens: just move the mark, so a later subscriber does not get old news. The
@@ -221,14 +256,16 @@ async fn publish(
     // its own starting point later still, so it cannot fall between the two.
     let newest = watcher.last_change_id().await;
     if streams == 0 {
+        bursts.pending = None;
         return newest.unwrap_or(last);
     }
     // Ids are consecutive, so their difference is the number of changes (at most; a rolled
-    // back write may leave a gap).
+    // back write may leave a gap). Once a burst is pending, later changes join it: a stream
+    // must not get changes one by one past a gap it has not been told of.
     if let Ok(newest) = newest
-        && newest - last > changes_per_fan_out(streams, interval)
+        && (bursts.pending.is_some() || newest - last > changes_per_fan_out(streams, interval))
     {
-        out.push(Message::Changes(Batch::burst(last, newest)));
+        bursts.add(last, newest);
         return newest;
     }
     loop {
@@ -277,6 +314,25 @@ mod tests {
         assert_eq!(changes_per_fan_out(10, few), 400);
         assert_eq!(changes_per_fan_out(10_000, many), 20);
         assert_eq!(changes_per_fan_out(1_000_000, many), 1, "never none");
+    }
+
+    #[test]
+    fn a_flood_that_goes_on_is_told_every_few_seconds() {
+        let mut bursts = Bursts::default();
+        assert!(bursts.due().is_none());
+        bursts.add(0, 100);
+        let Some(Message::Changes(first)) = bursts.due() else {
+            panic!("the first burst goes at once");
+        };
+        assert_eq!((first.first, first.last), (1, 100));
+        bursts.add(100, 150);
+        bursts.add(150, 200);
+        assert!(bursts.due().is_none(), "too soon after the last");
+        bursts.sent = Instant::now().checked_sub(BURST_EVERY);
+        let Some(Message::Changes(next)) = bursts.due() else {
+            panic!("a burst is due");
+        };
+        assert_eq!((next.first, next.last), (101, 200), "one burst for both");
     }
 
     #[test]
