@@ -87,6 +87,58 @@ pub fn human(millis: i64) -> String {
     out
 }
 
+/// Unix milliseconds of an RFC 3339 time in UTC, as `rfc3339` writes it
+/// (`2026-11-28T01:13:29.123Z`): a fraction of any length (cut to milliseconds) or none, `Z` or
+/// `+00:00`. Other offsets are refused rather than guessed at: exports carry UTC.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if separators.iter().any(|(at, c)| b.get(*at) != Some(c))
+        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let len = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return None;
+        }
+        let first3 = format!("{:0<3}", &fraction[..len.min(3)]);
+        millis = first3.parse::<i64>().ok()?;
+        rest = &fraction[len..];
+    }
+    if !matches!(rest, "Z" | "z" | "+00:00") {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil, the inverse of `civil`.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000 + millis)
+}
+
 pub fn serialize_millis<S: serde::Serializer>(millis: &i64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339(*millis))
 }
@@ -108,5 +160,31 @@ mod tests {
             rfc3339_micros(1_795_828_409_000_456),
             "2026-11-28T01:13:29.000456Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_writes() {
+        for millis in [0, 951_782_400_000, 1_795_828_409_123, 1_795_828_409_007, -1] {
+            assert_eq!(parse_rfc3339(&rfc3339(millis)), Some(millis), "{millis}");
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-28T01:13:29Z"),
+            Some(1_795_828_409_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-28T01:13:29.1239+00:00"),
+            Some(1_795_828_409_123)
+        );
+        for bad in [
+            "",
+            "2026-11-28",
+            "2026-11-28T01:13:29",
+            "2026-11-28T01:13:29+02:00",
+            "2026-13-28T01:13:29Z",
+            "2026-11-28T01:13:29.Z",
+            "2026-11-28T01:13:2xZ",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
     }
 }

@@ -11,26 +11,45 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
-use crate::store::{NewNote, Store, StoreError};
+use crate::store::{NewNote, NoteStamp, Store, StoreError};
+use crate::timefmt;
 
 /// Notes per write transaction: large enough to amortise the commit, small enough that other
 /// writers (instances serving requests) wait only milliseconds.
 const BATCH: usize = 1000;
 
-/// One line of an import file. Exported lines carry more fields; those are accepted and
-/// ignored (a note gets a new version and times when imported).
+/// One line of an import file, as `export` writes it. `version`, `created_at` and `updated_at`
+/// are kept when all three are given (a note moved from another store); a line without them
+/// is a new note (version 1, made now).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line {
     key: Option<String>,
     title: String,
     body: String,
-    #[serde(rename = "version")]
-    _version: Option<serde_json::Value>,
-    #[serde(rename = "created_at")]
-    _created_at: Option<serde_json::Value>,
-    #[serde(rename = "updated_at")]
-    _updated_at: Option<serde_json::Value>,
+    version: Option<i64>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+impl Line {
+    fn stamp(&self) -> Result<Option<NoteStamp>, String> {
+        let time = |name: &str, text: &str| {
+            timefmt::parse_rfc3339(text).ok_or_else(|| {
+                format!("{name} must be a UTC time like 2026-11-28T01:13:29.123Z, not {text:?}")
+            })
+        };
+        match (&self.version, &self.created_at, &self.updated_at) {
+            (None, None, None) => Ok(None),
+            (Some(version), Some(created), Some(updated)) => NoteStamp::new(
+                *version,
+                time("created_at", created)?,
+                time("updated_at", updated)?,
+            )
+            .map(Some),
+            _ => Err("give version, created_at and updated_at together, or none of them".into()),
+        }
+    }
 }
 
 pub struct ImportSummary {
@@ -108,7 +127,10 @@ fn parse_line(text: &str) -> Result<NewNote, String> {
             format!("not valid JSON ({message})")
         }
     })?;
-    NewNote::parse(line.key.as_deref(), &line.title, &line.body).map_err(|e| e.to_string())
+    let mut note =
+        NewNote::parse(line.key.as_deref(), &line.title, &line.body).map_err(|e| e.to_string())?;
+    note.stamp = line.stamp()?;
+    Ok(note)
 }
 
 async fn flush(

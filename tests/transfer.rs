@@ -28,6 +28,8 @@ fn bad_lines_are_reported_by_number_and_the_good_ones_kept() {
             20 => json!({"body": "no title"}).to_string(),
             30 => json!({"key": "k5", "title": "same key as line 5", "body": ""}).to_string(),
             40 => json!({"title": "", "body": "empty title"}).to_string(),
+            60 => json!({"title": "t", "body": "", "version": 2}).to_string(),
+            70 => json!({"title": "t", "body": "", "version": 2, "created_at": "yesterday", "updated_at": "2026-01-01T00:00:00Z"}).to_string(),
             50 => String::new(), // blank lines are skipped silently
             _ => json!({"key": format!("k{i}"), "title": format!("Note {i}"), "body": format!("body {i}\nline 2")})
                 .to_string(),
@@ -50,11 +52,19 @@ fn bad_lines_are_reported_by_number_and_the_good_ones_kept() {
         err.contains("line 40: the title must not be empty"),
         "{err}"
     );
-    assert!(err.contains("imported 295 notes"), "{err}");
+    assert!(
+        err.contains("line 60: give version, created_at and updated_at together"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 70: created_at must be a UTC time like"),
+        "{err}"
+    );
+    assert!(err.contains("imported 293 notes"), "{err}");
     assert!(!err.contains("line 50"), "{err}");
 
     let notes = all_notes(&db);
-    assert_eq!(notes.len(), 295);
+    assert_eq!(notes.len(), 293);
     let k7 = notes
         .iter()
         .find(|n| n["key"] == "k7")
@@ -69,11 +79,17 @@ fn bad_lines_are_reported_by_number_and_the_good_ones_kept() {
 fn an_export_imports_back_into_the_same_notes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let first = dir.path().join("first.db");
+    // Every other note comes from another store, with its version and times.
     let input: String = (0..120)
         .map(|i| {
-            json!({"title": format!("Title {i} <b>&</b>"), "body": format!("ü {i}\ttab")})
-                .to_string()
-                + "\n"
+            let mut line =
+                json!({"title": format!("Title {i} <b>&</b>"), "body": format!("ü {i}\ttab")});
+            if i % 2 == 1 {
+                line["version"] = json!(i);
+                line["created_at"] = json!(format!("2025-01-{:02}T10:00:00.{i:03}Z", i % 28 + 1));
+                line["updated_at"] = json!("2026-06-30T23:59:59.999Z");
+            }
+            line.to_string() + "\n"
         })
         .collect();
     let out = cli_with_stdin(&first, &["import", "-"], Some(&input));
@@ -88,23 +104,31 @@ fn an_export_imports_back_into_the_same_notes() {
     let out = cli_with_stdin(&second, &["import", "-"], Some(&text));
     assert!(out.status.success(), "{}", describe(&out));
 
-    let summary = |db| -> BTreeMap<String, (String, String)> {
+    // Keys, titles, bodies, versions and times: the whole of each note.
+    let summary = |db| -> BTreeMap<String, Value> {
         all_notes(db)
             .into_iter()
-            .map(|n| {
-                (
-                    n["key"].as_str().unwrap_or_default().to_owned(),
-                    (
-                        n["title"].as_str().unwrap_or_default().to_owned(),
-                        n["body"].as_str().unwrap_or_default().to_owned(),
-                    ),
-                )
-            })
+            .map(|n| (n["key"].as_str().unwrap_or_default().to_owned(), n))
             .collect()
     };
     let (a, b) = (summary(&first), summary(&second));
     assert_eq!(a.len(), 120);
     assert_eq!(a, b);
+    let moved = &a["title-7-b-b"];
+    assert_eq!(
+        (
+            &moved["version"],
+            &moved["created_at"],
+            &moved["updated_at"]
+        ),
+        (
+            &json!(7),
+            &json!("2025-01-08T10:00:00.007Z"),
+            &json!("2026-06-30T23:59:59.999Z")
+        ),
+        "{moved}"
+    );
+    assert_eq!(a["title-6-b-b"]["version"], 1, "a new note starts at 1");
     // Oldest first in the export, so the order survives the round trip.
     let keys = |db| -> Vec<String> {
         all_notes(db)

@@ -162,9 +162,51 @@ pub struct NewNote {
     /// `None`: the store generates a unique key from the title.
     pub key: Option<NoteKey>,
     pub content: NoteContent,
+    /// `None`: a new note (version 1, made now). `Some`: a note moved from another store by
+    /// import, which keeps its version and times.
+    pub stamp: Option<NoteStamp>,
+}
+
+/// The version and times a note already had, kept when it moves between stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoteStamp {
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl NoteStamp {
+    /// Refuses a version below 1 (the first version is 1) and an update before the creation.
+    pub fn new(version: i64, created_at: i64, updated_at: i64) -> Result<Self, String> {
+        if version < 1 {
+            return Err(format!("version must be 1 or more, not {version}"));
+        }
+        if updated_at < created_at {
+            return Err("updated_at is before created_at".into());
+        }
+        Ok(Self {
+            version,
+            created_at,
+            updated_at,
+        })
+    }
+
+    /// A new note's: version 1, made `now`.
+    pub fn first(now: i64) -> Self {
+        Self {
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
 }
 
 impl NewNote {
+    /// The version and times the note is stored with, its first change made `now`.
+    pub fn stamp_or_first(&self, now: i64) -> NoteStamp {
+        self.stamp.unwrap_or_else(|| NoteStamp::first(now))
+    }
+
     /// Validates user input; an empty or blank key means "generate one".
     pub fn parse(key: Option<&str>, title: &str, body: &str) -> Result<Self, ValidationError> {
         let key = match key {
@@ -174,6 +216,7 @@ impl NewNote {
         Ok(Self {
             key,
             content: NoteContent::new(title, body)?,
+            stamp: None,
         })
     }
 }

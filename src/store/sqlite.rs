@@ -490,25 +490,40 @@ pub(super) fn insert_note(tx: &Connection, note: &NewNote, now: i64) -> Result<N
         Some(k) => k.as_str().to_owned(),
         None => SqliteStore::free_key(tx, &slug_from_title(note.content.title()))?,
     };
+    let stamp = note.stamp_or_first(now);
     let inserted = tx
         .prepare_cached(
             "INSERT INTO notes (key, title, body, version, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 1, ?4, ?4)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute((&key, note.content.title(), note.content.body(), now));
+        .execute((
+            &key,
+            note.content.title(),
+            note.content.body(),
+            stamp.version,
+            stamp.created_at,
+            stamp.updated_at,
+        ));
     match inserted {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => return Err(StoreError::KeyExists(key)),
         Err(e) => return Err(e.into()),
     }
-    log_change(tx, ChangeKind::Created, &key, note.content.title(), 1, now)?;
+    log_change(
+        tx,
+        ChangeKind::Created,
+        &key,
+        note.content.title(),
+        stamp.version,
+        now,
+    )?;
     Ok(Note {
         key,
         title: note.content.title().to_owned(),
         body: note.content.body().to_owned(),
-        version: 1,
-        created_at: now,
-        updated_at: now,
+        version: stamp.version,
+        created_at: stamp.created_at,
+        updated_at: stamp.updated_at,
     })
 }
 

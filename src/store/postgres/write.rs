@@ -145,18 +145,29 @@ pub(super) async fn write(conn: &mut ClientWrapper, op: &WriteOp<'_>) -> Result<
 async fn insert(log: &mut Log<'_, '_>, note: &NewNote, now: i64) -> Result<Note, Failure> {
     let tx = log.tx;
     let (title, body) = (note.content.title(), note.content.body());
+    let stamp = note.stamp_or_first(now);
     // ON CONFLICT: a taken key is an answer, not an error that would abort the transaction.
     let stmt = tx
         .prepare_cached(
             "INSERT INTO notes (key, title, body, version, created_at, updated_at)
-             VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (key) DO NOTHING RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING RETURNING id",
         )
         .await?;
     let key = match &note.key {
         Some(key) => {
             let key = key.as_str();
             if tx
-                .query_opt(&stmt, &[&key, &title, &body, &now])
+                .query_opt(
+                    &stmt,
+                    &[
+                        &key,
+                        &title,
+                        &body,
+                        &stamp.version,
+                        &stamp.created_at,
+                        &stamp.updated_at,
+                    ],
+                )
                 .await?
                 .is_none()
             {
@@ -183,7 +194,17 @@ async fn insert(log: &mut Log<'_, '_>, note: &NewNote, now: i64) -> Result<Note,
                     continue;
                 }
                 if tx
-                    .query_opt(&stmt, &[&candidate, &title, &body, &now])
+                    .query_opt(
+                        &stmt,
+                        &[
+                            &candidate,
+                            &title,
+                            &body,
+                            &stamp.version,
+                            &stamp.created_at,
+                            &stamp.updated_at,
+                        ],
+                    )
                     .await?
                     .is_some()
                 {
@@ -192,15 +213,16 @@ async fn insert(log: &mut Log<'_, '_>, note: &NewNote, now: i64) -> Result<Note,
             }
         }
     };
-    log.append(ChangeKind::Created, &key, title, 1, now).await?;
+    log.append(ChangeKind::Created, &key, title, stamp.version, now)
+        .await?;
     log.note_delta += 1;
     Ok(Note {
         key,
         title: title.to_owned(),
         body: body.to_owned(),
-        version: 1,
-        created_at: now,
-        updated_at: now,
+        version: stamp.version,
+        created_at: stamp.created_at,
+        updated_at: stamp.updated_at,
     })
 }
 
