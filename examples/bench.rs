@@ -18,10 +18,16 @@
 //! `BENCH_NOTESCTL` (a notesctl binary to measure instead of
 //! building target/release/notesctl, e.g. to compare two builds), `BENCH_ONLY=streams` (only
 //! the open-event-streams step, on the small database), `BENCH_ONLY=list` (only the paired
-//! later-pages step).
+//! later-pages step), `BENCH_ONLY=postgres` (2 instances on SQLite, then on PostgreSQL).
 
 #[path = "bench/http.rs"]
 mod http;
+/// A throwaway PostgreSQL server, as the tests start one.
+#[path = "../tests/common/postgres.rs"]
+#[allow(dead_code)]
+mod pg_server;
+#[path = "bench/postgres.rs"]
+mod postgres;
 #[path = "bench/procs.rs"]
 mod procs;
 #[path = "bench/seed.rs"]
@@ -859,6 +865,124 @@ fn list_pages_step(bench: &Bench, small_db: &Path, large_db: &Path) -> anyhow::R
     Ok(rows)
 }
 
+/// What the PostgreSQL harness borrowed from the tests asks of the module it sits in (the
+/// tests' `common` has the same): waits for `child` to exit until `deadline`.
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Instant,
+) -> Option<std::process::ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => return None,
+        }
+    }
+}
+
+/// pgbench's figures beside the PostgreSQL runs.
+struct PgFigures {
+    select_tps: f64,
+    insert_tps: f64,
+}
+
+/// 2 instances on a throwaway PostgreSQL server with the 1,000 seeded notes: `GET /`, the note
+/// page and creates, named "… · PostgreSQL"; pgbench's select and insert rates on the same
+/// server as the ceiling.
+fn postgres_step(
+    bench: &mut Bench,
+    seed_file: &Path,
+    keys: &Arc<Vec<String>>,
+) -> anyhow::Result<PgFigures> {
+    println!("2 instances on PostgreSQL, {SMALL} notes ...");
+    let server = pg_server::PgServer::start();
+    let url = server.create_database();
+    let out = notesctl(&bench.exe, &bench.dir)
+        .arg("--db")
+        .arg(&url)
+        .args(["notes", "import"])
+        .arg(seed_file)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "notes import into PostgreSQL failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (select_tps, insert_tps) = postgres::ceilings(
+        &server.create_database(),
+        &bench.dir,
+        bench.conns,
+        bench.measure.as_secs_f64(),
+        bench.repeat,
+    )?;
+    println!("  pgbench: -S {select_tps:.0} tps, one-row inserts {insert_tps:.0} tps");
+    let (cluster, _) = bench.start_cluster(Path::new(&url), "cluster-pg")?;
+    bench.measure(
+        &cluster,
+        "GET / · 2 instances · 1k · PostgreSQL",
+        Workload::Get("/".into()),
+        Ceiling::None,
+    );
+    bench.measure(
+        &cluster,
+        "GET /notes/view · 2 instances · 1k · PostgreSQL",
+        Workload::View {
+            path: "/notes/view".into(),
+            keys: Arc::clone(keys),
+        },
+        Ceiling::None,
+    );
+    bench.measure(
+        &cluster,
+        "POST /notes/save · 2 instances · 1k · PostgreSQL",
+        Workload::Save { tag: "pg".into() },
+        Ceiling::None,
+    );
+    cluster.stop();
+    Ok(PgFigures {
+        select_tps,
+        insert_tps,
+    })
+}
+
+/// The PostgreSQL rows: each page against the same page on SQLite (same run, same load),
+/// creates against pgbench's inserts.
+fn postgres_rows(pg: &PgFigures, runs: &HashMap<String, Measured>) -> Vec<Row> {
+    let mut rows = vec![Row::info(
+        "pgbench on the same PostgreSQL server (32 clients): -S selects / one-row inserts",
+        format!("{:.0} / {:.0} tps", pg.select_tps, pg.insert_tps),
+    )];
+    for page in ["GET /", "GET /notes/view"] {
+        let (Some(on_pg), Some(on_sqlite)) = (
+            runs.get(&format!("{page} · 2 instances · 1k · PostgreSQL")),
+            runs.get(&format!("{page} · 2 instances · 1k")),
+        ) else {
+            continue;
+        };
+        let ratio = on_pg.load.rps() / on_sqlite.load.rps();
+        rows.push(Row {
+            figure: format!("{page} · 2 instances · 1k notes · PostgreSQL vs SQLite"),
+            value: on_pg.load.summary(),
+            ceiling: format!("{:.0} req/s (SQLite)", on_sqlite.load.rps()),
+            ratio: percent(ratio),
+            target: "≥ 50%".into(),
+            pass: Some(ratio >= 0.5 && on_pg.load.errors == 0),
+        });
+    }
+    if let Some(saves) = runs.get("POST /notes/save · 2 instances · 1k · PostgreSQL") {
+        let ratio = saves.load.rps() / pg.insert_tps;
+        rows.push(Row {
+            figure: "POST /notes/save (create) · 2 instances · 1k notes · PostgreSQL".into(),
+            value: saves.load.summary(),
+            ceiling: format!("{:.0}/s (pgbench inserts)", pg.insert_tps),
+            ratio: percent(ratio),
+            target: "≥ 50%, 0 errors".into(),
+            pass: Some(ratio >= 0.5 && saves.load.errors == 0),
+        });
+    }
+    rows
+}
+
 /// The table rows of the event-streams step: memory, and pages and writes with the streams
 /// against without, each within 10%.
 fn stream_rows(f: &StreamFigures, runs: &HashMap<String, Measured>) -> Vec<Row> {
@@ -1161,7 +1285,7 @@ fn run() -> anyhow::Result<()> {
     let mut import_secs = 0.0;
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let only_streams = only == "streams";
-    let sizes: &[usize] = if only_streams {
+    let sizes: &[usize] = if only_streams || only == "postgres" {
         &[SMALL]
     } else {
         &[SMALL, LARGE]
@@ -1192,6 +1316,7 @@ fn run() -> anyhow::Result<()> {
         }
         bases.insert(n, db);
     }
+    let keys_small: Arc<Vec<String>> = Arc::new((0..SMALL).map(seed::key).collect());
     if only_streams {
         let server = bench.start_serve(&bases[&SMALL], "serve-1k")?;
         std::thread::sleep(Duration::from_millis(300));
@@ -1201,13 +1326,26 @@ fn run() -> anyhow::Result<()> {
         print_table(&stream_rows(&streams, &bench.runs));
         return Ok(());
     }
+    if only == "postgres" {
+        // The SQLite runs it is compared with, then the PostgreSQL step.
+        let (cluster, _) = bench.start_cluster(&bases[&SMALL], "cluster-1k")?;
+        bench.standard_runs(&cluster, "1k", &keys_small, None);
+        cluster.stop();
+        let pg = postgres_step(
+            &mut bench,
+            &dir.join(format!("notes-{SMALL}.jsonl")),
+            &keys_small,
+        )?;
+        println!();
+        print_table(&postgres_rows(&pg, &bench.runs));
+        return Ok(());
+    }
     if only == "list" {
         let rows = list_pages_step(&bench, &bases[&SMALL], &bases[&LARGE])?;
         println!();
         print_table(&rows);
         return Ok(());
     }
-    let keys_small: Arc<Vec<String>> = Arc::new((0..SMALL).map(seed::key).collect());
     let keys_large: Arc<Vec<String>> = Arc::new((0..LARGE).map(seed::key).collect());
     let db_copy = |n: usize, name: &str| -> anyhow::Result<PathBuf> {
         let to = dir.join(format!("{name}.db"));
@@ -1338,6 +1476,11 @@ fn run() -> anyhow::Result<()> {
         live.received, live.sent, live.median_ms, live.p99_ms, live.max_ms
     );
     cluster.stop();
+    let pg = postgres_step(
+        &mut bench,
+        &dir.join(format!("notes-{SMALL}.jsonl")),
+        &keys_small,
+    )?;
 
     // 4. 100,000 notes, 1 and 2 instances.
     println!("1 instance, {LARGE} notes ...");
@@ -1576,6 +1719,7 @@ fn run() -> anyhow::Result<()> {
     });
     rows.extend(stream_rows(&streams, runs));
     rows.extend(list_rows);
+    rows.extend(postgres_rows(&pg, runs));
     rows.push(Row::info(
         "Largest SQLite WAL file after a load run",
         format!("{:.0} MB", mb(bench.wal_max)),
