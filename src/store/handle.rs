@@ -249,7 +249,9 @@ impl ChangeWatcher {
     ) -> Result<Vec<Change>, StoreError> {
         match &mut self.0 {
             Watcher::Sqlite { store, .. } => store.changes_after(after, limit),
-            Watcher::Postgres { store, .. } => store.changes_after(after, limit).await,
+            Watcher::Postgres { store, heard } => {
+                heard.retry_on_failure(store.changes_after(after, limit).await)
+            }
         }
     }
 
@@ -257,7 +259,9 @@ impl ChangeWatcher {
     pub async fn last_change_id(&mut self) -> Result<i64, StoreError> {
         match &mut self.0 {
             Watcher::Sqlite { store, .. } => store.last_change_id(),
-            Watcher::Postgres { store, .. } => store.last_change_id().await,
+            Watcher::Postgres { store, heard } => {
+                heard.retry_on_failure(store.last_change_id().await)
+            }
         }
     }
 }
@@ -266,7 +270,8 @@ impl ChangeWatcher {
 /// no query). A task drives `ChangeListener::next_wakeup` and sets it on every wake-up: a
 /// commit, and also a lost or restored connection, so that the feed reads the log again from
 /// its last id and a change committed while nothing could be heard is still sent. A read that
-/// fails during an outage costs a warning; the wake-up after the reconnection reads again.
+/// fails (the server went away again) raises the flag again a second later, so the feed keeps
+/// trying, at a pace that costs one warning a second, until it has read what it was woken for.
 struct Heard {
     flag: Arc<AtomicBool>,
     relay: tokio::task::JoinHandle<()>,
@@ -290,6 +295,17 @@ impl Heard {
     fn take(&self) -> bool {
         self.flag.swap(false, Ordering::AcqRel)
     }
+
+    fn retry_on_failure<T>(&self, read: Result<T, StoreError>) -> Result<T, StoreError> {
+        if read.is_err() {
+            let flag = Arc::clone(&self.flag);
+            tokio::spawn(async move {
+                tokio::time::sleep(READ_RETRY).await;
+                flag.store(true, Ordering::Release);
+            });
+        }
+        read
+    }
 }
 
 impl Drop for Heard {
@@ -298,6 +314,9 @@ impl Drop for Heard {
         self.relay.abort();
     }
 }
+
+/// How soon the feed reads again after a read of the PostgreSQL log failed.
+const READ_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs blocking store work on the blocking pool, so that it never holds an async worker.
 async fn off_thread<T: Send + 'static>(
