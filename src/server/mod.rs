@@ -129,15 +129,26 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     let closing = accepting_rx.clone();
     let state_for =
         move |store: Store| AppState::new(store, closing.clone(), hosts.clone(), max_streams);
-    let router = match first {
-        Ok(store) => {
-            let router = Opening::new(String::new());
-            router.open(app(state_for(store.clone()).await?));
+    // The store is reached once the feed listens too (on PostgreSQL, a connection of its own).
+    let reached = match first {
+        Ok(store) => match state_for(store.clone()).await {
+            Ok(state) => Ok((store, state)),
+            Err(e @ StoreError::Unavailable(_)) => {
+                tracing::warn!("{e}; answering 503 until it can be reached");
+                Err(e.to_string())
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Err(problem) => Err(problem),
+    };
+    let router = Opening::default();
+    match reached {
+        Ok((store, state)) => {
+            router.open(app(state));
             let _ = opened_tx.send(Some(store));
-            router
         }
         Err(problem) => {
-            let router = Opening::new(problem);
+            router.still_unreachable(problem);
             let waiting = router.clone();
             let (location, settings) = (config.database.clone(), config.store.clone());
             tokio::spawn(async move {
@@ -145,11 +156,11 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
                 loop {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(opening::LAST_RETRY);
-                    let opened = match Store::open(&location, &settings).await {
+                    let reached = match Store::open(&location, &settings).await {
                         Ok(store) => state_for(store.clone()).await.map(|state| (store, state)),
                         Err(e) => Err(e),
                     };
-                    match opened {
+                    match reached {
                         Ok((store, state)) => {
                             waiting.open(app(state));
                             let _ = opened_tx.send(Some(store));
@@ -166,9 +177,8 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
                     }
                 }
             });
-            router
         }
-    };
+    }
     let timeouts = Timeouts {
         header_read: config.serve.header_read_timeout,
         keep_alive: config.serve.keep_alive_timeout,

@@ -38,14 +38,17 @@ impl<S> Clone for Opening<S> {
     }
 }
 
-impl<S> Opening<S> {
-    /// Serving nothing yet, because of `problem` (the store's error message).
-    pub fn new(problem: String) -> Self {
+/// Serving nothing yet: `open` or `still_unreachable` follows.
+impl<S> Default for Opening<S> {
+    fn default() -> Self {
         Self {
             app: Arc::new(OnceLock::new()),
-            problem: Arc::new(Mutex::new(problem)),
+            problem: Arc::new(Mutex::new(String::new())),
         }
     }
+}
+
+impl<S> Opening<S> {
 
     /// Requests go to `app` from now on.
     pub fn open(&self, app: S) {
