@@ -152,29 +152,14 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
             let waiting = router.clone();
             let (location, settings) = (config.database.clone(), config.store.clone());
             tokio::spawn(async move {
-                let mut wait = opening::FIRST_RETRY;
-                loop {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(opening::LAST_RETRY);
-                    let reached = match Store::open(&location, &settings).await {
-                        Ok(store) => state_for(store.clone()).await.map(|state| (store, state)),
-                        Err(e) => Err(e),
-                    };
-                    match reached {
-                        Ok((store, state)) => {
-                            waiting.open(app(state));
-                            let _ = opened_tx.send(Some(store));
-                            tracing::info!("reached the database: serving");
-                            return;
-                        }
-                        Err(e @ StoreError::Unavailable(_)) => {
-                            waiting.still_unreachable(e.to_string())
-                        }
-                        Err(e) => {
-                            let _ = fatal_tx.send(anyhow::Error::new(e)).await;
-                            return;
-                        }
-                    }
+                let attempt = || async {
+                    let store = Store::open(&location, &settings).await?;
+                    let state = state_for(store.clone()).await?;
+                    Ok((store, app(state)))
+                };
+                match opening::keep_trying(&waiting, attempt).await {
+                    Ok(store) => drop(opened_tx.send(Some(store))),
+                    Err(e) => drop(fatal_tx.send(e.into()).await),
                 }
             });
         }

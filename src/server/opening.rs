@@ -8,6 +8,7 @@
 //! A SQLite file never gets here: its open either works or fails for good.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,11 +18,12 @@ use axum::response::Response;
 use futures_util::future::{Either, Ready, ready};
 use tower_service::Service;
 
+use crate::store::{Store, StoreError};
 use crate::web::degraded;
 
 /// The first retry, and the longest wait between two: recovery within a few seconds.
-pub const FIRST_RETRY: Duration = Duration::from_millis(100);
-pub const LAST_RETRY: Duration = Duration::from_secs(2);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(2);
 
 /// The app once it exists, and until then why it does not.
 pub struct Opening<S> {
@@ -49,7 +51,6 @@ impl<S> Default for Opening<S> {
 }
 
 impl<S> Opening<S> {
-
     /// Requests go to `app` from now on.
     pub fn open(&self, app: S) {
         // Set once: the only caller opens the store once.
@@ -82,6 +83,33 @@ where
                 let problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
                 Either::Right(ready(Ok(degraded::respond(request.uri().path(), &problem))))
             }
+        }
+    }
+}
+
+/// Calls `attempt` (open the store and build the app on it) again and again, a little less
+/// often each time, while the database cannot be reached; then serves the app through
+/// `opening` and returns the store. Any other failure is returned: it will not pass.
+pub async fn keep_trying<S, F, Fut>(
+    opening: &Opening<S>,
+    mut attempt: F,
+) -> Result<Store, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(Store, S), StoreError>>,
+{
+    let mut wait = FIRST_RETRY;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(LAST_RETRY);
+        match attempt().await {
+            Ok((store, app)) => {
+                opening.open(app);
+                tracing::info!("reached the database: serving");
+                return Ok(store);
+            }
+            Err(e @ StoreError::Unavailable(_)) => opening.still_unreachable(e.to_string()),
+            Err(e) => return Err(e),
         }
     }
 }
