@@ -158,7 +158,8 @@ fn restarts(cluster: &Cluster) -> Vec<(u64, u64)> {
 /// PostgreSQL stopped for 3 s under write load: meanwhile only 503s, answered promptly (no
 /// request waits out the client's timeout), `/healthz` says the instance is up without its
 /// database, the CLI says it cannot reach it; afterwards writes work again with no instance
-/// restarted, and every acknowledged write is there.
+/// restarted, every acknowledged write is there, and a live stream opened before the outage
+/// hears a write made after it.
 #[test]
 fn a_database_outage_is_503_then_recovers_without_restarts() {
     let mut server = PgServer::start();
@@ -167,6 +168,10 @@ fn a_database_outage_is_503_then_recovers_without_restarts() {
     let before = restarts(&cluster);
     let pids = cluster.instance_pids();
 
+    // A live stream open through the outage hears the writes after it.
+    let stream = open_events(cluster.ports[1]);
+    let mut events = String::new();
+    wait_for_event(&stream, &mut events, &[": "]);
     let writes = Writes::start(&cluster.ports, 2);
     let deadline = Instant::now() + PROCESS_DEADLINE;
     while writes.acknowledged() < 20 {
@@ -209,6 +214,13 @@ fn a_database_outage_is_503_then_recovers_without_restarts() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let (acknowledged, failures) = writes.finish();
+    let after = post_json(
+        cluster.ports[0],
+        "/api/notes",
+        &serde_json::json!({"key": "after-outage", "title": "T", "body": "b"}),
+    );
+    assert_eq!(after.status, 201, "{after}");
+    wait_for_event(&stream, &mut events, &["after-outage"]);
     assert!(!failures.is_empty(), "the outage refused no write");
     let not_503: Vec<&String> = failures
         .iter()
