@@ -11,7 +11,7 @@ use crate::config::MAX_WORKERS;
 #[command(
     name = "notesctl",
     version,
-    about = "The Notes web app, its command line, and a supervisor for many instances, sharing one SQLite file",
+    about = "The Notes web app, its command line, and a supervisor for many instances, sharing one SQLite file or PostgreSQL database",
     propagate_version = true
 )]
 pub struct Cli {
@@ -19,8 +19,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "NOTES_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// SQLite database file (overrides `database` in notes.toml)
-    #[arg(long, global = true, env = "NOTES_DB", value_name = "PATH")]
+    /// The database: a SQLite file, or a PostgreSQL server as a `postgres://` URL (overrides
+    /// `database` in notes.toml; give a URL with a password through NOTES_DB or notes.toml,
+    /// since a command line is visible to every user)
+    #[arg(long, global = true, env = "NOTES_DB", value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
 
     #[command(subcommand)]

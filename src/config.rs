@@ -414,12 +414,18 @@ impl Config {
     /// Opens the configured store (creating and migrating it if needed). A location that
     /// cannot be opened is reported with where it was set.
     pub async fn open_store(&self) -> anyhow::Result<Store> {
-        match Store::open(&self.database, &self.store).await {
-            Ok(store) => Ok(store),
-            Err(e @ StoreError::Open { .. }) => Err(anyhow::anyhow!(
+        Store::open(&self.database, &self.store)
+            .await
+            .map_err(|e| self.explain_open_error(e))
+    }
+
+    /// Why the store did not open, with where its location was set when that may be the fault.
+    pub fn explain_open_error(&self, e: StoreError) -> anyhow::Error {
+        match e {
+            e @ StoreError::Open { .. } => anyhow::anyhow!(
                 "{e}\n  (the database is set by --db, NOTES_DB or `database` in notes.toml)"
-            )),
-            Err(e) => Err(e.into()),
+            ),
+            e => e.into(),
         }
     }
 }

@@ -81,24 +81,35 @@ fn a_database_in_a_missing_folder_is_a_clear_error() {
     assert!(err.contains("no-such-folder does not exist"), "{err}");
 }
 
-/// A PostgreSQL URL is recognised, refused with a clear message (this build cannot open it),
-/// and never shown with its password; nothing is created in its name.
+/// A PostgreSQL URL that cannot be used is reported with a clear message and never with its
+/// password: a malformed one stops `serve` and the CLI before anything starts, and a server
+/// that cannot be reached stops the CLI (exit 1). Nothing is created in the URL's name.
 #[test]
-fn a_postgres_url_is_refused_without_showing_its_password() {
+fn an_unusable_postgres_url_is_reported_without_showing_its_password() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = "postgres://notes:s3cret@db.invalid:5432/notes";
-    for args in [
-        &["serve", "--port", "0", "--db", url][..],
-        &["--db", url, "notes", "list"][..],
+    let malformed = "postgres://notes:s3cret@db.invalid:port/notes";
+    let unreachable = "postgres://notes:s3cret@127.0.0.1:1/notes?sslmode=disable";
+    for (args, shown, reason) in [
+        (
+            &["serve", "--port", "0", "--db", malformed][..],
+            "notes:***@db.invalid",
+            "is not a number",
+        ),
+        (
+            &["--db", malformed, "notes", "list"][..],
+            "notes:***@db.invalid",
+            "is not a number",
+        ),
+        (
+            &["--db", unreachable, "notes", "list"][..],
+            "notes:***@127.0.0.1:1/notes",
+            "cannot reach the database",
+        ),
     ] {
         let out = run_in(dir.path(), args, None);
         let err = assert_clean_failure(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(
-            err.contains("postgres://notes:***@db.invalid:5432/notes")
-                && err.contains("PostgreSQL support is not built"),
-            "{err}"
-        );
+        assert!(err.contains(shown) && err.contains(reason), "{err}");
         assert!(!err.contains("s3cret"), "the password was shown: {err}");
         assert!(!err.contains("listening on"), "{err}");
     }

@@ -578,11 +578,8 @@ impl Instance {
         let timeout = self.policy().ready_timeout;
         let mut stop = self.stop.clone();
         let outcome = tokio::select! {
-            ready = tokio::time::timeout(timeout, probe::wait_until_healthy(spawned.health_port)) => {
-                match ready {
-                    Ok(()) => Ok(()),
-                    Err(_) => Err(StartError::NotReady(timeout)),
-                }
+            ready = tokio::time::timeout(timeout, probe::wait_until_started(spawned.health_port)) => {
+                ready.map_err(|_| StartError::NotReady(timeout))
             }
             exit = child.wait() => Err(StartError::Exited(
                 exit.map_or_else(|e| format!("lost ({e})"), |s| describe_exit(&s)),
@@ -590,9 +587,14 @@ impl Instance {
             () = stop_requested(&mut stop) => Err(StartError::Stopped),
         };
         match outcome {
-            Ok(()) => {
+            Ok(readiness) => {
+                let degraded = if readiness == probe::Readiness::DatabaseUnreachable {
+                    "; it cannot reach the database and answers 503 until it can"
+                } else {
+                    ""
+                };
                 self.out.event(&format!(
-                    "{} ready on http://{} (pid {}, {})",
+                    "{} ready on http://{} (pid {}, {}){degraded}",
                     self.port,
                     self.address(),
                     spawned.pid,

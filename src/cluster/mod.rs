@@ -35,7 +35,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
 
 use crate::config::{Config, Overrides};
-use crate::store::Location;
+use crate::store::{Location, Store, StoreError};
 use instance::{Command, Instance, Peers, Settings, SharedStatus, State, StopMode};
 use output::{Output, human_duration};
 use ports::Doors;
@@ -115,11 +115,18 @@ async fn supervise(
     let socket_path = control::socket_path(&config);
     control::refuse_if_running(&socket_path)?;
 
-    // Migrations run here, once, before any instance opens the file.
+    // Migrations run here, once, before any instance opens the file. A database server that
+    // cannot be reached now does not stop the start: the instances serve 503 until it can,
+    // and the first to reach it migrates (migrations are safe to race).
     let database = config.database.absolute();
-    let store = config.open_store().await?;
-    // Closing waits for the store's writer thread: not on an async worker.
-    let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+    match Store::open(&config.database, &config.store).await {
+        // Closing waits for the store's writer thread: not on an async worker.
+        Ok(store) => drop(tokio::task::spawn_blocking(move || drop(store)).await),
+        Err(e @ StoreError::Unavailable(_)) => {
+            out.event(&format!("{e}; starting the instances anyway"));
+        }
+        Err(e) => return Err(config.explain_open_error(e)),
+    }
     if let Some(note) = note {
         out.event(&note);
     }

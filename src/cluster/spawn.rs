@@ -51,9 +51,10 @@ impl Launch {
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
-        cmd.arg("--db")
-            .arg(self.database.as_arg())
-            .arg("serve")
+        if let Location::Sqlite(path) = &self.database {
+            cmd.arg("--db").arg(path);
+        }
+        cmd.arg("serve")
             .arg("--existing-db")
             .arg("--workers")
             .arg(self.workers.to_string());
@@ -69,7 +70,7 @@ impl Launch {
         let mut fds = vec![public.as_raw_fd(), health.as_raw_fd()];
         fds.extend(others.iter().map(|l| l.as_raw_fd()));
         let supervisor = nix::unistd::getpid();
-        let names = EnvVars::new(fds.len());
+        let names = EnvVars::new(fds.len(), &self.database)?;
         let mut high = vec![0; fds.len()];
         // SAFETY: the closure runs in the child between fork and exec. It only makes system
         // calls (prctl, dup, fcntl, setenv on C strings prepared before the fork), writes into
@@ -100,22 +101,34 @@ struct EnvVars {
     names: CString,
     /// The supervisor's own systemd variables: an instance must not answer for the service.
     unset: [CString; 3],
+    /// `NOTES_DB` and a server URL, which stays out of the command line.
+    database: Option<(CString, CString)>,
 }
 
 impl EnvVars {
     /// For `n` descriptors: the own port, the health socket, then the siblings' ports.
-    fn new(n: usize) -> Self {
+    fn new(n: usize, database: &Location) -> std::io::Result<Self> {
         let c = |s: &str| CString::new(s).expect("the text is built without NUL bytes");
         let mut names = vec!["http", "health"];
         names.resize(n.max(2), "http");
-        Self {
+        let database = match database {
+            Location::Sqlite(_) => None,
+            Location::Postgres(url) => {
+                let value = CString::new(url.secret()).map_err(|_| {
+                    std::io::Error::other(format!("the database URL {url} contains a NUL byte"))
+                })?;
+                Some((c("NOTES_DB"), value))
+            }
+        };
+        Ok(Self {
             listen_fds: c("LISTEN_FDS"),
             listen_pid: c("LISTEN_PID"),
             listen_fdnames: c("LISTEN_FDNAMES"),
             count: c(&n.to_string()),
             names: c(&names.join(":")),
             unset: [c("NOTIFY_SOCKET"), c("WATCHDOG_USEC"), c("WATCHDOG_PID")],
-        }
+            database,
+        })
     }
 }
 
@@ -161,6 +174,10 @@ fn child_setup(
         libc::setenv(env.listen_fds.as_ptr(), env.count.as_ptr(), 1) == 0
             && libc::setenv(env.listen_pid.as_ptr(), pid, 1) == 0
             && libc::setenv(env.listen_fdnames.as_ptr(), env.names.as_ptr(), 1) == 0
+            && env
+                .database
+                .as_ref()
+                .is_none_or(|(name, url)| libc::setenv(name.as_ptr(), url.as_ptr(), 1) == 0)
             && env
                 .unset
                 .iter()

@@ -4,11 +4,13 @@
 //! also hand down the other instances' ports to serve as well (`listener`). On SIGINT or SIGTERM
 //! the instance stops accepting, lets in-flight requests finish (bounded by
 //! `serve.shutdown_timeout`) and exits 0. Connections are served on hyper directly (`conn`),
-//! under the time limits and the connection cap of `[serve]` (`limits`).
+//! under the time limits and the connection cap of `[serve]` (`limits`). An instance whose
+//! database server cannot be reached at start serves 503 until it can (`opening`).
 
 mod conn;
 mod limits;
 mod listener;
+mod opening;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +20,12 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::net::Inherited;
+use crate::store::{Store, StoreError};
 use crate::web::{AppState, HostPolicy, app};
 use conn::Timeouts;
 use limits::ConnectionLimit;
 use listener::StoppableListener;
+use opening::Opening;
 
 /// Serves until stopped, with `serve.workers` threads serving requests (default: one per core).
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -51,7 +55,14 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
             Vec::new(),
         ),
     };
-    let store = config.open_store().await?;
+    let first = match Store::open(&config.database, &config.store).await {
+        Ok(store) => Ok(store),
+        Err(e @ StoreError::Unavailable(_)) => {
+            tracing::warn!("{e}; answering 503 until it can be reached");
+            Err(e.to_string())
+        }
+        Err(e) => return Err(config.explain_open_error(e)),
+    };
     // Two steps on a stop signal: first stop accepting, then, once connections accepted just
     // before have had time to send their request, close idle connections and drain.
     let (accepting_tx, accepting_rx) = watch::channel(false);
@@ -73,19 +84,39 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     warn_if_exposed(addr);
     tracing::debug!("database {}", config.database);
 
+    // The store once open (at once, or after an outage of its server).
+    let (opened_tx, mut opened) = watch::channel(None::<Store>);
     // Set when the store can no longer keep writes (its file is no longer at its path): the
     // exit then says so, and a supervisor starts the instance again on what is there now.
     let file_lost: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let watched = store.clone();
+    // Set when the store, reached at last, cannot be used (say, its schema is too new).
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    let fatal: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
     let lost = Arc::clone(&file_lost);
+    let failed = Arc::clone(&fatal);
+    let mut watched = opened.clone();
     tokio::spawn(async move {
+        let lost_store = async {
+            // The guard `wait_for` returns must not be held across the wait below.
+            let store = watched
+                .wait_for(Option::is_some)
+                .await
+                .map(|store| store.clone());
+            match store {
+                Ok(Some(store)) => store.lost().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             signal = wait_for_stop_signal() => {
                 tracing::info!("{signal}: finishing in-flight requests, then exiting");
             }
-            problem = watched.lost() => {
+            problem = lost_store => {
                 tracing::error!("{problem}: no write is acknowledged any more; finishing in-flight requests, then exiting so that the database is opened again at its path");
                 *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(problem);
+            }
+            Some(e) = fatal_rx.recv() => {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
         }
         let _ = accepting_tx.send(true);
@@ -94,13 +125,45 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     });
     // The socket's own address, not serve.host: under a supervisor the socket was bound by it.
     let hosts = HostPolicy::new(addr.ip(), &config.serve.allowed_hosts);
-    let router = app(AppState::new(
-        store.clone(),
-        accepting_rx.clone(),
-        hosts,
-        config.serve.max_event_streams,
-    )
-    .await?);
+    let max_streams = config.serve.max_event_streams;
+    let closing = accepting_rx.clone();
+    let state_for =
+        move |store: Store| AppState::new(store, closing.clone(), hosts.clone(), max_streams);
+    // The store is reached once the feed listens too (on PostgreSQL, a connection of its own).
+    let reached = match first {
+        Ok(store) => match state_for(store.clone()).await {
+            Ok(state) => Ok((store, state)),
+            Err(e @ StoreError::Unavailable(_)) => {
+                tracing::warn!("{e}; answering 503 until it can be reached");
+                Err(e.to_string())
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Err(problem) => Err(problem),
+    };
+    let router = Opening::default();
+    match reached {
+        Ok((store, state)) => {
+            router.open(app(state));
+            let _ = opened_tx.send(Some(store));
+        }
+        Err(problem) => {
+            router.still_unreachable(problem);
+            let waiting = router.clone();
+            let (location, settings) = (config.database.clone(), config.store.clone());
+            tokio::spawn(async move {
+                let attempt = || async {
+                    let store = Store::open(&location, &settings).await?;
+                    let state = state_for(store.clone()).await?;
+                    Ok((store, app(state)))
+                };
+                match opening::keep_trying(&waiting, attempt).await {
+                    Ok(store) => drop(opened_tx.send(Some(store))),
+                    Err(e) => drop(fatal_tx.send(e.into()).await),
+                }
+            });
+        }
+    }
     let timeouts = Timeouts {
         header_read: config.serve.header_read_timeout,
         keep_alive: config.serve.keep_alive_timeout,
@@ -143,7 +206,13 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         ),
     }
     let lost = file_lost.lock().unwrap_or_else(|p| p.into_inner()).take();
-    store.close(lost.is_some()).await;
+    let store = opened.borrow_and_update().clone();
+    if let Some(store) = store {
+        store.close(lost.is_some()).await;
+    }
+    if let Some(e) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
     if let Some(problem) = lost {
         return Err(DatabaseFileGone(problem).into());
     }

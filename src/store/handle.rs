@@ -7,6 +7,9 @@
 //! the one writer thread and awaited. An arm that never yields costs nothing over a direct call,
 //! and no operation allocates to dispatch.
 //!
+//! The PostgreSQL arm awaits `PgStore`, whose every operation is bounded by its deadline, so
+//! an outage answers `StoreError::Unavailable` instead of a hang.
+//!
 //! Two workers reading at once make SQLite hold one briefly on a process-wide mutex (its
 //! barrier around reads of the WAL index). That costs less than the cures tried: reads taking
 //! turns (a one-permit semaphore) lost 10% of throughput to wake-ups between workers, and one
@@ -14,8 +17,10 @@
 //! reading on its own connection.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::postgres::{PgSettings, PgStore};
 use super::sqlite::{DataVersionWatcher, SqliteStore};
 use super::{
     Change, ListQuery, Location, NewNote, Note, NotePage, NoteWrite, Settings, StoreError,
@@ -28,6 +33,7 @@ pub struct Store(Backend);
 #[derive(Clone)]
 enum Backend {
     Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
 }
 
 impl Store {
@@ -39,12 +45,11 @@ impl Store {
                 let store = off_thread(move || SqliteStore::open(&path, &settings)).await?;
                 Ok(Self(Backend::Sqlite(Arc::new(store))))
             }
-            Location::Postgres(url) => Err(StoreError::Open {
-                path: url.redacted(),
-                reason: "PostgreSQL support is not built into this notesctl yet; \
-                         give the path of a SQLite file instead"
-                    .into(),
-            }),
+            Location::Postgres(url) => {
+                let store =
+                    PgStore::open(url.secret(), &PgSettings::from(&settings.postgres)).await?;
+                Ok(Self(Backend::Postgres(Arc::new(store))))
+            }
         }
     }
 
@@ -53,6 +58,7 @@ impl Store {
     pub async fn get(&self, key: &str) -> Result<Note, StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => s.get(key),
+            Backend::Postgres(s) => s.get(key).await,
         }
     }
 
@@ -65,6 +71,7 @@ impl Store {
                 let s = Arc::clone(s);
                 off_thread(move || s.list(query)).await
             }
+            Backend::Postgres(s) => s.list(query).await,
         }
     }
 
@@ -73,6 +80,11 @@ impl Store {
     pub async fn write(&self, write: NoteWrite) -> Result<Note, StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => s.write(write).await,
+            Backend::Postgres(s) => match write {
+                NoteWrite::Create(note) => s.create(note).await,
+                NoteWrite::Update(key, update) => s.update(&key, update).await,
+                NoteWrite::Delete(key) => s.delete(&key).await,
+            },
         }
     }
 
@@ -84,6 +96,7 @@ impl Store {
     ) -> Result<Vec<Result<Note, StoreError>>, StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => s.create_many(notes).await,
+            Backend::Postgres(s) => s.create_many(notes).await,
         }
     }
 
@@ -95,6 +108,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => s.for_each_note(visit),
+            Backend::Postgres(s) => s.for_each_note(visit).await,
         }
     }
 
@@ -106,6 +120,7 @@ impl Store {
                 let s = Arc::clone(s);
                 off_thread(move || s.changes_after(after, limit)).await
             }
+            Backend::Postgres(s) => s.changes_after(after, limit).await,
         }
     }
 
@@ -113,6 +128,7 @@ impl Store {
     pub async fn last_change_id(&self) -> Result<i64, StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => s.last_change_id(),
+            Backend::Postgres(s) => s.last_change_id().await,
         }
     }
 
@@ -121,6 +137,7 @@ impl Store {
     pub async fn oldest_change_id(&self) -> Result<i64, StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => s.oldest_change_id(),
+            Backend::Postgres(s) => s.oldest_change_id().await,
         }
     }
 
@@ -128,6 +145,7 @@ impl Store {
     pub async fn check_health(&self) -> Result<(), StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => s.check_health(),
+            Backend::Postgres(s) => s.check_health().await,
         }
     }
 
@@ -138,13 +156,17 @@ impl Store {
                 version: s.change_watcher()?,
                 store: Arc::clone(s),
             })),
+            Backend::Postgres(s) => Ok(ChangeWatcher(Watcher::Postgres {
+                heard: Heard::start(s).await?,
+                store: Arc::clone(s),
+            })),
         }
     }
 
     /// Completes, with what happened, once the store can no longer keep what is written to
     /// it through this handle: for SQLite, once the path no longer leads to the file opened
-    /// (deleted, moved, replaced; a `stat` a second). A store without such a file never
-    /// completes.
+    /// (deleted, moved, replaced; a `stat` a second). A store without such a file (a server)
+    /// never completes: an outage is answered as `Unavailable`, and passes.
     pub async fn lost(&self) -> String {
         match &self.0 {
             Backend::Sqlite(s) => {
@@ -156,6 +178,7 @@ impl Store {
                     }
                 }
             }
+            Backend::Postgres(_) => std::future::pending().await,
         }
     }
 
@@ -185,6 +208,8 @@ impl Store {
                     Err(e) => tracing::warn!("checkpoint on stop: {e}"),
                 }
             }
+            // Closing the pool ends its idle connections now rather than at exit.
+            Backend::Postgres(s) => s.close(),
         }
     }
 }
@@ -192,14 +217,18 @@ impl Store {
 /// Notices writes by any process, for the change feed, and reads what they changed. The feed
 /// calls `changed` every few tens of milliseconds (so it must be cheap) and, when it says yes,
 /// reads the log with `changes_after`. The SQLite watcher asks `PRAGMA data_version` on a
-/// connection of its own and reads on the calling thread, which is the feed's own; a server
-/// backend would answer `changed` from a notification (LISTEN) instead.
+/// connection of its own and reads on the calling thread, which is the feed's own; the
+/// PostgreSQL one reads a flag that a task listening for notifications sets (see `Heard`).
 pub struct ChangeWatcher(Watcher);
 
 enum Watcher {
     Sqlite {
         version: DataVersionWatcher,
         store: Arc<SqliteStore>,
+    },
+    Postgres {
+        heard: Heard,
+        store: Arc<PgStore>,
     },
 }
 
@@ -208,6 +237,7 @@ impl ChangeWatcher {
     pub async fn changed(&mut self) -> Result<bool, StoreError> {
         match &mut self.0 {
             Watcher::Sqlite { version, .. } => version.changed(),
+            Watcher::Postgres { heard, .. } => Ok(heard.take()),
         }
     }
 
@@ -219,6 +249,9 @@ impl ChangeWatcher {
     ) -> Result<Vec<Change>, StoreError> {
         match &mut self.0 {
             Watcher::Sqlite { store, .. } => store.changes_after(after, limit),
+            Watcher::Postgres { store, heard } => {
+                heard.retry_on_failure(store.changes_after(after, limit).await)
+            }
         }
     }
 
@@ -226,9 +259,64 @@ impl ChangeWatcher {
     pub async fn last_change_id(&mut self) -> Result<i64, StoreError> {
         match &mut self.0 {
             Watcher::Sqlite { store, .. } => store.last_change_id(),
+            Watcher::Postgres { store, heard } => {
+                heard.retry_on_failure(store.last_change_id().await)
+            }
         }
     }
 }
+
+/// What a PostgreSQL listener heard, as one flag the feed's every poll reads (an atomic swap,
+/// no query). A task drives `ChangeListener::next_wakeup` and sets it on every wake-up: a
+/// commit, and also a lost or restored connection, so that the feed reads the log again from
+/// its last id and a change committed while nothing could be heard is still sent. A read that
+/// fails (the server went away again) raises the flag again a second later, so the feed keeps
+/// trying, at a pace that costs one warning a second, until it has read what it was woken for.
+struct Heard {
+    flag: Arc<AtomicBool>,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl Heard {
+    async fn start(store: &PgStore) -> Result<Self, StoreError> {
+        let mut listener = store.listen().await?;
+        let flag = Arc::new(AtomicBool::new(false));
+        let set = Arc::clone(&flag);
+        let relay = tokio::spawn(async move {
+            loop {
+                // Changed, Lost and MaybeMissed all mean "read the log again".
+                let _wakeup = listener.next_wakeup().await;
+                set.store(true, Ordering::Release);
+            }
+        });
+        Ok(Self { flag, relay })
+    }
+
+    fn take(&self) -> bool {
+        self.flag.swap(false, Ordering::AcqRel)
+    }
+
+    fn retry_on_failure<T>(&self, read: Result<T, StoreError>) -> Result<T, StoreError> {
+        if read.is_err() {
+            let flag = Arc::clone(&self.flag);
+            tokio::spawn(async move {
+                tokio::time::sleep(READ_RETRY).await;
+                flag.store(true, Ordering::Release);
+            });
+        }
+        read
+    }
+}
+
+impl Drop for Heard {
+    fn drop(&mut self) {
+        // Dropping the listener with the task closes its connection.
+        self.relay.abort();
+    }
+}
+
+/// How soon the feed reads again after a read of the PostgreSQL log failed.
+const READ_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs blocking store work on the blocking pool, so that it never holds an async worker.
 async fn off_thread<T: Send + 'static>(
@@ -246,17 +334,16 @@ mod tests {
     use super::*;
     use crate::store::NoteContent;
 
+    /// A server that refuses connections: `Unavailable`, naming it without its password.
     #[tokio::test]
-    async fn a_postgres_location_is_refused_without_its_password() {
-        let url = Location::parse("postgres://notes:s3cret@db:5432/notes");
+    async fn an_unreachable_postgres_location_is_reported_without_its_password() {
+        let url = Location::parse("postgres://notes:s3cret@127.0.0.1:1/notes?sslmode=disable");
         let Err(e) = Store::open(&url, &Settings::default()).await else {
-            panic!("opened a PostgreSQL location");
+            panic!("opened a server that is not there");
         };
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
         let shown = e.to_string();
-        assert!(
-            shown.contains("postgres://notes:***@db:5432/notes"),
-            "{shown}"
-        );
+        assert!(shown.contains("notes:***@127.0.0.1:1/notes"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
     }
 

@@ -2,7 +2,8 @@
 //! (`postgres://` or `postgresql://`) or, anything else, the path of a SQLite file.
 //!
 //! A URL may carry a password, so it is never shown as written: `Display` and `Debug` print
-//! `redacted()`, and only `as_arg` (what is passed on to a child process) gives the secret.
+//! `redacted()`, and only `PostgresUrl::secret` (for the connector, and the environment of a
+//! child process, never its command line) gives the password.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -56,18 +57,10 @@ impl Location {
             Self::Postgres(url) => url.0.is_empty(),
         }
     }
-
-    /// The value as written, password included: for `--db` of a child process only.
-    pub fn as_arg(&self) -> &OsStr {
-        match self {
-            Self::Sqlite(path) => path.as_os_str(),
-            Self::Postgres(url) => OsStr::new(&url.0),
-        }
-    }
 }
 
 impl PostgresUrl {
-    /// The URL as written, password included: for the connector only.
+    /// The URL as written, password included: for the connector and a child's environment.
     pub fn secret(&self) -> &str {
         &self.0
     }
@@ -211,6 +204,9 @@ mod tests {
         );
         let location = Location::parse("postgres://notes:s3cret@db/notes");
         assert!(!format!("{location:?}").contains("s3cret"));
-        assert_eq!(location.as_arg(), "postgres://notes:s3cret@db/notes");
+        let Location::Postgres(url) = location else {
+            panic!("a URL is a server location");
+        };
+        assert_eq!(url.secret(), "postgres://notes:s3cret@db/notes");
     }
 }

@@ -4,8 +4,8 @@
 //! `Store` (in `handle`) is that API: async methods over one backend, chosen by the
 //! `Location` the configuration names and opened with the store's own `Settings`. Nothing above
 //! this module sees a backend's types or errors: `StoreError` speaks of notes and of the
-//! database in general. Today the one backend is `sqlite`, a file in WAL mode shared by every
-//! process; a server backend plugs in as another arm of `handle`'s dispatch.
+//! database in general. Two backends: `sqlite`, a file in WAL mode shared by every process of
+//! one host, and `postgres`, a server that processes on many hosts share.
 
 mod file_identity;
 mod handle;

@@ -8,6 +8,7 @@
 mod api;
 mod assets;
 pub mod body;
+pub mod degraded;
 mod error;
 mod events;
 pub mod feed;

@@ -532,10 +532,15 @@ pub async fn destroy_confirm(
 
 /// 200 when this instance can read and write the database; the supervisor's readiness probe
 /// and a load balancer's health check. Otherwise 503 saying which failed: the file deleted or
-/// replaced, the disk full, a write failing with the file itself at fault, or a failed read.
+/// replaced, the disk full, a write failing with the file itself at fault, a failed read, or
+/// the database server out of reach (the instance itself up: see `degraded`).
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.store.check_health().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e @ StoreError::Unavailable(_)) => {
+            tracing::warn!("health check failed: {e}");
+            super::degraded::health(&e.to_string())
+        }
         Err(e) => {
             let which = match e {
                 StoreError::FileGone(_) | StoreError::DiskFull => "cannot write",

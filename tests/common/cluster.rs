@@ -73,6 +73,9 @@ pub struct Options<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// Extra arguments after `cluster`.
     pub args: &'a [&'a str],
+    /// notes.toml's database instead of `database = "data/notes.db"`: a line, or a
+    /// `[database]` table.
+    pub database: Option<&'a str>,
 }
 
 /// A running `notesctl cluster`, killed on drop (its instances die with it).
@@ -110,9 +113,12 @@ impl Cluster {
     pub fn spawn_with(ports: &[u16], options: &Options) -> (Cluster, mpsc::Receiver<String>) {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("data")).expect("data dir");
+        let mut config = Self::config(ports, options.extra);
+        if let Some(database) = options.database {
+            config = config.replacen("database = \"data/notes.db\"", database, 1);
+        }
         for name in ["notes.toml", "status.toml"] {
-            std::fs::write(dir.path().join(name), Self::config(ports, options.extra))
-                .expect("write config");
+            std::fs::write(dir.path().join(name), &config).expect("write config");
         }
         let mut cmd = notesctl(dir.path());
         cmd.args(["--config", "notes.toml", "cluster"]);
@@ -155,8 +161,19 @@ impl Cluster {
 
     /// Starts a cluster on `ports` and waits until every instance is ready.
     pub fn start_on(ports: &[u16], extra: &str) -> Cluster {
+        Self::start_with(
+            ports,
+            &Options {
+                extra,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Starts a cluster as `options` say and waits until every instance is ready.
+    pub fn start_with(ports: &[u16], options: &Options) -> Cluster {
         let n = ports.len();
-        let (cluster, rx) = Self::spawn(ports, extra);
+        let (cluster, rx) = Self::spawn_with(ports, options);
         let deadline = Instant::now() + PROCESS_DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

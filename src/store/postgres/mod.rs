@@ -18,7 +18,7 @@ use deadpool_postgres::{
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{Change, ListQuery, NewNote, Note, NotePage, NoteUpdate, StoreError};
+use super::{Change, ListQuery, NewNote, Note, NotePage, NoteUpdate, PostgresSettings, StoreError};
 
 mod error;
 mod listen;
@@ -43,14 +43,15 @@ pub const CHANNEL: &str = "notes_changes";
 /// How a write that lost a serialization or deadlock race is retried: this many times.
 const WRITE_ATTEMPTS: u32 = 5;
 
-/// How the store connects. The defaults suit a server on the same network.
+/// How the store connects. The defaults suit a server on the same network; those the
+/// configuration can set are `PostgresSettings`' (the one place they are defined).
 #[derive(Debug, Clone)]
 pub struct PgSettings {
-    /// Connections in the pool (default 8): the most statements this process runs at once.
+    /// Connections in the pool: the most statements this process runs at once.
     pub pool_size: usize,
-    /// How long to wait for a connection (default 5 s); the URL's `connect_timeout` wins.
+    /// How long to wait for a connection; the URL's `connect_timeout` wins.
     pub connect_timeout: Duration,
-    /// The server cancels any statement running longer (default 30 s); set per connection.
+    /// The server cancels any statement running longer; set per connection.
     pub statement_timeout: Duration,
     /// The password file; `None`: `PGPASSFILE`, else `~/.pgpass`.
     pub passfile: Option<PathBuf>,
@@ -60,10 +61,17 @@ pub struct PgSettings {
 
 impl Default for PgSettings {
     fn default() -> Self {
+        Self::from(&PostgresSettings::default())
+    }
+}
+
+/// The `[database]` settings of notes.toml; the password file and name are libpq's defaults.
+impl From<&PostgresSettings> for PgSettings {
+    fn from(s: &PostgresSettings) -> Self {
         Self {
-            pool_size: 8,
-            connect_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(30),
+            pool_size: s.pool_size as usize,
+            connect_timeout: s.connect_timeout,
+            statement_timeout: s.statement_timeout,
             passfile: None,
             application_name: "notesctl".into(),
         }
@@ -169,6 +177,11 @@ impl PgStore {
         self.url.redacted()
     }
 
+    /// Closes the pool: its idle connections now, busy ones as they are returned.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
     /// How many migration steps `open` applied (0 when another process had applied them).
     pub fn migrations_applied(&self) -> usize {
         self.migrations_applied
@@ -229,7 +242,7 @@ impl PgStore {
     /// many it visited. Each batch of rows has the deadline of one operation.
     pub async fn for_each_note(
         &self,
-        mut visit: impl FnMut(Note) -> Result<(), StoreError> + Send,
+        mut visit: impl FnMut(Note) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
         let mut conn = self.run(self.conn()).await?;
         notes::for_each(&mut conn, self.deadline, &mut visit)

@@ -157,7 +157,7 @@ pub(super) async fn list(conn: &mut ClientWrapper, query: ListQuery) -> Result<N
 pub(super) async fn for_each(
     conn: &mut ClientWrapper,
     deadline: std::time::Duration,
-    visit: &mut (dyn FnMut(Note) -> Result<(), StoreError> + Send),
+    visit: &mut dyn FnMut(Note) -> Result<(), StoreError>,
 ) -> Result<u64, Failure> {
     let tx = timed(deadline, async {
         Ok(conn

@@ -1,0 +1,297 @@
+//! The store's contract: what a user of the `Store` handle sees, written once and run against
+//! each backend (a SQLite file in a temp dir, a fresh database on a real PostgreSQL server from
+//! `common::postgres`). A behaviour that differs between the two fails here.
+
+mod common;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use notesctl::store::{
+    ChangeKind, ListPosition, ListQuery, Location, NewNote, NoteContent, NoteUpdate, NoteWrite,
+    Settings, Store, StoreError,
+};
+
+/// No case may hang: each runs within this.
+const CASE_DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs `case` on a new, empty store of `backend`.
+async fn run<F, Fut>(backend: Backend, case: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let location = match backend {
+        Backend::Sqlite => Location::Sqlite(dir.path().join("notes.db")),
+        Backend::Postgres => Location::parse(common::postgres::fresh_database()),
+    };
+    let store = Store::open(&location, &Settings::default())
+        .await
+        .unwrap_or_else(|e| panic!("opening {location}: {e}"));
+    tokio::time::timeout(CASE_DEADLINE, case(store.clone()))
+        .await
+        .expect("the case finished within its deadline");
+    store.close(false).await;
+}
+
+/// Each case, once per backend: `sqlite::<case>` and `postgres::<case>`.
+macro_rules! for_each_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::run(super::Backend::Sqlite, super::$case).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::run(super::Backend::Postgres, super::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+for_each_backend!(
+    create_read_update_delete,
+    a_stale_version_is_a_conflict_with_the_current_note,
+    a_taken_key_is_refused,
+    pages_and_cursors_walk_the_list_newest_first,
+    create_many_keeps_going_past_a_duplicate,
+    the_changes_log_is_in_commit_order,
+    for_each_note_visits_every_note_oldest_first,
+    the_change_watcher_hears_a_write,
+);
+
+fn new(key: &str, title: &str) -> NewNote {
+    NewNote::parse(Some(key), title, &format!("body of {key}")).expect("a valid note")
+}
+
+async fn create(store: &Store, key: &str) {
+    store
+        .write(NoteWrite::Create(new(key, &key.to_uppercase())))
+        .await
+        .unwrap_or_else(|e| panic!("creating {key}: {e}"));
+}
+
+fn update(title: &str, expected_version: Option<i64>) -> NoteUpdate {
+    NoteUpdate {
+        content: NoteContent::new(title, "edited").expect("valid content"),
+        expected_version,
+    }
+}
+
+async fn create_read_update_delete(store: Store) {
+    let created = store
+        .write(NoteWrite::Create(new("a", "A")))
+        .await
+        .expect("create");
+    assert_eq!((created.key.as_str(), created.version), ("a", 1));
+    let read = store.get("a").await.expect("get");
+    assert_eq!(
+        (read.title.as_str(), read.body.as_str()),
+        ("A", "body of a")
+    );
+    let updated = store
+        .write(NoteWrite::Update("a".into(), update("A2", Some(1))))
+        .await
+        .expect("update");
+    assert_eq!((updated.title.as_str(), updated.version), ("A2", 2));
+    let deleted = store
+        .write(NoteWrite::Delete("a".into()))
+        .await
+        .expect("delete");
+    assert_eq!(deleted.title, "A2");
+    assert!(matches!(store.get("a").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.write(NoteWrite::Delete("a".into())).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .write(NoteWrite::Update("a".into(), update("x", None)))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn a_stale_version_is_a_conflict_with_the_current_note(store: Store) {
+    create(&store, "a").await;
+    store
+        .write(NoteWrite::Update("a".into(), update("theirs", Some(1))))
+        .await
+        .expect("first edit");
+    match store
+        .write(NoteWrite::Update("a".into(), update("mine", Some(1))))
+        .await
+    {
+        Err(StoreError::Conflict { expected, current }) => {
+            assert_eq!(expected, 1);
+            assert_eq!((current.title.as_str(), current.version), ("theirs", 2));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.get("a").await.expect("get").title, "theirs");
+    // Without a version the edit is unconditional.
+    let forced = store
+        .write(NoteWrite::Update("a".into(), update("mine", None)))
+        .await
+        .expect("unconditional edit");
+    assert_eq!(forced.version, 3);
+}
+
+async fn a_taken_key_is_refused(store: Store) {
+    create(&store, "a").await;
+    assert!(matches!(
+        store.write(NoteWrite::Create(new("a", "again"))).await,
+        Err(StoreError::KeyExists(k)) if k == "a"
+    ));
+    assert_eq!(store.get("a").await.expect("get").title, "A");
+}
+
+async fn pages_and_cursors_walk_the_list_newest_first(store: Store) {
+    for i in 1..=7 {
+        create(&store, &format!("n{i}")).await;
+    }
+    let keys = |page: &notesctl::store::NotePage| -> Vec<String> {
+        page.notes.iter().map(|n| n.key.clone()).collect()
+    };
+    let list = |position| store.list(ListQuery { limit: 3, position });
+    let first = list(ListPosition::Page(1)).await.expect("page 1");
+    assert_eq!(keys(&first), ["n7", "n6", "n5"]);
+    assert_eq!(first.total, 7);
+    assert_eq!(first.prev_cursor, None);
+    let after = first.next_cursor.expect("older notes follow");
+    let second = list(ListPosition::After(after)).await.expect("after");
+    assert_eq!(keys(&second), ["n4", "n3", "n2"]);
+    assert_eq!(
+        keys(&list(ListPosition::Page(2)).await.expect("page 2")),
+        keys(&second)
+    );
+    let last = list(ListPosition::After(second.next_cursor.expect("more")))
+        .await
+        .expect("last");
+    assert_eq!(keys(&last), ["n1"]);
+    assert_eq!(last.next_cursor, None);
+    let back = list(ListPosition::Before(last.prev_cursor.expect("newer ones")))
+        .await
+        .expect("before");
+    assert_eq!(keys(&back), ["n4", "n3", "n2"]);
+    // A cursor is stable while notes are added at the top; a page number is not.
+    create(&store, "n8").await;
+    let again = list(ListPosition::After(after)).await.expect("after again");
+    assert_eq!(keys(&again), ["n4", "n3", "n2"]);
+    assert_eq!(again.total, 8);
+    let beyond = list(ListPosition::Page(9))
+        .await
+        .expect("page past the end");
+    assert!(beyond.notes.is_empty());
+}
+
+async fn create_many_keeps_going_past_a_duplicate(store: Store) {
+    create(&store, "b").await;
+    let results = store
+        .create_many(vec![new("a", "A"), new("b", "again"), new("c", "C")])
+        .await
+        .expect("the batch runs");
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().expect("a").key, "a");
+    assert!(matches!(&results[1], Err(StoreError::KeyExists(k)) if k == "b"));
+    assert_eq!(results[2].as_ref().expect("c").key, "c");
+    assert_eq!(store.get("b").await.expect("b").title, "B");
+    assert_eq!(store.get("c").await.expect("c").title, "C");
+}
+
+async fn the_changes_log_is_in_commit_order(store: Store) {
+    assert_eq!(store.last_change_id().await.expect("last"), 0);
+    create(&store, "a").await;
+    store
+        .write(NoteWrite::Update("a".into(), update("A2", None)))
+        .await
+        .expect("update");
+    store
+        .write(NoteWrite::Delete("a".into()))
+        .await
+        .expect("delete");
+    create(&store, "b").await;
+    let changes = store.changes_after(0, 100).await.expect("changes");
+    let seen: Vec<(ChangeKind, &str)> = changes.iter().map(|c| (c.kind, c.key.as_str())).collect();
+    assert_eq!(
+        seen,
+        [
+            (ChangeKind::Created, "a"),
+            (ChangeKind::Updated, "a"),
+            (ChangeKind::Deleted, "a"),
+            (ChangeKind::Created, "b"),
+        ]
+    );
+    assert!(changes.windows(2).all(|w| w[0].id < w[1].id), "{changes:?}");
+    assert_eq!(store.last_change_id().await.expect("last"), changes[3].id);
+    assert_eq!(
+        store.oldest_change_id().await.expect("oldest"),
+        changes[0].id
+    );
+    let tail = store.changes_after(changes[1].id, 100).await.expect("tail");
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[0].id, changes[2].id);
+    assert_eq!(store.changes_after(0, 2).await.expect("limited").len(), 2);
+}
+
+async fn for_each_note_visits_every_note_oldest_first(store: Store) {
+    let notes = (1..=5).map(|i| new(&format!("k{i}"), "T")).collect();
+    for result in store.create_many(notes).await.expect("batch") {
+        result.expect("each note is created");
+    }
+    let mut seen = Vec::new();
+    let count = store
+        .for_each_note(&mut |note| {
+            seen.push(note.key);
+            Ok(())
+        })
+        .await
+        .expect("for_each_note");
+    assert_eq!(count, 5);
+    assert_eq!(seen, ["k1", "k2", "k3", "k4", "k5"]);
+    store.check_health().await.expect("healthy");
+}
+
+async fn the_change_watcher_hears_a_write(store: Store) {
+    let mut watcher = store.change_watcher().await.expect("watcher");
+    // A listener may take a moment to be heard by the server: write until it hears.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut written = 0;
+    loop {
+        written += 1;
+        create(&store, &format!("w{written}")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if watcher.changed().await.expect("poll") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watcher heard no write");
+    }
+    let changes = watcher.changes_after(0, 100).await.expect("changes");
+    assert_eq!(changes.len(), written);
+    assert_eq!(
+        watcher.last_change_id().await.expect("last"),
+        changes[written - 1].id
+    );
+    // Nothing new: nothing heard.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = watcher.changed().await.expect("poll");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !watcher.changed().await.expect("poll"),
+        "heard a write that was not made"
+    );
+}
