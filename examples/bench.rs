@@ -884,6 +884,8 @@ fn wait_until(
 struct PgFigures {
     select_tps: f64,
     insert_tps: f64,
+    /// Writes on one instance to events on the other, through PostgreSQL's NOTIFY.
+    live: LiveLatency,
 }
 
 /// 2 instances on a throwaway PostgreSQL server with the 1,000 seeded notes: `GET /`, the note
@@ -918,10 +920,19 @@ fn postgres_step(
     println!("  pgbench: -S {select_tps:.0} tps, one-row inserts {insert_tps:.0} tps");
     let (cluster, _) = bench.start_cluster(Path::new(&url), "cluster-pg")?;
     pages_without_ceiling(bench, &cluster, keys, " · PostgreSQL");
+    let targets = cluster.targets();
+    let live = bench
+        .rt
+        .block_on(live_latency(targets[0], targets[1], 200))?;
+    println!(
+        "  live updates through PostgreSQL: {}/{} events received; write-ack -> event: median {:.1} ms, max {:.1} ms",
+        live.received, live.sent, live.median_ms, live.max_ms
+    );
     cluster.stop();
     Ok(PgFigures {
         select_tps,
         insert_tps,
+        live,
     })
 }
 
@@ -982,6 +993,18 @@ fn postgres_rows(pg: &PgFigures, runs: &HashMap<String, Measured>) -> Vec<Row> {
             pass: Some(ratio >= 0.5 && on_pg.load.errors == 0),
         });
     }
+    let all = pg.live.received == pg.live.sent;
+    rows.push(Row {
+        figure: format!(
+            "Live update A→B through PostgreSQL (LISTEN/NOTIFY): median / worst ({}/{} received)",
+            pg.live.received, pg.live.sent
+        ),
+        value: format!("{:.1} ms / {:.1} ms", pg.live.median_ms, pg.live.max_ms),
+        ceiling: "–".into(),
+        ratio: "–".into(),
+        target: "< 50 ms / < 500 ms".into(),
+        pass: Some(all && pg.live.median_ms < 50.0 && pg.live.max_ms < 500.0),
+    });
     if let Some(saves) = runs.get("POST /notes/save · 2 instances · 1k · PostgreSQL") {
         let ratio = saves.load.rps() / pg.insert_tps;
         rows.push(Row {
