@@ -307,3 +307,72 @@ fn eight_first_commands_at_once_migrate_once() {
     let expected: Vec<String> = (1..=SCHEMA_VERSION).map(|v| v.to_string()).collect();
     assert_eq!(versions, expected.join(","));
 }
+
+#[test]
+fn two_instances_and_cli_processes_writing_at_once_lose_nothing() {
+    let url = fresh_database();
+    let cluster = start_cluster(&free_ports(2), &database_table(&url));
+    let writes = Writes::start(&cluster.ports, 3);
+    // Three CLI processes at a time, each adding notes with the same title: the keys are
+    // generated from it, so every process races the others (and the instances) for them.
+    let dir = cluster.dir.path().to_owned();
+    let cli_writers: Vec<_> = (0..3)
+        .map(|w| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut keys = Vec::new();
+                for i in 0..8 {
+                    let body = format!("from CLI {w}, note {i}");
+                    let out = common::run_in(
+                        &dir,
+                        &[
+                            "--config",
+                            "notes.toml",
+                            "notes",
+                            "add",
+                            "Same title",
+                            &body,
+                        ],
+                        None,
+                    );
+                    assert!(out.status.success(), "{}", common::describe(&out));
+                    keys.push(common::stdout_of(&out).trim().to_owned());
+                }
+                keys
+            })
+        })
+        .collect();
+    let cli_keys: Vec<String> = cli_writers
+        .into_iter()
+        .flat_map(|t| t.join().expect("CLI writer"))
+        .collect();
+    let (acknowledged, failures) = writes.finish();
+    assert!(
+        failures.is_empty(),
+        "writes failed: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        acknowledged.len() > 20,
+        "only {} writes",
+        acknowledged.len()
+    );
+    assert_all_present(cluster.ports[1], &acknowledged);
+    assert_all_present(cluster.ports[0], &cli_keys);
+    let mut distinct = cli_keys.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        24,
+        "a generated key was given twice: {cli_keys:?}"
+    );
+    // None twice: one note and one change per acknowledged write.
+    let count = |q: &str| sql(&url, q).trim().parse::<usize>().expect("a count");
+    let written = acknowledged.len() + cli_keys.len();
+    assert_eq!(count("SELECT count(*) FROM notes"), written);
+    assert_eq!(
+        count("SELECT count(*) FROM changes WHERE kind = 'created'"),
+        written
+    );
+}
