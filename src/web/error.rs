@@ -4,6 +4,9 @@
 //! `{"error": "..."}` for the JSON API); our own failures get a generic 500 page and the real
 //! error goes to the log. A uniqueness violation is 409 and invalid input 422, never 500.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -116,10 +119,35 @@ impl From<StoreError> for AppError {
             | StoreError::Damaged(_)
             | StoreError::Unusable(_)
             | StoreError::Unavailable(_) => {
-                tracing::error!("{e}");
+                report_database_trouble(&e);
                 Self::Unavailable(e.to_string())
             }
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// How often, at most, a failing database is logged: during an outage every request fails the
+/// same way, and a line per request would bury everything else (or, past the log's bound, be
+/// dropped unread).
+const TROUBLE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs a failure of the database itself: the first at once, then at most one line per
+/// `TROUBLE_LOG_EVERY` with how many requests failed on the database since the last line.
+fn report_database_trouble(e: &StoreError) {
+    static LAST: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    match &mut *last {
+        Some((at, failed)) if at.elapsed() < TROUBLE_LOG_EVERY => *failed += 1,
+        Some((_, failed)) if *failed > 0 => {
+            tracing::error!(
+                "{e} ({failed} more request(s) failed on the database since the last report)"
+            );
+            *last = Some((Instant::now(), 0));
+        }
+        _ => {
+            tracing::error!("{e}");
+            *last = Some((Instant::now(), 0));
         }
     }
 }
