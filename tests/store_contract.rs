@@ -211,6 +211,28 @@ async fn create_many_keeps_going_past_a_duplicate(store: Store) {
     assert_eq!(results[2].as_ref().expect("c").key, "c");
     assert_eq!(store.get("b").await.expect("b").title, "B");
     assert_eq!(store.get("c").await.expect("c").title, "C");
+    // A key given twice in one batch: the first is kept, the second refused.
+    let results = store
+        .create_many(vec![new("d", "D"), new("d", "twice"), new("e", "E")])
+        .await
+        .expect("the batch runs");
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(matches!(&results[1], Err(StoreError::KeyExists(k)) if k == "d"));
+    assert_eq!(store.get("d").await.expect("d").title, "D");
+    // One change per note created, in the batch's order, with no gap.
+    let changes = store.changes_after(0, 100).await.expect("the log");
+    let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys, ["b", "a", "c", "d", "e"]);
+    let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    let page = store
+        .list(ListQuery {
+            limit: 10,
+            position: ListPosition::Page(1),
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.total, 5, "the note count moved with the batch");
 }
 
 async fn the_changes_log_is_in_commit_order(store: Store) {

@@ -10,7 +10,7 @@ use deadpool_postgres::{ClientWrapper, Transaction};
 
 use super::notes::note_from_row;
 use super::{CHANNEL, Failure};
-use crate::store::{ChangeKind, NewNote, Note, NoteUpdate, StoreError, slug_from_title};
+use crate::store::{ChangeKind, NewNote, Note, NoteStamp, NoteUpdate, StoreError, slug_from_title};
 use crate::timefmt::now_millis;
 
 /// Changes kept in the log, as in the SQLite store: enough for a client that was away for a
@@ -120,6 +120,9 @@ pub(super) async fn write(conn: &mut ClientWrapper, op: &WriteOp<'_>) -> Result<
     let now = now_millis();
     let outcome = match op {
         WriteOp::Create(note) => Outcome::One(insert(&mut log, note, now).await?),
+        WriteOp::CreateMany(notes) if notes.iter().all(|n| n.key.is_some()) => {
+            Outcome::Many(insert_keyed(&mut log, notes, now).await?)
+        }
         WriteOp::CreateMany(notes) => {
             let mut results = Vec::with_capacity(notes.len());
             for note in notes.iter() {
@@ -138,6 +141,103 @@ pub(super) async fn write(conn: &mut ClientWrapper, op: &WriteOp<'_>) -> Result<
     log.finish().await?;
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// Inserts notes that all carry their keys (an import of an export) in two statements, where
+/// one at a time took two round trips per note (100,000 notes: 30 s). A key already taken, or
+/// given twice in the batch, is that note's answer alone, as one at a time; change ids follow
+/// the batch's order.
+async fn insert_keyed(
+    log: &mut Log<'_, '_>,
+    notes: &[NewNote],
+    now: i64,
+) -> Result<Vec<Result<Note, StoreError>>, Failure> {
+    let mut seen = std::collections::HashSet::new();
+    // The notes to send: the first of each key in the batch.
+    let sent: Vec<(&str, &NewNote, NoteStamp)> = notes
+        .iter()
+        .filter_map(|n| {
+            let key = n.key.as_ref()?.as_str();
+            seen.insert(key).then(|| (key, n, n.stamp_or_first(now)))
+        })
+        .collect();
+    let column = |f: &dyn Fn(&(&str, &NewNote, NoteStamp)) -> i64| -> Vec<i64> {
+        sent.iter().map(f).collect()
+    };
+    let keys: Vec<&str> = sent.iter().map(|(k, _, _)| *k).collect();
+    let titles: Vec<&str> = sent.iter().map(|(_, n, _)| n.content.title()).collect();
+    let bodies: Vec<&str> = sent.iter().map(|(_, n, _)| n.content.body()).collect();
+    let versions = column(&|(_, _, s)| s.version);
+    let created = column(&|(_, _, s)| s.created_at);
+    let updated = column(&|(_, _, s)| s.updated_at);
+    let stmt = log
+        .tx
+        .prepare_cached(
+            "INSERT INTO notes (key, title, body, version, created_at, updated_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+                                  $6::int8[])
+             ON CONFLICT (key) DO NOTHING RETURNING key",
+        )
+        .await?;
+    let inserted: std::collections::HashSet<String> = log
+        .tx
+        .query(
+            &stmt,
+            &[&keys, &titles, &bodies, &versions, &created, &updated],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    // The log, in the batch's order: one change per note inserted.
+    let mut results = Vec::with_capacity(notes.len());
+    let mut sent = sent.into_iter().peekable();
+    let mut change = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for note in notes {
+        let key = note.key.as_ref().map(|k| k.as_str()).unwrap_or_default();
+        let is_sent = sent.peek().is_some_and(|(_, n, _)| std::ptr::eq(*n, note));
+        let stamp = if is_sent {
+            sent.next().map(|(_, _, s)| s)
+        } else {
+            None
+        };
+        match stamp.filter(|_| inserted.contains(key)) {
+            Some(stamp) => {
+                let (title, body) = (note.content.title(), note.content.body());
+                change.0.push(log.first_unused + change.0.len() as i64);
+                change.1.push(key);
+                change.2.push(title);
+                change.3.push(stamp.version);
+                results.push(Ok(Note {
+                    key: key.to_owned(),
+                    title: title.to_owned(),
+                    body: body.to_owned(),
+                    version: stamp.version,
+                    created_at: stamp.created_at,
+                    updated_at: stamp.updated_at,
+                }));
+            }
+            None => results.push(Err(StoreError::KeyExists(key.to_owned()))),
+        }
+    }
+    let count = change.0.len() as i64;
+    if count > 0 {
+        let stmt = log
+            .tx
+            .prepare_cached(
+                "INSERT INTO changes (id, kind, key, title, version, at)
+                 SELECT id, 'created', key, title, version, $5
+                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[])
+                      AS c (id, key, title, version)",
+            )
+            .await?;
+        log.tx
+            .execute(&stmt, &[&change.0, &change.1, &change.2, &change.3, &now])
+            .await?;
+        log.first_unused += count;
+        log.note_delta += count;
+    }
+    Ok(results)
 }
 
 /// Inserts one note, generating its key from the title when it has none: the first free one
