@@ -253,24 +253,22 @@ async fn insert(log: &mut Log<'_, '_>, note: &NewNote, now: i64) -> Result<Note,
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING RETURNING id",
         )
         .await?;
+    // True when the note went in under `key`.
+    let try_key = async |key: &str| -> Result<bool, Failure> {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &key,
+            &title,
+            &body,
+            &stamp.version,
+            &stamp.created_at,
+            &stamp.updated_at,
+        ];
+        Ok(tx.query_opt(&stmt, &params).await?.is_some())
+    };
     let key = match &note.key {
         Some(key) => {
             let key = key.as_str();
-            if tx
-                .query_opt(
-                    &stmt,
-                    &[
-                        &key,
-                        &title,
-                        &body,
-                        &stamp.version,
-                        &stamp.created_at,
-                        &stamp.updated_at,
-                    ],
-                )
-                .await?
-                .is_none()
-            {
+            if !try_key(key).await? {
                 return Err(StoreError::KeyExists(key.to_owned()).into());
             }
             key.to_owned()
@@ -293,21 +291,7 @@ async fn insert(log: &mut Log<'_, '_>, note: &NewNote, now: i64) -> Result<Note,
                 if tx.query_opt(&taken, &[&candidate]).await?.is_some() {
                     continue;
                 }
-                if tx
-                    .query_opt(
-                        &stmt,
-                        &[
-                            &candidate,
-                            &title,
-                            &body,
-                            &stamp.version,
-                            &stamp.created_at,
-                            &stamp.updated_at,
-                        ],
-                    )
-                    .await?
-                    .is_some()
-                {
+                if try_key(&candidate).await? {
                     break candidate;
                 }
             }
