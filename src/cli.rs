@@ -108,6 +108,18 @@ pub struct ServeArgs {
     #[arg(long, hide = true)]
     pub existing_db: bool,
 
+    #[command(flatten)]
+    pub hosts: HostArgs,
+
+    /// Open /events streams allowed; more are answered 503 with Retry-After
+    /// [notes.toml: serve.max_event_streams; default: 10000]
+    #[arg(long, env = "NOTES_MAX_EVENT_STREAMS", value_parser = clap::value_parser!(usize))]
+    pub max_event_streams: Option<usize>,
+}
+
+/// `--allowed-host`, the same for `serve` and `cluster` (which passes it on to its instances).
+#[derive(Debug, Args)]
+pub struct HostArgs {
     /// A host name (or address) requests may name, besides loopback ones and the bound
     /// address; repeat for more. Other hosts get 421 [notes.toml: serve.allowed_hosts;
     /// environment: comma-separated]
@@ -118,11 +130,6 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Option<Vec<String>>,
-
-    /// Open /events streams allowed; more are answered 503 with Retry-After
-    /// [notes.toml: serve.max_event_streams; default: 10000]
-    #[arg(long, env = "NOTES_MAX_EVENT_STREAMS", value_parser = clap::value_parser!(usize))]
-    pub max_event_streams: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -140,16 +147,8 @@ pub struct ClusterArgs {
     #[arg(long, env = "NOTES_WORKERS", value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKERS)))]
     pub workers: Option<u16>,
 
-    /// A host name (or address) requests may name, besides loopback ones and the bound
-    /// address; repeat for more. Other hosts get 421 [notes.toml: serve.allowed_hosts;
-    /// environment: comma-separated]
-    #[arg(
-        long = "allowed-host",
-        env = "NOTES_ALLOWED_HOSTS",
-        value_name = "NAME",
-        value_delimiter = ','
-    )]
-    pub allowed_hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    pub hosts: HostArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,7 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             port: args.port,
             workers: args.workers,
             db_must_exist: args.existing_db,
-            allowed_hosts: args.allowed_hosts.clone(),
+            allowed_hosts: args.hosts.allowed_hosts.clone(),
             max_event_streams: args.max_event_streams,
         },
         Command::Cluster(args) => Overrides {
@@ -41,7 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             port: None,
             workers: args.workers,
             db_must_exist: false,
-            allowed_hosts: args.allowed_hosts.clone(),
+            allowed_hosts: args.hosts.allowed_hosts.clone(),
             max_event_streams: None,
         },
         Command::Notes { .. }
