@@ -188,6 +188,13 @@ impl SqliteStore {
             Some(conn) => conn,
             empty => {
                 let conn = Connection::open_with_flags(&self.path, self.lookup_flags)?;
+                // A connection opened after the file at the path was replaced would read the
+                // new file through the old file's WAL beside it (pages of one database over
+                // another: "no such table", or wrong notes). Checked after opening, so a
+                // replacement just before it is seen too.
+                if let Some(problem) = self.file.problem() {
+                    return Err(StoreError::FileGone(problem));
+                }
                 init_reader(&conn, self.busy_timeout)?;
                 empty.insert(conn)
             }
