@@ -1,6 +1,31 @@
 // notesctl live updates: listens to /events (server-sent events, fed by writes from every
 // instance and the CLI) and updates the open page. Pages work without it; nothing here is
-// needed to read or write notes.
+// needed to read or write notes. It also shows times in the reader's time zone.
+
+// Times: the page says `2026-11-28 01:13 UTC` inside `<time datetime="...Z">`; here each becomes
+// the reader's own time (`2026-11-28 02:13 CET`), with the UTC text kept as its tooltip.
+(function () {
+  'use strict';
+  function two(n) { return (n < 10 ? '0' : '') + n; }
+  function zoneName(d) {
+    try {
+      var parts = new Intl.DateTimeFormat(undefined, { timeZoneName: 'short' }).formatToParts(d);
+      for (var i = 0; i < parts.length; i++) {
+        if (parts[i].type === 'timeZoneName') return ' ' + parts[i].value;
+      }
+    } catch (err) { /* no Intl: the local time without its zone's name */ }
+    return '';
+  }
+  var times = document.querySelectorAll('time[datetime]');
+  for (var i = 0; i < times.length; i++) {
+    var d = new Date(times[i].getAttribute('datetime'));
+    if (isNaN(d.getTime())) continue;
+    times[i].title = times[i].textContent;
+    times[i].textContent = d.getFullYear() + '-' + two(d.getMonth() + 1) + '-' + two(d.getDate()) +
+      ' ' + two(d.getHours()) + ':' + two(d.getMinutes()) + zoneName(d);
+  }
+})();
+
 (function () {
   'use strict';
   if (!window.EventSource) return;

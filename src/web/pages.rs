@@ -30,7 +30,11 @@ pub struct NoteView {
     pub title: String,
     pub body: String,
     pub version: i64,
+    /// When it was last changed, for people: `2026-11-28 01:13 UTC`.
     pub updated: String,
+    /// The same instant for `<time datetime>`, which the page script shows in the reader's
+    /// own time zone.
+    pub updated_at: String,
 }
 
 impl From<Note> for NoteView {
@@ -38,6 +42,7 @@ impl From<Note> for NoteView {
         Self {
             key_q: encode_component(&n.key),
             updated: timefmt::human(n.updated_at),
+            updated_at: timefmt::rfc3339(n.updated_at),
             key: n.key,
             title: n.title,
             body: n.body,
