@@ -1,9 +1,11 @@
 //! Command-line definitions (clap). Raw values only: `config::Config` validates and merges them
-//! with the environment and notes.toml.
+//! with the environment and notes.toml. `parse` also notes which values came from environment
+//! variables, so that a mistake in one names the variable, not a flag the user never typed.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::MAX_WORKERS;
 
@@ -15,7 +17,8 @@ use crate::config::MAX_WORKERS;
     propagate_version = true
 )]
 pub struct Cli {
-    /// Configuration file [default: ./notes.toml when it exists]
+    /// Configuration file [default: the nearest notes.toml in this folder or its parents,
+    /// else $XDG_CONFIG_HOME/notesctl/notes.toml]
     #[arg(long, global = true, env = "NOTES_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
@@ -27,6 +30,10 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+
+    /// The environment variables whose values were used (filled by `parse`).
+    #[arg(skip)]
+    pub from_env: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,7 +58,8 @@ pub enum Command {
     },
     /// Replace instances one at a time without dropping requests; revives failed ones
     Restart {
-        /// The instances' ports [default: every instance]
+        /// The ports of the instances to restart [default: every instance]
+        #[arg(value_name = "PORT")]
         ports: Vec<u16>,
         /// Print JSON instead of lines
         #[arg(long)]
@@ -59,7 +67,8 @@ pub enum Command {
     },
     /// Run N instances: adds ports after the last one, or removes the last ones
     Scale {
-        #[arg(value_parser = clap::value_parser!(u16).range(1..=256))]
+        /// How many instances to run (1 to 256)
+        #[arg(value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
         instances: u16,
         /// Print JSON instead of lines
         #[arg(long)]
@@ -86,6 +95,18 @@ pub enum Command {
     Notes {
         #[command(subcommand)]
         command: NotesCommand,
+    },
+    /// Print a shell completion script (e.g. `notesctl completions bash >
+    /// ~/.local/share/bash-completion/completions/notesctl`)
+    Completions {
+        /// The shell to complete in
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `notesctl man > ~/.local/share/man/man1/notesctl.1`)
+    Man {
+        /// A subcommand whose page to print instead (e.g. `notes add`)
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
     },
 }
 
@@ -153,14 +174,18 @@ pub struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum NotesCommand {
-    /// Add a note and print its key
+    /// Add a note and print its key (creates the database if there is none)
     Add {
+        /// The note's title (1 to 200 characters)
         title: String,
         /// The body; "-" reads it from standard input
         body: String,
         /// Key to use [default: generated from the title]
         #[arg(long, short)]
         key: Option<String>,
+        /// Print the new note as JSON instead of its key
+        #[arg(long)]
+        json: bool,
     },
     /// List notes, newest first
     #[command(alias = "ls")]
@@ -174,6 +199,7 @@ pub enum NotesCommand {
     },
     /// Show one note
     Show {
+        /// The note's key
         key: String,
         /// Print JSON instead of text
         #[arg(long)]
@@ -182,6 +208,7 @@ pub enum NotesCommand {
     /// Change a note's title and/or body
     #[command(group = clap::ArgGroup::new("change").required(true).multiple(true).args(["title", "body"]))]
     Edit {
+        /// The note's key
         key: String,
         /// New title
         #[arg(long, short)]
@@ -189,16 +216,170 @@ pub enum NotesCommand {
         /// New body; "-" reads it from standard input
         #[arg(long, short)]
         body: Option<String>,
+        /// Print the updated note as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a note
     #[command(alias = "delete")]
-    Rm { key: String },
-    /// Import notes from JSON lines ({"key"?, "title", "body"} per line); "-" reads stdin
-    Import { file: String },
+    Rm {
+        /// The note's key
+        key: String,
+        /// Print the deleted note as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import notes from JSON lines ({"key"?, "title", "body"} per line; creates the database
+    /// if there is none)
+    Import {
+        /// File to read; "-" is standard input
+        file: String,
+        /// Print the summary as JSON on standard output
+        #[arg(long)]
+        json: bool,
+    },
     /// Export every note as JSON lines, oldest first [default: to standard output]
     Export {
         /// File to write (must not exist); "-" is standard output
         #[arg(default_value = "-")]
         file: String,
     },
+}
+
+impl NotesCommand {
+    /// True for the commands that may create the database: the rest only read or change notes
+    /// that must already exist, and a new empty file would only hide that they are elsewhere.
+    pub fn creates_database(&self) -> bool {
+        matches!(self, Self::Add { .. } | Self::Import { .. })
+    }
+}
+
+/// Parses the command line, exiting as clap does on a mistake (code 2) or for `--help`. A bad
+/// value that came from an environment variable is reported under the variable's name.
+pub fn parse() -> Cli {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            if let Some(message) = env_value_error(&e) {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+            e.exit()
+        }
+    };
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.from_env = env_sources(&Cli::command(), &matches);
+    cli
+}
+
+/// "PORT: invalid value 'abc': invalid digit found in string" for a clap error about a value
+/// that came from the environment (its flag is not on the command line, its variable is set).
+fn env_value_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = shown.strip_prefix("--")?.split([' ', '=']).next()?;
+    let arg = find_arg(&Cli::command(), long)?;
+    let variable = arg.get_env()?.to_str()?.to_owned();
+    std::env::var_os(&variable)?;
+    let typed = std::env::args().skip(1).any(|a| {
+        a == format!("--{long}")
+            || a.starts_with(&format!("--{long}="))
+            || arg
+                .get_short()
+                .is_some_and(|c| a.starts_with(&format!("-{c}")) && !a.starts_with("--"))
+    });
+    if typed {
+        return None;
+    }
+    let rendered = e.to_string();
+    let first = rendered.lines().next()?.strip_prefix("error: ")?;
+    Some(format!(
+        "{variable}: {}",
+        first.replace(&format!(" for '{shown}'"), "")
+    ))
+}
+
+/// The argument with long name `long` in `command` or any of its subcommands.
+fn find_arg(command: &clap::Command, long: &str) -> Option<clap::Arg> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .cloned()
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| find_arg(sub, long))
+        })
+}
+
+/// The names of the environment variables whose values `matches` used, down the subcommands.
+fn env_sources(command: &clap::Command, matches: &ArgMatches) -> Vec<String> {
+    let mut found: Vec<String> = command
+        .get_arguments()
+        .filter(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::EnvVariable))
+        .filter_map(|a| a.get_env().and_then(|v| v.to_str()).map(str::to_owned))
+        .collect();
+    if let Some((name, sub_matches)) = matches.subcommand()
+        && let Some(sub) = command.find_subcommand(name)
+    {
+        found.extend(env_sources(sub, sub_matches));
+    }
+    found
+}
+
+/// The completion script for `shell`, as `notesctl completions SHELL` prints it.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "notesctl", out);
+}
+
+/// The manual page (roff) of `notesctl`, or of one of its subcommands (`["notes", "add"]`),
+/// as `notesctl man [COMMAND...]` prints it. The main page lists the subcommands; each has a
+/// page of its own, named as git names its pages (`notesctl-notes-add`).
+pub fn man_page(path: &[String], out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let mut command = Cli::command();
+    let mut name = String::from("notesctl");
+    for part in path {
+        let Some(sub) = command.find_subcommand(part).cloned() else {
+            anyhow::bail!("no command `{name} {part}`; see `{name} --help`");
+        };
+        name = format!("{name}-{}", sub.get_name());
+        command = sub;
+    }
+    let command = command
+        .name(name.clone())
+        .display_name(name.replace('-', " "));
+    clap_mangen::Man::new(command).render(out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_argument_has_help() {
+        fn check(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{path} {id} has no help text");
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let command = Cli::command();
+        command.clone().debug_assert();
+        check(&command, "notesctl");
+    }
 }

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod exit;
 pub mod logging;
 pub mod net;
 pub mod notes_cmd;
@@ -23,8 +24,21 @@ use anyhow::Context;
 use cli::{Cli, Command};
 use config::{Config, Overrides};
 
-/// Runs a parsed command line. Errors are printed by `main` with exit code 1.
+/// Runs a parsed command line. Errors are printed by `main`, with the code `exit::code_for`
+/// gives them.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Neither reads a configuration: they describe the command line itself.
+    match &cli.command {
+        Command::Completions { shell } => {
+            cli::completions(*shell, &mut std::io::stdout().lock());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { command } => {
+            cli::man_page(command, &mut std::io::stdout().lock())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let overrides = match &cli.command {
         Command::Serve(args) => Overrides {
             database: cli.db.clone(),
@@ -34,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db_must_exist: args.existing_db,
             allowed_hosts: args.hosts.allowed_hosts.clone(),
             max_event_streams: args.max_event_streams,
+            from_env: cli.from_env.clone(),
         },
         Command::Cluster(args) => Overrides {
             database: cli.db.clone(),
@@ -43,8 +58,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db_must_exist: false,
             allowed_hosts: args.hosts.allowed_hosts.clone(),
             max_event_streams: None,
+            from_env: cli.from_env.clone(),
         },
         Command::Notes { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
         | Command::Status { .. }
         | Command::Reload { .. }
         | Command::Restart { .. }
@@ -110,11 +128,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
+            let missing = if command.creates_database() {
+                config::IfMissing::Create
+            } else {
+                config::IfMissing::Refuse
+            };
             runtime.block_on(async {
-                let store = config.open_store().await?;
+                let store = config.open_store(missing).await?;
                 notes_cmd::run(&store, command).await
             })
         }
+        Command::Completions { .. } | Command::Man { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 

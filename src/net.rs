@@ -10,13 +10,12 @@ const LISTEN_FDS_START: RawFd = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error(
-        "port {port} is already in use on {host}{owner}; choose another port (--port, PORT or notes.toml) or stop that process"
-    )]
+    #[error("port {port} is already in use on {host}{owner}; {advice} or stop that process")]
     InUse {
         host: String,
         port: u16,
         owner: String,
+        advice: PortAdvice,
     },
     #[error(
         "not allowed to listen on port {port}: ports below 1024 need privileges; choose a port from 1024 up"
@@ -26,8 +25,29 @@ pub enum BindError {
     Address { host: String, reason: String },
 }
 
-/// Binds `host:port` for listening (non-blocking, close-on-exec).
-pub fn bind(host: &str, port: u16) -> Result<TcpListener, BindError> {
+/// Where the port that was taken is set, which depends on the command that wanted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortAdvice {
+    /// `serve`: `--port`, `PORT` or `[serve] port`.
+    Serve,
+    /// `cluster` (and `scale`, `reload`): `[cluster] ports` or how many instances.
+    Cluster,
+}
+
+impl std::fmt::Display for PortAdvice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Serve => "choose another port (--port, PORT or [serve] port in notes.toml)",
+            Self::Cluster => {
+                "change [cluster] ports in notes.toml (or run fewer instances with --instances)"
+            }
+        })
+    }
+}
+
+/// Binds `host:port` for listening (non-blocking, close-on-exec); `advice` says where the port
+/// is set, should it be taken.
+pub fn bind(host: &str, port: u16, advice: PortAdvice) -> Result<TcpListener, BindError> {
     let address_error = |reason: String| BindError::Address {
         host: host.to_owned(),
         reason,
@@ -52,6 +72,7 @@ pub fn bind(host: &str, port: u16) -> Result<TcpListener, BindError> {
                 owner: port_owner(port)
                     .map(|o| format!(" by {o}"))
                     .unwrap_or_default(),
+                advice,
             },
             std::io::ErrorKind::PermissionDenied => BindError::Denied { port },
             std::io::ErrorKind::AddrNotAvailable => {
@@ -301,8 +322,10 @@ mod tests {
     fn a_taken_port_names_its_owner() {
         let held = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = held.local_addr().expect("addr").port();
-        let err = bind("127.0.0.1", port).expect_err("in use");
+        let err = bind("127.0.0.1", port, PortAdvice::Cluster).expect_err("in use");
         let text = err.to_string();
+        assert!(text.contains("[cluster] ports"), "{text}");
+        assert!(!text.contains("--port"), "cluster has no --port: {text}");
         assert!(
             text.contains(&format!("port {port} is already in use")),
             "{text}"

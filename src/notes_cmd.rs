@@ -1,6 +1,7 @@
 //! `notesctl notes ...`: the same notes from the command line, through the same store API the
 //! web app uses. Output meant for scripts (a key, JSON) goes to standard output; messages go to
-//! standard error. A missing note is exit 1 with a message.
+//! standard error; `--json` puts what a command did on standard output as JSON instead. A
+//! missing note is a message and its own exit code (`exit::NOT_FOUND`).
 
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
@@ -17,11 +18,20 @@ pub async fn run(store: &Store, command: NotesCommand) -> anyhow::Result<ExitCod
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match command {
-        NotesCommand::Add { title, body, key } => {
+        NotesCommand::Add {
+            title,
+            body,
+            key,
+            json,
+        } => {
             let body = read_body_arg(body)?;
             let note = NewNote::parse(key.as_deref(), &title, &body)?;
             let created = store.write(NoteWrite::Create(note)).await?;
-            writeln!(out, "{}", created.key)?;
+            if json {
+                write_json(&mut out, &created)?;
+            } else {
+                writeln!(out, "{}", created.key)?;
+            }
         }
         NotesCommand::List { json, limit } => {
             let page = store
@@ -31,8 +41,7 @@ pub async fn run(store: &Store, command: NotesCommand) -> anyhow::Result<ExitCod
                 })
                 .await?;
             if json {
-                serde_json::to_writer_pretty(&mut out, &page.notes)?;
-                writeln!(out)?;
+                write_json(&mut out, &page.notes)?;
             } else {
                 write_table(&mut out, &page.notes)?;
                 let shown = page.notes.len() as u64;
@@ -47,13 +56,17 @@ pub async fn run(store: &Store, command: NotesCommand) -> anyhow::Result<ExitCod
         NotesCommand::Show { key, json } => {
             let note = store.get(&key).await?;
             if json {
-                serde_json::to_writer_pretty(&mut out, &note)?;
-                writeln!(out)?;
+                write_json(&mut out, &note)?;
             } else {
                 write_note(&mut out, &note)?;
             }
         }
-        NotesCommand::Edit { key, title, body } => {
+        NotesCommand::Edit {
+            key,
+            title,
+            body,
+            json,
+        } => {
             let current = store.get(&key).await?;
             let title = title.unwrap_or_else(|| current.title.clone());
             let body = match body {
@@ -66,18 +79,31 @@ pub async fn run(store: &Store, command: NotesCommand) -> anyhow::Result<ExitCod
                 expected_version: Some(current.version),
             };
             let updated = store.write(NoteWrite::Update(key, update)).await?;
-            eprintln!("updated {:?} (version {})", updated.key, updated.version);
+            if json {
+                write_json(&mut out, &updated)?;
+            } else {
+                eprintln!("updated {:?} (version {})", updated.key, updated.version);
+            }
         }
-        NotesCommand::Rm { key } => {
+        NotesCommand::Rm { key, json } => {
             let deleted = store.write(NoteWrite::Delete(key)).await?;
-            eprintln!("deleted {:?} ({})", deleted.key, deleted.title);
+            if json {
+                write_json(&mut out, &deleted)?;
+            } else {
+                eprintln!("deleted {:?} ({})", deleted.key, deleted.title);
+            }
         }
-        NotesCommand::Import { file } => {
+        NotesCommand::Import { file, json } => {
             drop(out);
             let summary = crate::transfer::import(store, &file).await?;
-            // The good lines are saved either way; a non-zero exit tells scripts some were not.
+            if json {
+                let mut out = io::stdout().lock();
+                write_json(&mut out, &summary)?;
+                out.flush()?;
+            }
+            // The good lines are saved either way; the exit code tells scripts some were not.
             return Ok(if summary.skipped > 0 {
-                ExitCode::from(1)
+                ExitCode::from(crate::exit::DATA_ERROR)
             } else {
                 ExitCode::SUCCESS
             });
@@ -90,6 +116,13 @@ pub async fn run(store: &Store, command: NotesCommand) -> anyhow::Result<ExitCod
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `value` as indented JSON and a line break: what `--json` prints.
+fn write_json(out: &mut impl Write, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 /// A body argument of "-" means: read standard input.

@@ -52,9 +52,13 @@ impl Line {
     }
 }
 
+/// What an import did (`notes import --json` prints it).
+#[derive(serde::Serialize)]
 pub struct ImportSummary {
     pub imported: u64,
     pub skipped: u64,
+    /// How long it took, in seconds.
+    pub seconds: f64,
 }
 
 /// Imports `source` (a path, or "-" for standard input).
@@ -72,6 +76,7 @@ pub async fn import(store: &Store, source: &str) -> anyhow::Result<ImportSummary
     let mut summary = ImportSummary {
         imported: 0,
         skipped: 0,
+        seconds: 0.0,
     };
     let mut batch: Vec<(u64, NewNote)> = Vec::with_capacity(BATCH);
     let mut line = String::new();
@@ -103,10 +108,11 @@ pub async fn import(store: &Store, source: &str) -> anyhow::Result<ImportSummary
     }
     flush(store, &mut batch, &mut summary, source, &progress).await?;
     progress.finish_and_clear();
+    summary.seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "imported {} notes from {source} in {:.1} s{}",
         summary.imported,
-        started.elapsed().as_secs_f64(),
+        summary.seconds,
         if summary.skipped > 0 {
             format!("; {} line(s) skipped (see above)", summary.skipped)
         } else {

@@ -119,6 +119,7 @@ async fn supervise(
     // cannot be reached now does not stop the start: the instances serve 503 until it can,
     // and the first to reach it migrates (migrations are safe to race).
     let database = config.database.absolute();
+    let new = config.database_is_new();
     match Store::open(&config.database, &config.store).await {
         // Closing waits for the store's writer thread: not on an async worker.
         Ok(store) => drop(tokio::task::spawn_blocking(move || drop(store)).await),
@@ -136,7 +137,11 @@ async fn supervise(
     for port in &ports {
         doors.insert(
             *port,
-            Arc::new(crate::net::bind(&config.serve.host, *port)?),
+            Arc::new(crate::net::bind(
+                &config.serve.host,
+                *port,
+                crate::net::PortAdvice::Cluster,
+            )?),
         );
     }
     let control_listener = control::bind(&socket_path)?;
@@ -146,10 +151,10 @@ async fn supervise(
         policy: config.cluster.clone(),
     });
     out.event(&format!(
-        "starting {} instance(s) on port(s) {} with database {} ({} worker thread(s) each)",
+        "starting {} instance(s) on port(s) {} with {} ({} worker thread(s) each)",
         ports.len(),
         join(&ports),
-        database,
+        config.database_line(new),
         settings.launch.workers
     ));
     let (stop_tx, stop_rx) = watch::channel(StopMode::Run);

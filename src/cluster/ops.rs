@@ -217,7 +217,7 @@ impl Supervisor {
         // Every new port first: one that cannot be bound changes nothing.
         let mut opened = Vec::new();
         for port in &added {
-            match crate::net::bind(&self.host, *port) {
+            match crate::net::bind(&self.host, *port, crate::net::PortAdvice::Cluster) {
                 Ok(l) => opened.push((*port, Arc::new(l))),
                 Err(e) => return Outcome::failed(format!("{e}; nothing was changed")),
             }

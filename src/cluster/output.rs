@@ -78,7 +78,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Output {
     pub fn new() -> Self {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = crate::logging::colour_allowed(std::io::stdout().is_terminal());
         let writer = Arc::new(Writer {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),

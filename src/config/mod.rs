@@ -3,18 +3,22 @@
 //!
 //! Precedence, for every value: flag > environment variable > notes.toml > built-in default.
 //! Clap merges a flag with its environment variable (`--port` / `PORT`), so this module sees
-//! `Option`s for those two levels and fills the rest from the file. Unknown keys in the file are
-//! errors: a typo must not be silently ignored.
+//! `Option`s for those two levels and fills the rest from the file (`file`, found by `find`).
+//! Unknown keys in the file are errors: a typo must not be silently ignored. Every mistake
+//! names where it was made: the file's line and column, or the flag or variable.
+
+mod file;
+mod find;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::store::{DatabaseTable, Location, Settings, Store, StoreError};
 pub use crate::units::{parse_duration, parse_size};
+use file::{DatabaseSetting, FileConfig, Source};
+pub use find::find_config;
 
-/// The file looked for in the current directory when `--config` is not given.
+/// The file looked for in the current directory and its parents when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "notes.toml";
 pub const DEFAULT_DATABASE: &str = "notes.db";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -32,9 +36,17 @@ pub const DEFAULT_CLUSTER_PORTS: [u16; 2] = [3001, 3002];
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {error}")]
     Read { path: String, error: std::io::Error },
-    #[error("invalid configuration file {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("invalid configuration ({origin}): {message}")]
+    /// A mistake in the file, at its place, with the line quoted.
+    #[error("{path}, line {line}, column {column}: {message}\n    {quoted}")]
+    At {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+        quoted: String,
+    },
+    /// A mistake in a flag or an environment variable, which `origin` names.
+    #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
 }
 
@@ -51,6 +63,20 @@ pub struct Overrides {
     /// `--allowed-host` / `NOTES_ALLOWED_HOSTS`: replaces `serve.allowed_hosts` of the file.
     pub allowed_hosts: Option<Vec<String>>,
     pub max_event_streams: Option<usize>,
+    /// The environment variables the values above came from (the rest came from flags), so a
+    /// mistake names the variable the user set rather than a flag they never typed.
+    pub from_env: Vec<String>,
+}
+
+impl Overrides {
+    /// How the user set a value: its environment variable if it came from there, else `flag`.
+    fn named(&self, flag: &str, variable: &str) -> String {
+        if self.from_env.iter().any(|v| v == variable) {
+            variable.to_owned()
+        } else {
+            flag.to_owned()
+        }
+    }
 }
 
 /// The validated configuration every subcommand works from.
@@ -135,271 +161,185 @@ impl Default for ClusterConfig {
     }
 }
 
-// ---- the file, as written -------------------------------------------------------------------
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    database: Option<DatabaseSetting>,
-    serve: Option<ServeFile>,
-    cluster: Option<ClusterFile>,
-}
-
-/// `database = "notes.db"` (or a `postgres://` URL), or a `[database]` table with the
-/// location as `path` and the store's settings.
-#[derive(Debug)]
-enum DatabaseSetting {
-    Path(String),
-    Table(DatabaseTable),
-}
-
-impl<'de> Deserialize<'de> for DatabaseSetting {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        match toml::Value::deserialize(d)? {
-            toml::Value::String(path) => Ok(Self::Path(path)),
-            table @ toml::Value::Table(_) => DatabaseTable::deserialize(table)
-                .map(Self::Table)
-                .map_err(|e| D::Error::custom(e.message())),
-            other => Err(D::Error::custom(format!(
-                "`database` must be a path string or a [database] table, not a {}",
-                other.type_str()
-            ))),
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServeFile {
-    host: Option<String>,
-    port: Option<u16>,
-    shutdown_timeout: Option<String>,
-    workers: Option<u16>,
-    allowed_hosts: Option<Vec<String>>,
-    header_read_timeout: Option<String>,
-    keep_alive_timeout: Option<String>,
-    body_timeout: Option<String>,
-    max_connections: Option<u32>,
-    max_event_streams: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClusterFile {
-    ports: Option<Vec<u16>>,
-    ready_timeout: Option<String>,
-    stop_timeout: Option<String>,
-    backoff_initial: Option<String>,
-    backoff_max: Option<String>,
-    backoff_reset_after: Option<String>,
-    crash_window: Option<String>,
-    crash_limit: Option<u32>,
-    min_uptime: Option<String>,
-    liveness_interval: Option<String>,
-    liveness_timeout: Option<String>,
-    max_memory: Option<String>,
-    control_socket: Option<String>,
-}
-
 // ---- resolution ------------------------------------------------------------------------------
 
 impl Config {
-    /// Loads `explicit` (an error if missing) or `./notes.toml` (skipped if missing), then
-    /// applies `overrides`.
+    /// Loads `explicit` (an error if missing) or the file `find_config` finds (none is fine),
+    /// then applies `overrides`.
     pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let (file, parsed) = match explicit {
-            Some(path) => (Some(path.to_owned()), Some(read_file(path)?)),
-            None => {
-                let default = Path::new(DEFAULT_CONFIG_FILE);
-                if default.is_file() {
-                    (Some(default.to_owned()), Some(read_file(default)?))
-                } else {
-                    (None, None)
-                }
-            }
+        let Some(path) = explicit.map(Path::to_owned).or_else(find_config) else {
+            return Self::resolve(None, FileConfig::default(), overrides);
         };
-        let origin = file.as_ref().map_or_else(
-            || "built-in defaults".to_owned(),
-            |p| p.display().to_string(),
-        );
-        Self::resolve(file, parsed.unwrap_or_default(), overrides, &origin)
+        let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
+        Self::from_toml(&text, &path, overrides)
     }
 
-    /// Builds a configuration from TOML text, as if read from `path` (used by tests).
+    /// Builds a configuration from TOML text, as if read from `path`.
     pub fn from_toml(text: &str, path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let parsed = parse(text, path)?;
-        Self::resolve(
-            Some(path.to_owned()),
-            parsed,
-            overrides,
-            &path.display().to_string(),
-        )
+        let source = Source { path, text };
+        let parsed = source.parse()?;
+        Self::resolve(Some(&source), parsed, overrides)
     }
 
     fn resolve(
-        file: Option<PathBuf>,
+        source: Option<&Source>,
         parsed: FileConfig,
         overrides: &Overrides,
-        origin: &str,
     ) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            origin: origin.to_owned(),
-            message,
-        };
-        let duration = |key: &str, value: Option<&String>, default: Duration| match value {
-            Some(text) => parse_duration(text).map_err(|m| invalid(format!("{key}: {m}"))),
-            None => Ok(default),
-        };
+        let invalid = |origin: String, message: String| ConfigError::Invalid { origin, message };
+        let file = source.map(|s| s.path.to_owned());
 
         let (db_path, db) = match parsed.database {
             None => (None, DatabaseTable::default()),
-            Some(DatabaseSetting::Path(p)) => (Some(p), DatabaseTable::default()),
-            Some(DatabaseSetting::Table(t)) => (t.path.clone(), t),
+            Some(setting) => {
+                let span = setting.span();
+                match setting.into_inner() {
+                    DatabaseSetting::Path(p) => {
+                        (Some(toml::Spanned::new(span, p)), DatabaseTable::default())
+                    }
+                    DatabaseSetting::Table(t) => (t.path.clone(), t),
+                }
+            }
         };
         // A path in the file is relative to the file's folder, so `--config elsewhere/notes.toml`
-        // finds the same database from any working directory.
+        // (or a notes.toml found in a parent folder) finds the same database from any working
+        // directory.
         let base = file
             .as_ref()
             .and_then(|f| f.parent())
             .map(Path::to_owned)
             .unwrap_or_default();
-        let database = match (&overrides.database, db_path) {
-            (Some(p), _) => Location::parse(p),
-            (None, Some(p)) => Location::parse_relative_to(&p, &base),
-            (None, None) => Location::parse_relative_to(DEFAULT_DATABASE, &base),
-        };
-        if database.is_empty() {
-            return Err(invalid("the database path is empty".into()));
-        }
-        let serve_file = parsed.serve.unwrap_or_default();
-        let host = overrides
-            .host
-            .clone()
-            .or(serve_file.host)
-            .unwrap_or_else(|| DEFAULT_HOST.to_owned());
-        if host.trim().is_empty() {
-            return Err(invalid("serve.host is empty".into()));
-        }
-        // Zero would close every connection at once: refused rather than obeyed.
-        let limit = |key: &str, value: Option<&String>, default: Duration| {
-            let d = duration(key, value, default)?;
-            if d.is_zero() {
-                return Err(invalid(format!("{key} must be more than 0")));
-            }
-            Ok(d)
-        };
-        let serve = ServeConfig {
-            header_read_timeout: limit(
-                "serve.header_read_timeout",
-                serve_file.header_read_timeout.as_ref(),
-                Duration::from_secs(10),
-            )?,
-            keep_alive_timeout: limit(
-                "serve.keep_alive_timeout",
-                serve_file.keep_alive_timeout.as_ref(),
-                Duration::from_secs(30),
-            )?,
-            body_timeout: limit(
-                "serve.body_timeout",
-                serve_file.body_timeout.as_ref(),
-                Duration::from_secs(30),
-            )?,
-            max_connections: match serve_file.max_connections {
-                None => DEFAULT_MAX_CONNECTIONS,
-                Some(0) => return Err(invalid("serve.max_connections must be at least 1".into())),
-                Some(n) => n as usize,
-            },
-            host,
-            port: overrides.port.or(serve_file.port).unwrap_or(DEFAULT_PORT),
-            shutdown_timeout: duration(
-                "serve.shutdown_timeout",
-                serve_file.shutdown_timeout.as_ref(),
-                Duration::from_secs(10),
-            )?,
-            workers: match overrides.workers.or(serve_file.workers) {
-                Some(n @ 1..=MAX_WORKERS) => Some(usize::from(n)),
-                Some(n) => {
-                    return Err(invalid(format!(
-                        "serve.workers must be from 1 to {MAX_WORKERS}, not {n}"
-                    )));
-                }
-                None => None,
-            },
-            allowed_hosts: overrides
-                .allowed_hosts
-                .clone()
-                .or(serve_file.allowed_hosts)
-                .unwrap_or_default()
-                .iter()
-                .map(|entry| allowed_host(entry).map_err(&invalid))
-                .collect::<Result<_, _>>()?,
-            max_event_streams: match overrides.max_event_streams.or(serve_file.max_event_streams) {
-                Some(0) => {
+        let database = match (&overrides.database, &db_path, source) {
+            (Some(p), _, _) => {
+                let location = Location::parse(p);
+                if location.is_empty() {
                     return Err(invalid(
-                        "serve.max_event_streams must be at least 1 (live updates need a stream)"
-                            .into(),
+                        overrides.named("--db", "NOTES_DB"),
+                        "the database path is empty".into(),
                     ));
                 }
-                Some(n) => n,
-                None => crate::web::DEFAULT_MAX_EVENT_STREAMS,
-            },
+                location
+            }
+            (None, Some(p), Some(source)) => {
+                let location = Location::parse_relative_to(p.get_ref(), &base);
+                if p.get_ref().is_empty() {
+                    return Err(source.error_at(p.span(), "the database path is empty"));
+                }
+                location
+            }
+            _ => Location::parse_relative_to(DEFAULT_DATABASE, &base),
+        };
+        let serve_file = parsed.serve.unwrap_or_default();
+        let host = match (&overrides.host, serve_file.host, source) {
+            (Some(h), _, _) if h.trim().is_empty() => {
+                return Err(invalid(
+                    overrides.named("--host", "NOTES_HOST"),
+                    "the host is empty".into(),
+                ));
+            }
+            (Some(h), _, _) => h.clone(),
+            (None, Some(h), Some(source)) if h.get_ref().trim().is_empty() => {
+                return Err(source.error_at(h.span(), "the host is empty"));
+            }
+            (None, Some(h), _) => h.into_inner(),
+            (None, None, _) => DEFAULT_HOST.to_owned(),
+        };
+        let allowed_hosts = match &overrides.allowed_hosts {
+            Some(list) => list
+                .iter()
+                .map(|entry| allowed_host(entry))
+                .collect::<Result<_, _>>()
+                .map_err(|m| {
+                    invalid(overrides.named("--allowed-host", "NOTES_ALLOWED_HOSTS"), m)
+                })?,
+            None => serve_file
+                .allowed_hosts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|entry| {
+                    allowed_host(entry.get_ref()).map_err(|m| match source {
+                        Some(source) => source.error_at(entry.span(), m),
+                        None => invalid("notes.toml".into(), m),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let serve = ServeConfig {
+            header_read_timeout: serve_file
+                .header_read_timeout
+                .unwrap_or(Duration::from_secs(10)),
+            keep_alive_timeout: serve_file
+                .keep_alive_timeout
+                .unwrap_or(Duration::from_secs(30)),
+            body_timeout: serve_file.body_timeout.unwrap_or(Duration::from_secs(30)),
+            max_connections: serve_file
+                .max_connections
+                .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+            host,
+            port: overrides.port.or(serve_file.port).unwrap_or(DEFAULT_PORT),
+            shutdown_timeout: serve_file
+                .shutdown_timeout
+                .unwrap_or(Duration::from_secs(10)),
+            // The flag and its variable are checked by clap, the file's value while read.
+            workers: overrides.workers.or(serve_file.workers).map(usize::from),
+            allowed_hosts,
+            max_event_streams: overrides
+                .max_event_streams
+                .or(serve_file.max_event_streams)
+                .unwrap_or(crate::web::DEFAULT_MAX_EVENT_STREAMS),
         };
 
-        let store =
-            Settings::from_table(&db, serve.workers, overrides.db_must_exist).map_err(invalid)?;
+        let store = Settings::from_table(&db, serve.workers, overrides.db_must_exist);
 
         let c = parsed.cluster.unwrap_or_default();
         let d = ClusterConfig::default();
+        let value = |v: &Option<toml::Spanned<crate::units::HumanDuration>>, default| {
+            v.as_ref().map_or(default, |s| s.get_ref().0)
+        };
         let cluster = ClusterConfig {
             ports: c.ports.unwrap_or(d.ports),
-            ready_timeout: duration(
-                "cluster.ready_timeout",
-                c.ready_timeout.as_ref(),
-                d.ready_timeout,
-            )?,
-            stop_timeout: duration(
-                "cluster.stop_timeout",
-                c.stop_timeout.as_ref(),
-                d.stop_timeout,
-            )?,
-            backoff_initial: duration(
-                "cluster.backoff_initial",
-                c.backoff_initial.as_ref(),
-                d.backoff_initial,
-            )?,
-            backoff_max: duration("cluster.backoff_max", c.backoff_max.as_ref(), d.backoff_max)?,
-            backoff_reset_after: duration(
-                "cluster.backoff_reset_after",
-                c.backoff_reset_after.as_ref(),
-                d.backoff_reset_after,
-            )?,
-            crash_window: duration(
-                "cluster.crash_window",
-                c.crash_window.as_ref(),
-                d.crash_window,
-            )?,
+            ready_timeout: c.ready_timeout.unwrap_or(d.ready_timeout),
+            stop_timeout: c.stop_timeout.unwrap_or(d.stop_timeout),
+            backoff_initial: value(&c.backoff_initial, d.backoff_initial),
+            backoff_max: value(&c.backoff_max, d.backoff_max),
+            backoff_reset_after: c.backoff_reset_after.unwrap_or(d.backoff_reset_after),
+            crash_window: c.crash_window.unwrap_or(d.crash_window),
             crash_limit: c.crash_limit.unwrap_or(d.crash_limit),
-            min_uptime: duration("cluster.min_uptime", c.min_uptime.as_ref(), d.min_uptime)?,
-            liveness_interval: duration(
-                "cluster.liveness_interval",
-                c.liveness_interval.as_ref(),
-                d.liveness_interval,
-            )?,
-            liveness_timeout: duration(
-                "cluster.liveness_timeout",
-                c.liveness_timeout.as_ref(),
-                d.liveness_timeout,
-            )?,
-            max_memory: match &c.max_memory {
-                Some(text) => Some(
-                    parse_size(text).map_err(|m| invalid(format!("cluster.max_memory: {m}")))?,
-                ),
-                None => d.max_memory,
-            },
+            min_uptime: c.min_uptime.unwrap_or(d.min_uptime),
+            liveness_interval: value(&c.liveness_interval, d.liveness_interval),
+            liveness_timeout: value(&c.liveness_timeout, d.liveness_timeout),
+            max_memory: c.max_memory.or(d.max_memory),
             control_socket: c.control_socket.map(|p| base.join(p)),
         };
-        validate_cluster(&cluster).map_err(invalid)?;
+        // Checks across two values point at the one given in the file (defaults are valid
+        // together, so at least one of the two was given).
+        if let Some(source) = source {
+            let at = |a: &Option<toml::Spanned<_>>, b: &Option<toml::Spanned<_>>| {
+                a.as_ref().or(b.as_ref()).map_or(0..0, toml::Spanned::span)
+            };
+            if cluster.backoff_initial > cluster.backoff_max {
+                return Err(source.error_at(
+                    at(&c.backoff_initial, &c.backoff_max),
+                    format!(
+                        "cluster.backoff_initial ({:?}) is larger than cluster.backoff_max ({:?})",
+                        cluster.backoff_initial, cluster.backoff_max
+                    ),
+                ));
+            }
+            if cluster.liveness_interval.is_zero() {
+                return Err(source.error_at(at(&c.liveness_interval, &None), "must be more than 0"));
+            }
+            if cluster.liveness_timeout < cluster.liveness_interval {
+                return Err(source.error_at(
+                    at(&c.liveness_timeout, &c.liveness_interval),
+                    "cluster.liveness_timeout must be at least cluster.liveness_interval \
+                     (one missed probe is not a hang)",
+                ));
+            }
+        }
         Ok(Self {
             file,
             database,
@@ -410,21 +350,64 @@ impl Config {
     }
 }
 
+/// A command that reads or changes notes found no SQLite file: it does not create one, since
+/// an empty new database would only hide where the notes are.
+#[derive(Debug, thiserror::Error)]
+#[error("no database at {0}: run in the folder with notes.toml, or pass --db or NOTES_DB")]
+pub struct NoDatabase(pub String);
+
+/// A store that could not be opened where the configuration says, with where that is set.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}\n  (the database is set by --db, NOTES_DB or `database` in notes.toml)")]
+pub struct OpenFailed(pub StoreError);
+
+/// What opening does when the SQLite file does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMissing {
+    /// `NoDatabase` (`notes list`, `show`, `edit`, `rm`, `export`).
+    Refuse,
+    /// Create it and say so (`notes add`, `import`, `serve`, `cluster`).
+    Create,
+}
+
 impl Config {
-    /// Opens the configured store (creating and migrating it if needed). A location that
-    /// cannot be opened is reported with where it was set.
-    pub async fn open_store(&self) -> anyhow::Result<Store> {
-        Store::open(&self.database, &self.store)
+    /// True when the database is a SQLite file that does not exist yet: opening creates it.
+    pub fn database_is_new(&self) -> bool {
+        matches!(&self.database, Location::Sqlite(path) if !path.exists())
+    }
+
+    /// "database /abs/notes.db (new)": the line that says which database a command uses
+    /// (a PostgreSQL URL without its password).
+    pub fn database_line(&self, new: bool) -> String {
+        let shown = self.database.absolute();
+        if new {
+            format!("database {shown} (new)")
+        } else {
+            format!("database {shown}")
+        }
+    }
+
+    /// Opens the configured store, migrating it if needed; a missing SQLite file is refused or
+    /// created (saying so on standard error) as `missing` says. A location that cannot be
+    /// opened is reported with where it was set.
+    pub async fn open_store(&self, missing: IfMissing) -> anyhow::Result<Store> {
+        let new = self.database_is_new();
+        if new && missing == IfMissing::Refuse {
+            return Err(NoDatabase(self.database.absolute().to_string()).into());
+        }
+        let store = Store::open(&self.database, &self.store)
             .await
-            .map_err(|e| self.explain_open_error(e))
+            .map_err(|e| self.explain_open_error(e))?;
+        if new {
+            eprintln!("{}", self.database_line(true));
+        }
+        Ok(store)
     }
 
     /// Why the store did not open, with where its location was set when that may be the fault.
     pub fn explain_open_error(&self, e: StoreError) -> anyhow::Error {
         match e {
-            e @ StoreError::Open { .. } => anyhow::anyhow!(
-                "{e}\n  (the database is set by --db, NOTES_DB or `database` in notes.toml)"
-            ),
+            e @ StoreError::Open { .. } => OpenFailed(e).into(),
             e => e.into(),
         }
     }
@@ -454,71 +437,16 @@ fn allowed_host(entry: &str) -> Result<String, String> {
     ))
 }
 
-fn validate_cluster(c: &ClusterConfig) -> Result<(), String> {
-    if c.ports.is_empty() {
-        return Err(
-            "cluster.ports is empty; list at least one port, e.g. ports = [3001, 3002]".into(),
-        );
-    }
-    if c.ports.contains(&0) {
-        return Err("cluster.ports contains 0; every instance needs a fixed port".into());
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for p in &c.ports {
-        if !seen.insert(p) {
-            return Err(format!("cluster.ports lists port {p} twice"));
-        }
-    }
-    if c.backoff_initial > c.backoff_max {
-        return Err("cluster.backoff_initial is larger than cluster.backoff_max".into());
-    }
-    if c.crash_limit == 0 {
-        return Err("cluster.crash_limit must be at least 1".into());
-    }
-    if c.ready_timeout.is_zero() {
-        return Err("cluster.ready_timeout must be more than 0".into());
-    }
-    if c.liveness_interval.is_zero() {
-        return Err("cluster.liveness_interval must be more than 0".into());
-    }
-    if c.liveness_timeout < c.liveness_interval {
-        return Err(
-            "cluster.liveness_timeout must be at least cluster.liveness_interval (one missed probe is not a hang)"
-                .into(),
-        );
-    }
-    if c.max_memory.is_some_and(|m| m < 4_000_000) {
-        return Err("cluster.max_memory is below 4MB, less than an idle instance uses".into());
-    }
-    Ok(())
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-        path: path.display().to_string(),
-        error,
-    })?;
-    parse(&text, path)
-}
-
-fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
-    // toml's message names the line and column and quotes the offending text.
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.display().to_string(),
-        message: e.to_string().trim_end().to_owned(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(
-            text,
-            Path::new("/etc/notes/notes.toml"),
-            &Overrides::default(),
-        )
+        load_with(text, &Overrides::default())
+    }
+
+    fn load_with(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/notes/notes.toml"), overrides)
     }
 
     #[test]
@@ -592,52 +520,146 @@ mod tests {
             let e = load(&format!("[serve]\nallowed_hosts = [{bad:?}]"))
                 .expect_err("not a host name")
                 .to_string();
-            assert!(
-                e.contains("serve.allowed_hosts") && e.contains("no scheme"),
-                "{e}"
+            assert!(e.contains("no scheme"), "{e}");
+        }
+    }
+
+    #[test]
+    fn every_mistake_names_its_line_and_column() {
+        // (file text, the text the error must point at, what the message must say)
+        for (text, at, says) in [
+            ("[serve]\nprot = 3002\n", "prot", "unknown field `prot`"),
+            ("port = 3000\n", "port", "unknown field `port`"),
+            ("[serve]\nport = \"x\"\n", "\"x\"", "invalid type"),
+            ("[serve]\nport = 70000\n", "70000", "u16"),
+            ("[serve\nport = 1\n", "\n", ""),
+            (
+                "[database]\nsynchronous = \"sometimes\"\n",
+                "\"sometimes\"",
+                "sometimes",
+            ),
+            (
+                "[database]\nsynchronus = \"full\"\n",
+                "synchronus",
+                "synchronus",
+            ),
+            (
+                "[database]\nbusy_timeout = \"10\"\n",
+                "\"10\"",
+                "time unit needed",
+            ),
+            ("[database]\npool_size = 0\n", "0", "must be at least 1"),
+            (
+                "[database]\npath = \"\"\n",
+                "\"\"",
+                "the database path is empty",
+            ),
+            ("database = \"\"\n", "\"\"", "the database path is empty"),
+            ("database = 3\n", "3", "a path string or a [database] table"),
+            ("[serve]\nhost = \" \"\n", "\" \"", "the host is empty"),
+            ("[serve]\nworkers = 0\n", "0", "must be from 1"),
+            (
+                "[serve]\nmax_event_streams = 0\n",
+                "0",
+                "must be at least 1",
+            ),
+            ("[serve]\nmax_connections = 0\n", "0", "must be at least 1"),
+            (
+                "[serve]\nbody_timeout = \"0s\"\n",
+                "\"0s\"",
+                "must be more than 0",
+            ),
+            (
+                "[serve]\nallowed_hosts = [\"ok\", \"http://x\"]\n",
+                "\"http://x\"",
+                "no scheme",
+            ),
+            ("[cluster]\nports = [3001, 3001]\n", "[3001", "3001 twice"),
+            ("[cluster]\nports = []\n", "[]", "is empty"),
+            (
+                "[cluster]\nstop_timeout = \"10\"\n",
+                "\"10\"",
+                "time unit needed",
+            ),
+            ("[cluster]\ncrash_limit = 0\n", "0", "must be at least 1"),
+            ("[cluster]\nmax_memory = \"1MB\"\n", "\"1MB\"", "below 4MB"),
+            (
+                "[cluster]\nmax_memory = \"1\"\n",
+                "\"1\"",
+                "not a memory size",
+            ),
+            (
+                "[cluster]\nbackoff_initial = \"1m\"\n",
+                "\"1m\"",
+                "larger than",
+            ),
+            (
+                "[cluster]\nliveness_interval = \"5s\"\n",
+                "\"5s\"",
+                "liveness_timeout must be at least",
+            ),
+            (
+                "[cluster]\nliveness_interval = \"2s\"\nliveness_timeout = \"1s\"\n",
+                "\"1s\"",
+                "liveness_timeout must be at least",
+            ),
+        ] {
+            let Err(ConfigError::At {
+                line,
+                column,
+                message,
+                quoted,
+                ..
+            }) = load(text)
+            else {
+                panic!("{text:?}: no error with a position");
+            };
+            let offset = text.find(at).expect("the test's text holds `at`");
+            let expected_line = text[..offset].matches('\n').count() + 1;
+            let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+            let expected = (expected_line, offset - line_start + 1);
+            assert_eq!((line, column), expected, "{text:?}: {message}");
+            assert!(message.contains(says), "{text:?}: {message}");
+            assert_eq!(
+                quoted,
+                text.lines().nth(line - 1).unwrap_or_default(),
+                "{text:?}"
             );
         }
     }
 
     #[test]
-    fn mistakes_name_the_line_and_reason() {
-        // (file text, what the message must contain)
-        for (text, expected) in [
-            (
-                "[serve]\nprot = 3002\n",
-                &["line 2", "unknown field `prot`"][..],
-            ),
-            ("[serve]\nport = \"x\"\n", &["line 2"]),
-            ("[database]\nsynchronous = \"sometimes\"\n", &["sometimes"]),
-            (
-                "[database]\nbusy_timeout = \"10\"\n",
-                &["database.busy_timeout"],
-            ),
-            (
-                "[database]\npool_size = 0\n",
-                &["database.pool_size must be at least 1"],
-            ),
-            (
-                "[database]\nsynchronus = \"full\"\n",
-                &["line 1", "synchronus"],
-            ),
-            ("[cluster]\nports = [3001, 3001]\n", &["3001 twice"]),
-            ("[serve]\nworkers = 0\n", &["serve.workers must be from 1"]),
-            (
-                "[serve]\nmax_event_streams = 0\n",
-                &["serve.max_event_streams must be at least 1"],
-            ),
-            (
-                "[cluster]\nstop_timeout = \"10\"\n",
-                &["cluster.stop_timeout"],
-            ),
-        ] {
-            let e = load(text).expect_err(text).to_string();
-            assert!(
-                expected.iter().all(|part| e.contains(part)),
-                "{text:?}: {e}"
-            );
-        }
+    fn durations_take_humantime_syntax() {
+        let c = load(
+            "[cluster]\nstop_timeout = \"1h30m\"\nready_timeout = \"250ms\"\n\
+             crash_window = \"2m\"\n[database]\nbusy_timeout = \"1m 30s\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.cluster.stop_timeout, Duration::from_secs(5400));
+        assert_eq!(c.cluster.ready_timeout, Duration::from_millis(250));
+        assert_eq!(c.cluster.crash_window, Duration::from_secs(120));
+        assert_eq!(c.store.sqlite.busy_timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_mistake_in_a_variable_names_the_variable() {
+        let from_env = Overrides {
+            host: Some(" ".into()),
+            from_env: vec!["NOTES_HOST".into()],
+            ..Overrides::default()
+        };
+        let e = load_with("", &from_env)
+            .expect_err("empty host")
+            .to_string();
+        assert!(e.starts_with("NOTES_HOST: "), "{e}");
+        let from_flag = Overrides {
+            host: Some(" ".into()),
+            ..Overrides::default()
+        };
+        let e = load_with("", &from_flag)
+            .expect_err("empty host")
+            .to_string();
+        assert!(e.starts_with("--host: "), "{e}");
     }
 
     #[test]
@@ -651,24 +673,5 @@ mod tests {
             load("[serve]\nkeep_alive_timeout = \"5s\"\nmax_connections = 20\n").expect("valid");
         assert_eq!(c.serve.keep_alive_timeout, Duration::from_secs(5));
         assert_eq!(c.serve.max_connections, 20);
-        let e = load("[serve]\nbody_timeout = \"0s\"\n")
-            .expect_err("zero")
-            .to_string();
-        assert!(e.contains("serve.body_timeout must be more than 0"), "{e}");
-        let e = load("[serve]\nmax_connections = 0\n")
-            .expect_err("zero")
-            .to_string();
-        assert!(
-            e.contains("serve.max_connections must be at least 1"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn memory_limit_is_checked() {
-        let e = load("[cluster]\nmax_memory = \"1MB\"\n")
-            .expect_err("too small")
-            .to_string();
-        assert!(e.contains("cluster.max_memory"), "{e}");
     }
 }

@@ -40,14 +40,24 @@ pub fn filter_from_env(default: &str) -> EnvFilter {
     })
 }
 
+/// Whether output to a stream may be coloured: only on a terminal, and not when the user asked
+/// for none (`NO_COLOR` set to anything but "", see no-color.org) or the terminal cannot show
+/// colours (`TERM=dumb`).
+pub fn colour_allowed(on_terminal: bool) -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+    on_terminal && !no_color && !dumb
+}
+
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(default: &str) {
     let terminal = std::io::stderr().is_terminal();
+    let ansi = colour_allowed(terminal);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter_from_env(default))
         .with_target(false)
-        .with_ansi(terminal);
-    let Some(output) = start_output(terminal) else {
+        .with_ansi(ansi);
+    let Some(output) = start_output(ansi) else {
         // No thread for the writer: write in place rather than lose the log.
         let _ = builder.with_writer(std::io::stderr).try_init();
         return;
@@ -107,27 +117,12 @@ pub fn access(method: &str, path: &str, status: u16, elapsed: Duration) {
     for piece in [method, " ", path, " "] {
         line.extend_from_slice(piece.as_bytes());
     }
-    push_number(&mut line, u128::from(status));
+    line.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     line.push(b' ');
-    push_number(&mut line, tenths / 10);
+    line.extend_from_slice(itoa::Buffer::new().format(tenths / 10).as_bytes());
     line.extend_from_slice(&[b'.', b'0' + (tenths % 10) as u8]);
     line.extend_from_slice(b"ms\n");
     output.append(&line, false);
-}
-
-/// Appends `n` in decimal.
-fn push_number(out: &mut Vec<u8>, mut n: u128) {
-    let mut digits = [0u8; 39];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// Writes the log lines still held in memory; call before the process exits. Waits at most

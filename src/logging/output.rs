@@ -221,7 +221,8 @@ fn push_notice(out: &mut Vec<u8>, dropped: u64, ansi: bool) {
 
 /// `1532` as `1,532`: counts in messages for people.
 pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(n);
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i) % 3 == 0 {

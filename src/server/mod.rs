@@ -50,11 +50,17 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     let (std_listener, health, others) = match inherited {
         Some(i) => (i.public, i.health, i.others),
         None => (
-            crate::net::bind(&config.serve.host, config.serve.port)?,
+            crate::net::bind(
+                &config.serve.host,
+                config.serve.port,
+                crate::net::PortAdvice::Serve,
+            )?,
             None,
             Vec::new(),
         ),
     };
+    // Said once serving, after the address line: a new file is created by this open.
+    let new = config.database_is_new();
     let first = match Store::open(&config.database, &config.store).await {
         Ok(store) => Ok(store),
         Err(e @ StoreError::Unavailable(_)) => {
@@ -82,7 +88,12 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
         from_what(from_supervisor, &listener.other_ports())
     );
     warn_if_exposed(addr);
-    tracing::debug!("database {}", config.database);
+    if from_supervisor {
+        // The supervisor has said which database its instances use.
+        tracing::debug!("{}", config.database_line(new));
+    } else {
+        tracing::info!("{}", config.database_line(new));
+    }
 
     // The store once open (at once, or after an outage of its server).
     let (opened_tx, mut opened) = watch::channel(None::<Store>);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::units::parse_duration;
+use crate::units;
 
 /// How hard a SQLite commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -73,44 +73,33 @@ impl Default for PostgresSettings {
     }
 }
 
-/// The `[database]` table as written. Unknown keys are errors, as everywhere in the file.
+/// The `[database]` table as written. Unknown keys are errors, as everywhere in the file; every
+/// value is checked while it is read, so a mistake is reported at its own line and column.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseTable {
     /// The location (a file path or a `postgres://` URL); read by the configuration, which
     /// knows what a relative path is relative to.
-    pub path: Option<String>,
+    pub path: Option<toml::Spanned<String>>,
     synchronous: Option<Synchronous>,
-    busy_timeout: Option<String>,
+    #[serde(default, deserialize_with = "units::duration")]
+    busy_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "units::at_least_one")]
     pool_size: Option<u32>,
-    connect_timeout: Option<String>,
-    statement_timeout: Option<String>,
+    #[serde(default, deserialize_with = "units::positive_duration")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "units::positive_duration")]
+    statement_timeout: Option<Duration>,
 }
 
 impl Settings {
     /// The settings of `table`, for a process whose requests are served by `threads` threads
-    /// (`None`: one per core). `must_exist`: see `SqliteSettings::must_exist`. The error names
-    /// the key at fault.
-    pub fn from_table(
-        table: &DatabaseTable,
-        threads: Option<usize>,
-        must_exist: bool,
-    ) -> Result<Self, String> {
-        let duration = |key: &str, value: &Option<String>, default: Duration| match value {
-            Some(text) => parse_duration(text).map_err(|m| format!("database.{key}: {m}")),
-            None => Ok(default),
-        };
-        let positive = |key: &str, value: &Option<String>, default: Duration| {
-            let d = duration(key, value, default)?;
-            if d.is_zero() {
-                return Err(format!("database.{key} must be more than 0"));
-            }
-            Ok(d)
-        };
+    /// (`None`: one per core). `must_exist`: see `SqliteSettings::must_exist`.
+    pub fn from_table(table: &DatabaseTable, threads: Option<usize>, must_exist: bool) -> Self {
         let sqlite = SqliteSettings::default();
         let sqlite = SqliteSettings {
             synchronous: table.synchronous.unwrap_or_default(),
-            busy_timeout: duration("busy_timeout", &table.busy_timeout, sqlite.busy_timeout)?,
+            busy_timeout: table.busy_timeout.unwrap_or(sqlite.busy_timeout),
             // A note lookup reads on its worker's own connection: one per worker.
             lookup_connections: threads.unwrap_or(sqlite.lookup_connections),
             must_exist,
@@ -118,23 +107,13 @@ impl Settings {
         };
         let postgres = PostgresSettings::default();
         let postgres = PostgresSettings {
-            pool_size: match table.pool_size {
-                Some(0) => return Err("database.pool_size must be at least 1".into()),
-                Some(n) => n,
-                None => postgres.pool_size,
-            },
-            connect_timeout: positive(
-                "connect_timeout",
-                &table.connect_timeout,
-                postgres.connect_timeout,
-            )?,
-            statement_timeout: positive(
-                "statement_timeout",
-                &table.statement_timeout,
-                postgres.statement_timeout,
-            )?,
+            pool_size: table.pool_size.unwrap_or(postgres.pool_size),
+            connect_timeout: table.connect_timeout.unwrap_or(postgres.connect_timeout),
+            statement_timeout: table
+                .statement_timeout
+                .unwrap_or(postgres.statement_timeout),
         };
-        Ok(Self { sqlite, postgres })
+        Self { sqlite, postgres }
     }
 }
 
@@ -144,7 +123,7 @@ mod tests {
 
     fn settings(toml: &str) -> Result<Settings, String> {
         let table: DatabaseTable = toml::from_str(toml).map_err(|e| e.to_string())?;
-        Settings::from_table(&table, Some(3), true)
+        Ok(Settings::from_table(&table, Some(3), true))
     }
 
     #[test]
@@ -175,18 +154,12 @@ mod tests {
     }
 
     #[test]
-    fn mistakes_name_the_key() {
+    fn mistakes_are_found_while_reading() {
         for (toml, expected) in [
-            ("pool_size = 0", "database.pool_size must be at least 1"),
-            (
-                "connect_timeout = \"0s\"",
-                "database.connect_timeout must be more",
-            ),
-            (
-                "statement_timeout = \"30\"",
-                "database.statement_timeout: \"30\"",
-            ),
-            ("busy_timeout = \"soon\"", "database.busy_timeout"),
+            ("pool_size = 0", "must be at least 1"),
+            ("connect_timeout = \"0s\"", "must be more than 0"),
+            ("statement_timeout = \"30\"", "\"30\" is not a duration"),
+            ("busy_timeout = \"soon\"", "\"soon\" is not a duration"),
             ("synchronous = \"sometimes\"", "sometimes"),
             ("pool = 3", "unknown field `pool`"),
         ] {

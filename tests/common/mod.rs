@@ -40,10 +40,13 @@ pub fn bin() -> &'static str {
 }
 
 /// A `notesctl` command that sees only what the test gives it: run in `dir` (so no stray
-/// ./notes.toml is picked up) with the configuration variables removed, output piped.
+/// ./notes.toml is picked up) with the configuration variables removed and the user's
+/// configuration folder pointed at `dir` (so no ~/.config/notesctl/notes.toml either), output
+/// piped.
 pub fn notesctl(dir: &Path) -> Command {
     let mut cmd = Command::new(bin());
     cmd.current_dir(dir)
+        .env("XDG_CONFIG_HOME", dir)
         .env_remove("NOTES_CONFIG")
         .env_remove("NOTES_DB")
         .env_remove("NOTES_HOST")
