@@ -189,19 +189,15 @@ fn child_setup(
     Ok(())
 }
 
-/// Writes `pid` as a NUL-terminated decimal into `buf` without allocating.
-fn format_pid(mut pid: u32, buf: &mut [u8; 16]) -> *const nix::libc::c_char {
-    let mut i = buf.len() - 1;
-    buf[i] = 0;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (pid % 10) as u8;
-        pid /= 10;
-        if pid == 0 {
-            break;
-        }
-    }
-    buf[i..].as_ptr().cast()
+/// Writes `pid` as a NUL-terminated decimal into `buf` without allocating (this runs between
+/// fork and exec, where allocating is not safe).
+fn format_pid(pid: u32, buf: &mut [u8; 16]) -> *const nix::libc::c_char {
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(pid).as_bytes();
+    // A u32 has at most 10 digits: room for the NUL.
+    buf[..text.len()].copy_from_slice(text);
+    buf[text.len()] = 0;
+    buf.as_ptr().cast()
 }
 
 /// "exit code 1", "killed by SIGKILL", "exit code 0": how a process ended, truthfully.

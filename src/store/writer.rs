@@ -21,13 +21,13 @@
 //! TRUNCATE checkpoint (waiting briefly for readers) resets it.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigEvent, SigevNotify, Signal};
 use nix::sys::time::TimeSpec;
 use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
@@ -229,7 +229,8 @@ fn sibling(db: &Path, suffix: &str) -> PathBuf {
 
 /// The advisory lock by which processes take turns to write. Lives on the writer thread.
 struct TurnLock {
-    file: File,
+    /// The lock file, unlocked (`Free`) or locked by this process (`Held`, nix's `Flock`).
+    file: Turn,
     path: PathBuf,
     /// The longest wait for the turn.
     patience: Duration,
@@ -239,6 +240,16 @@ struct TurnLock {
     holder_stuck: bool,
 }
 
+/// Whether this process has the turn. `Flock` takes the file while it holds the lock and gives
+/// it back on unlock, so the state moves through `Taking` for that instant.
+enum Turn {
+    Free(File),
+    Held(Flock<File>),
+    /// Only while a lock or unlock call has the file (or after an unlock failed, when the
+    /// `Flock` dropped closed it: writing goes on under SQLite's lock alone).
+    Taking,
+}
+
 impl TurnLock {
     /// `None` (and no turn-taking, only SQLite's locking) if the file or the alarm cannot be
     /// made.
@@ -246,7 +257,7 @@ impl TurnLock {
         let made = open_private(path).and_then(|file| Ok((file, Alarm::for_this_thread()?)));
         match made {
             Ok((file, alarm)) => Some(Self {
-                file,
+                file: Turn::Free(file),
                 path: path.to_owned(),
                 patience,
                 alarm,
@@ -259,13 +270,61 @@ impl TurnLock {
         }
     }
 
+    /// One `flock` call: `Ok` once this process has the turn, else the reason (EWOULDBLOCK
+    /// when another has it and `wait` is false, EINTR when the alarm cut the wait short).
+    fn lock(&mut self, wait: bool) -> Result<(), Errno> {
+        let file = match std::mem::replace(&mut self.file, Turn::Taking) {
+            Turn::Free(file) => file,
+            held @ Turn::Held(_) => {
+                self.file = held;
+                return Ok(());
+            }
+            Turn::Taking => return Err(Errno::EBADF),
+        };
+        let how = if wait {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockExclusiveNonblock
+        };
+        match Flock::lock(file, how) {
+            Ok(held) => {
+                self.file = Turn::Held(held);
+                Ok(())
+            }
+            Err((file, why)) => {
+                self.file = Turn::Free(file);
+                Err(why)
+            }
+        }
+    }
+
+    /// Ends this process's turn.
+    fn unlock(&mut self) {
+        if let Turn::Held(held) = std::mem::replace(&mut self.file, Turn::Taking) {
+            match held.unlock() {
+                Ok(file) => self.file = Turn::Free(file),
+                // Dropping the `Flock` unlocks by closing the file; later writes go on under
+                // SQLite's lock alone.
+                Err((held, why)) => {
+                    tracing::warn!("cannot end the writers' turn ({why}); closing its file");
+                    drop(held);
+                }
+            }
+        }
+    }
+
     /// Waits until this process has the turn, at most `patience`; the turn ends when the guard
     /// is dropped. After that long the guard holds nothing and the write goes ahead anyway.
     fn take(&mut self) -> TurnGuard<'_> {
-        let fd = self.file.as_raw_fd();
-        // SAFETY (each flock here): on a descriptor this struct owns.
+        if matches!(self.file, Turn::Taking) {
+            // The file was closed (see `unlock`): SQLite's lock alone.
+            return TurnGuard {
+                lock: self,
+                held: false,
+            };
+        }
         // Nobody else writing: the usual case, one system call.
-        if unsafe { nix::libc::flock(fd, nix::libc::LOCK_EX | nix::libc::LOCK_NB) } == 0 {
+        if self.lock(false).is_ok() {
             if self.holder_stuck {
                 tracing::info!("the writers' turn is free again; taking turns as usual");
                 self.holder_stuck = false;
@@ -289,17 +348,17 @@ impl TurnLock {
             if left.is_zero() || self.alarm.ring_after(left).is_err() {
                 break;
             }
-            let taken = unsafe { nix::libc::flock(fd, nix::libc::LOCK_EX) } == 0;
-            let why = Errno::last();
+            let taken = self.lock(true);
             self.alarm.cancel();
-            if taken {
-                return TurnGuard {
-                    lock: self,
-                    held: true,
-                };
-            }
-            if why != Errno::EINTR {
-                break;
+            match taken {
+                Ok(()) => {
+                    return TurnGuard {
+                        lock: self,
+                        held: true,
+                    };
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
             }
         }
         tracing::warn!(
@@ -317,15 +376,14 @@ impl TurnLock {
 }
 
 struct TurnGuard<'a> {
-    lock: &'a TurnLock,
+    lock: &'a mut TurnLock,
     held: bool,
 }
 
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
         if self.held {
-            // SAFETY: as in `take`.
-            unsafe { nix::libc::flock(self.lock.file.as_raw_fd(), nix::libc::LOCK_UN) };
+            self.lock.unlock();
         }
     }
 }
