@@ -14,7 +14,8 @@ use crate::config::MAX_WORKERS;
     name = "notesctl",
     version,
     about = "The Notes web app, its command line, and a supervisor for many instances, sharing one SQLite file or PostgreSQL database",
-    propagate_version = true
+    propagate_version = true,
+    after_long_help = EXIT_CODES
 )]
 pub struct Cli {
     /// Configuration file [default: the nearest notes.toml in this folder or its parents,
@@ -35,6 +36,20 @@ pub struct Cli {
     #[arg(skip)]
     pub from_env: Vec<String>,
 }
+
+/// The exit codes, for `--help` and the man page (`exit` defines them; the README has the same
+/// table).
+const EXIT_CODES: &str = "Exit codes:
+  0   success
+  1   failure (e.g. no database where one must be, no cluster running)
+  2   usage: a mistake on the command line or in an environment variable
+  3   status: an instance is not ready
+  4   status: an instance was given up
+  65  bad input refused (an invalid note, a taken key, import lines skipped)
+  66  no note with that key
+  69  the database cannot be opened, reached or used
+  75  busy, try again (database locked, note changed meanwhile, port in use)
+  78  notes.toml, a flag or a variable holds a value that cannot be used";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -5,7 +5,7 @@
 
 use crate::config::{ConfigError, OpenFailed};
 use crate::net::BindError;
-use crate::store::StoreError;
+use crate::store::{StoreError, ValidationError};
 
 /// Success (also a write to a closed pipe: `notesctl notes list | head`).
 pub const OK: u8 = 0;
@@ -47,6 +47,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
         if let Some(OpenFailed(e)) = cause.downcast_ref::<OpenFailed>() {
             return store_code(e);
+        }
+        if cause.is::<ValidationError>() {
+            return DATA_ERROR;
         }
     }
     FAILURE

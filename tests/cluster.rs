@@ -174,7 +174,8 @@ fn an_instance_that_keeps_crashing_is_given_up_and_the_other_keeps_serving() {
         s["instances"][0]["state"] == "failed"
     });
     let first = &status["instances"][0];
-    assert_eq!(first["last_exit"], "exit code 1", "{status:#}");
+    // 78: the configuration cannot be used.
+    assert_eq!(first["last_exit"], "exit code 78", "{status:#}");
     let failure = first["failure"].as_str().expect("a failure reason");
     assert!(failure.contains("gave up after 3 crashes"), "{failure}");
     let log = cluster.output();
@@ -200,12 +201,19 @@ fn a_port_taken_by_another_program_fails_the_start_cleanly() {
     let other = free_ports(1)[0];
     let (mut cluster, _rx) = Cluster::spawn(&[other, port], "");
     let status = cluster.wait_exit();
-    assert_eq!(status.code(), Some(1), "{}", cluster.output());
+    // 75: busy, try again (sysexits' EX_TEMPFAIL).
+    assert_eq!(status.code(), Some(75), "{}", cluster.output());
     let log = cluster.output();
     assert!(
         log.contains(&format!("port {port} is already in use")),
         "{log}"
     );
+    // The advice fits `cluster`, which has neither --port nor PORT.
+    assert!(
+        log.contains("change [cluster] ports in notes.toml"),
+        "{log}"
+    );
+    assert!(!log.contains("--port") && !log.contains("PORT or"), "{log}");
     assert!(
         log.contains(&format!("pid {}", std::process::id())),
         "names the holder: {log}"

@@ -195,7 +195,8 @@ fn a_database_outage_is_503_then_recovers_without_restarts() {
         &["--config", "notes.toml", "notes", "list"],
         None,
     );
-    assert_eq!(cli.status.code(), Some(1), "{}", common::describe(&cli));
+    // 69: the database cannot be reached (sysexits' EX_UNAVAILABLE).
+    assert_eq!(cli.status.code(), Some(69), "{}", common::describe(&cli));
     assert!(
         common::stderr_of(&cli).contains("cannot reach the database"),
         "{}",

@@ -60,6 +60,8 @@ fn a_database_in_a_missing_folder_is_a_clear_error() {
     let db_text = db.to_str().expect("UTF-8 path");
     let out = run_in(dir.path(), &["serve", "--port", "0", "--db", db_text], None);
     let err = assert_clean_failure(&out);
+    // 69: the database cannot be opened (sysexits' EX_UNAVAILABLE).
+    assert_eq!(out.status.code(), Some(69), "{err}");
     assert!(
         err.contains(&format!("cannot open database {db_text}")),
         "{err}"
@@ -74,16 +76,25 @@ fn a_database_in_a_missing_folder_is_a_clear_error() {
         "nothing may be created"
     );
 
-    // The CLI reports it the same way.
+    // A command that reads notes does not look further: there is no database there.
     let out = run_in(dir.path(), &["--db", db_text, "notes", "list"], None);
     let err = assert_clean_failure(&out);
     assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains(&format!("no database at {db_text}")), "{err}");
+    // One that adds a note says why it cannot create one.
+    let out = run_in(
+        dir.path(),
+        &["--db", db_text, "notes", "add", "t", "b"],
+        None,
+    );
+    let err = assert_clean_failure(&out);
+    assert_eq!(out.status.code(), Some(69));
     assert!(err.contains("no-such-folder does not exist"), "{err}");
 }
 
 /// A PostgreSQL URL that cannot be used is reported with a clear message and never with its
 /// password: a malformed one stops `serve` and the CLI before anything starts, and a server
-/// that cannot be reached stops the CLI (exit 1). Nothing is created in the URL's name.
+/// that cannot be reached stops the CLI (exit 69). Nothing is created in the URL's name.
 #[test]
 fn an_unusable_postgres_url_is_reported_without_showing_its_password() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -108,7 +119,7 @@ fn an_unusable_postgres_url_is_reported_without_showing_its_password() {
     ] {
         let out = run_in(dir.path(), args, None);
         let err = assert_clean_failure(&out);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(out.status.code(), Some(69), "{args:?}");
         assert!(err.contains(shown) && err.contains(reason), "{err}");
         assert!(!err.contains("s3cret"), "the password was shown: {err}");
         assert!(!err.contains("listening on"), "{err}");

@@ -119,7 +119,7 @@ fn cli_and_web_see_each_others_writes() {
     let view = get(web.port, &format!("/notes/view?key={}", enc("piped key")));
     assert_eq!(view.status, 404, "{view}");
 
-    // web delete → gone for the CLI: exit 1 and a message naming the key.
+    // web delete → gone for the CLI: exit 66 (no such note) and a message naming the key.
     let r = common::post_form(
         web.port,
         "/notes/destroy/confirm",
@@ -135,7 +135,7 @@ fn cli_and_web_see_each_others_writes() {
         let out = cli(&db, args);
         assert_eq!(
             out.status.code(),
-            Some(1),
+            Some(66),
             "notes {args:?}: {}",
             describe(&out)
         );

@@ -1,5 +1,5 @@
 //! `notes import` and `notes export` on real files: bad lines are reported by line number and
-//! skipped while every good line is kept (exit 1 tells scripts), stdin works, an export
+//! skipped while every good line is kept (exit 65, bad input, tells scripts), stdin works, an export
 //! imported into a new database gives back the same notes, an export never overwrites a file,
 //! and when a command ends its writes are in the database file itself.
 
@@ -40,7 +40,7 @@ fn bad_lines_are_reported_by_number_and_the_good_ones_kept() {
     std::fs::write(&file, lines.join("\n") + "\n").expect("write the import file");
 
     let out = cli(&db, &["import", file.to_str().expect("utf-8 path")]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(65), "{}", describe(&out));
     let err = stderr_of(&out);
     assert!(err.contains("line 10: not valid JSON"), "{err}");
     assert!(err.contains("line 20: missing field `title`"), "{err}");

@@ -432,7 +432,7 @@ fn allowed_host(entry: &str) -> Result<String, String> {
         return Ok(name.to_ascii_lowercase());
     }
     Err(format!(
-        "serve.allowed_hosts: {entry:?} is not a host name or address; write the name alone, \
+        "{entry:?} is not a host name or address; write the name alone, \
          e.g. \"notes.example.com\" (no scheme, port or path)"
     ))
 }
