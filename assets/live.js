@@ -43,19 +43,31 @@
   function on(kind, handle) { handlers.push([kind, handle]); }
   // The browser reconnects by itself after a dropped stream, but not after a refusal (a busy
   // instance answers 503): then this opens a new stream after a while, from the last event seen.
+  var source = null;
   function connect() {
-    var source = new EventSource(after ? '/events?after=' + after : '/events');
+    source = new EventSource(after ? '/events?after=' + after : '/events');
     handlers.forEach(function (h) {
       source.addEventListener(h[0], function (e) {
         if (e.lastEventId) after = e.lastEventId;
         try { h[1](JSON.parse(e.data)); } catch (err) { /* a malformed event changes nothing */ }
       });
     });
+    var mine = source;
     source.addEventListener('error', function () {
-      if (source.readyState !== EventSource.CLOSED) return;
+      if (mine !== source || mine.readyState !== EventSource.CLOSED) return;
       setTimeout(connect, 10000 + Math.random() * 10000);
     });
   }
+  // A page left for another is closed here: the browser may keep it (back/forward cache), and
+  // its open stream would hold one of the six connections a browser allows per server, so a
+  // few pages later the next one could not load. Shown again, it resumes from its last event.
+  window.addEventListener('pagehide', function () {
+    if (source) source.close();
+    source = null;
+  });
+  window.addEventListener('pageshow', function (e) {
+    if (e.persisted && !source) connect();
+  });
   function notice(text) {
     var n = document.getElementById('live-notice');
     if (!n) return;
