@@ -14,6 +14,13 @@
 //! gets only the changes committed after its stream connected, so a write made between the page
 //! load and the connection would be missed, and the test would be flaky.
 //!
+//! A second test looks at the pages themselves, in a reader's time zone far from UTC
+//! (Asia/Kathmandu, +05:45): times are shown in it (and stay UTC in the HTML, for readers
+//! without JavaScript); the first card keeps its distance from the header; the footer sits at
+//! the bottom of the window on a short page and after the content on a long one; and, in the
+//! light and the dark colour scheme, the page has a language, every field a label, a focused
+//! field an outline, and every text at least 4.5:1 contrast.
+//!
 //! Every wait has a hard deadline. On failure a screenshot of each window is saved to
 //! `target/test-artifacts/<test>-<window>.png` and the panic message has each page's URL and
 //! the visible part of its HTML. Without `/usr/bin/chromedriver` the test fails and says how
@@ -35,6 +42,11 @@ use serde_json::json;
 use webdriver::{Browser, WdError, base64_decode, css_string, poll};
 
 const TEST: &str = "live_updates_reach_other_instances_in_a_real_browser";
+const PAGES_TEST: &str = "pages_show_local_times_and_keep_their_layout_in_a_real_browser";
+/// The reader's time zone in the pages test: +05:45 all year, so no local rendering can pass
+/// for UTC, and none is off by a whole hour by accident.
+const READER_ZONE: &str = "Asia/Kathmandu";
+const READER_OFFSET_MS: i64 = (5 * 60 + 45) * 60 * 1000;
 /// How long a change may take to show in the other window (the goal is under 1 s).
 const LIVE_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a page may take to open its event stream, or a submitted form to show its result.
@@ -58,7 +70,7 @@ fn live_updates_reach_other_instances_in_a_real_browser() {
     let a = Instance::start(&db);
     let b = Instance::start(&db);
     for window in ["window1", "window2"] {
-        let _ = std::fs::remove_file(artifact(window));
+        let _ = std::fs::remove_file(artifact(TEST, window));
     }
 
     let browser = Browser::start();
@@ -70,7 +82,11 @@ fn live_updates_reach_other_instances_in_a_real_browser() {
         scenario(&browser, &db, a.port, b.port, &windows);
     }));
     if let Err(payload) = outcome {
-        let report = failure_report(&browser, &windows);
+        let report = failure_report(
+            &browser,
+            TEST,
+            &[("window1", &windows.one), ("window2", &windows.two)],
+        );
         panic!("{}\n{report}", panic_message(payload.as_ref()));
     }
     browser.quit();
@@ -336,11 +352,11 @@ fn assert_not_reloaded(browser: &Browser, page: &str) {
 
 // ---- on failure ------------------------------------------------------------------------------
 
-fn artifact(window: &str) -> PathBuf {
+fn artifact(test: &str, window: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join("test-artifacts")
-        .join(format!("{TEST}-{window}.png"))
+        .join(format!("{test}-{window}.png"))
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -355,10 +371,12 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// A screenshot of each window (saved as a file) and its URL and HTML, for the panic message.
 /// Whatever fails here is reported and does not hide the original failure.
-fn failure_report(browser: &Browser, windows: &Windows) -> String {
+fn failure_report(browser: &Browser, test: &str, windows: &[(&str, &String)]) -> String {
     let mut report = String::from("\n===== what the browser showed =====\n");
-    for (name, handle) in [("window1", &windows.one), ("window2", &windows.two)] {
-        match catch_unwind(AssertUnwindSafe(|| window_report(browser, name, handle))) {
+    for (name, handle) in windows {
+        match catch_unwind(AssertUnwindSafe(|| {
+            window_report(browser, test, name, handle)
+        })) {
             Ok(text) => report.push_str(&text),
             Err(payload) => {
                 let _ = writeln!(
@@ -379,10 +397,10 @@ fn failure_report(browser: &Browser, windows: &Windows) -> String {
     report
 }
 
-fn window_report(browser: &Browser, name: &str, handle: &str) -> String {
+fn window_report(browser: &Browser, test: &str, name: &str, handle: &str) -> String {
     browser.switch_to(handle);
     let mut out = format!("--- {name}: {} ({:?})\n", browser.url(), browser.title());
-    let path = artifact(name);
+    let path = artifact(test, name);
     let saved = browser.screenshot().and_then(|png| {
         std::fs::create_dir_all(path.parent().expect("artifacts folder"))
             .and_then(|()| std::fs::write(&path, png))
@@ -419,6 +437,208 @@ fn excerpt(html: &str) -> String {
     } else {
         part.to_owned()
     }
+}
+
+// ---- the pages themselves ------------------------------------------------------------------------
+
+#[test]
+fn pages_show_local_times_and_keep_their_layout_in_a_real_browser() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    // 25 notes: the list is longer than the window, the note page is short.
+    for i in 0..25 {
+        let out = cli(&db, &["add", &format!("Note {i}"), "A short body."]);
+        assert!(out.status.success(), "notes add: {}", describe(&out));
+    }
+    let a = Instance::start(&db);
+    let _ = std::fs::remove_file(artifact(PAGES_TEST, "window"));
+
+    let browser = Browser::start();
+    let window = browser.window();
+    browser.cmd(
+        "POST",
+        "/goog/cdp/execute",
+        json!({"cmd": "Emulation.setTimezoneOverride", "params": {"timezoneId": READER_ZONE}}),
+    );
+    let outcome = catch_unwind(AssertUnwindSafe(|| pages_scenario(&browser, a.port)));
+    if let Err(payload) = outcome {
+        let report = failure_report(&browser, PAGES_TEST, &[("window", &window)]);
+        panic!("{}\n{report}", panic_message(payload.as_ref()));
+    }
+    browser.quit();
+}
+
+fn pages_scenario(browser: &Browser, port: u16) {
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let note = common::api_note(port, "note-0").expect("note-0");
+    let updated = note["updated_at"].as_str().expect("updated_at").to_owned();
+    let millis = notesctl::timefmt::parse_rfc3339(&updated).expect("an RFC 3339 time");
+    let utc_text = notesctl::timefmt::human(millis);
+    // "2026-11-28 07:02": the same instant on the reader's clock.
+    let local_text = notesctl::timefmt::human(millis + READER_OFFSET_MS)[..16].to_owned();
+
+    // Without JavaScript the page says UTC, in a <time> the script can find.
+    let html = common::get(port, "/notes/view?key=note-0").text();
+    let time = format!("<time datetime=\"{updated}\">{utc_text}</time>");
+    assert!(html.contains(&time), "no {time} in the page:\n{html}");
+
+    for (page, css) in [
+        ("/notes/view?key=note-0", "article.note time"),
+        ("/?page=2", "#notes li[data-key=note-0] time"),
+    ] {
+        browser.goto(&url(page));
+        poll(
+            &format!("{page}: the time in the reader's zone"),
+            PAGE_DEADLINE,
+            || {
+                let el = browser
+                    .first(css)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no {css}"))?;
+                let text = browser.text(&el).map_err(|e| e.to_string())?;
+                let title = browser.attribute(&el, "title").map_err(|e| e.to_string())?;
+                if text.starts_with(&local_text) && title.as_deref() == Some(utc_text.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "text {text:?} (expected {local_text:?} and the zone), title {title:?} \
+                     (expected {utc_text:?})"
+                    ))
+                }
+            },
+        );
+    }
+
+    // A short page: the card clear of the header, the footer at the bottom of the window.
+    browser.goto(&url("/notes/view?key=note-0"));
+    let box_of = |css: &str| -> [f64; 2] {
+        let value = browser
+            .execute(
+                "var r = document.querySelector(arguments[0]).getBoundingClientRect(); \
+                 return [r.top + window.scrollY, r.bottom + window.scrollY];",
+                json!([css]),
+            )
+            .unwrap_or_else(|e| panic!("the box of {css}: {e}"));
+        let edge = |i: usize| {
+            value[i]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{css}: {value}"))
+        };
+        [edge(0), edge(1)]
+    };
+    let window_height = browser
+        .execute("return window.innerHeight;", json!([]))
+        .expect("window height")
+        .as_f64()
+        .expect("a number");
+    let [_, header_bottom] = box_of("header.site");
+    let [card_top, card_bottom] = box_of("article.note");
+    let [footer_top, footer_bottom] = box_of("footer");
+    assert!(
+        card_top - header_bottom >= 16.0,
+        "the note card starts {}px below the header (at {card_top}, header ends at \
+         {header_bottom}): it must not touch it",
+        card_top - header_bottom
+    );
+    assert!(
+        (footer_bottom - window_height).abs() <= 1.0,
+        "on a short page the footer ends at the bottom of the window ({window_height}px), \
+         not at {footer_bottom}px"
+    );
+    assert!(footer_top >= card_bottom, "the footer overlaps the card");
+
+    // A long page: the footer after the list, not over it.
+    browser.goto(&url("/"));
+    let [list_top, list_bottom] = box_of("#notes");
+    let [footer_top, _] = box_of("footer");
+    assert!(
+        list_bottom > window_height,
+        "the first page is longer than the window"
+    );
+    assert!(
+        list_top - header_bottom >= 16.0,
+        "the list touches the header"
+    );
+    assert!(
+        footer_top >= list_bottom,
+        "the footer ({footer_top}px) overlaps the list (ends at {list_bottom}px)"
+    );
+
+    // Accessibility, in both colour schemes.
+    for scheme in ["light", "dark"] {
+        // Set on a page without a focused field: chromium did not finish the next navigation
+        // when the media changed while the edit form had the focus.
+        browser.goto(&url("/"));
+        browser.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": "Emulation.setEmulatedMedia", "params": {
+                "features": [{"name": "prefers-color-scheme", "value": scheme}]}}),
+        );
+        for page in [
+            "/notes/edit?key=note-0",
+            "/",
+            "/notes/view?key=note-0",
+            "/notes/add",
+        ] {
+            browser.goto(&url(page));
+            check_accessibility(browser, &format!("{page} ({scheme})"));
+        }
+    }
+}
+
+/// The page has a language, every visible field a label, a focused field a visible outline,
+/// and every text a contrast of at least 4.5:1 with what it stands on (WCAG AA).
+fn check_accessibility(browser: &Browser, page: &str) {
+    let run = |script: &str| {
+        browser
+            .execute(script, json!([]))
+            .unwrap_or_else(|e| panic!("{page}: {e}"))
+    };
+    assert_eq!(
+        run("return document.documentElement.lang;").as_str(),
+        Some("en"),
+        "{page}: <html lang>"
+    );
+    let unlabelled = run(
+        "return Array.prototype.filter.call(document.querySelectorAll('input, textarea, select'), \
+           function (el) { return el.type !== 'hidden' && el.labels.length === 0; }) \
+         .map(function (el) { return el.outerHTML; });",
+    );
+    assert_eq!(unlabelled, json!([]), "{page}: fields without a label");
+    let outline = run(
+        "var el = document.querySelector('input:not([type=hidden]), textarea, a.button'); \
+         if (!el) return null; el.focus(); var s = getComputedStyle(el); \
+         var seen = [s.outlineStyle, parseFloat(s.outlineWidth)]; el.blur(); return seen;",
+    );
+    if !outline.is_null() {
+        let (style, width) = (&outline[0], outline[1].as_f64());
+        assert!(
+            style != "none" && width.is_some_and(|w| w >= 2.0),
+            "{page}: the focused element has no visible outline ({outline})"
+        );
+    }
+    let low = run(
+        "function rgb(s) { return (s.match(/[\\d.]+/g) || []).map(Number); }\n\
+         function lum(c) { var v = c.slice(0, 3).map(function (x) { x /= 255; \
+           return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); }); \
+           return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; }\n\
+         function background(el) { for (; el; el = el.parentElement) { \
+           var c = rgb(getComputedStyle(el).backgroundColor); \
+           if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c; } \
+           return [255, 255, 255]; }\n\
+         var low = []; \
+         document.querySelectorAll('h1, h2, p, a, li, label, button, code, time, footer, \
+           input, textarea, .meta, .count').forEach(function (el) { \
+           if (!el.getClientRects().length || !el.textContent.trim() && !el.value) return; \
+           var a = lum(rgb(getComputedStyle(el).color)), b = lum(background(el)); \
+           var ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05); \
+           if (ratio < 4.5) low.push(el.tagName + '.' + el.className + ' ' + \
+             JSON.stringify((el.textContent || el.value).trim().slice(0, 30)) + ': ' + \
+             ratio.toFixed(2)); }); \
+         return low;",
+    );
+    assert_eq!(low, json!([]), "{page}: text below 4.5:1 contrast");
 }
 
 #[test]
