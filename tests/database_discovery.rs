@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::{Instance, describe, notesctl, run_in, stderr_of, stdout_of};
 
@@ -86,22 +87,29 @@ fn add_and_import_create_the_database_and_say_so_once() {
     assert!(stderr_of(&out).contains(&new_line), "{}", describe(&out));
 }
 
+/// Waits (with a deadline) until `instance` has printed a line containing `text`.
+fn wait_for_line(instance: &Instance, text: &str) -> String {
+    let deadline = Instant::now() + common::PROCESS_DEADLINE;
+    loop {
+        let output = instance.output();
+        if output.lines().any(|l| l.contains(text)) {
+            return output;
+        }
+        assert!(Instant::now() < deadline, "no {text:?} in:\n{output}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn serve_says_which_database_it_uses() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("notes.db");
     let first = Instance::start(&db);
-    let said = format!("database {} (new)", db.display());
-    let output = first.output();
-    assert!(output.contains(&said), "{output}");
+    wait_for_line(&first, &format!("database {} (new)", db.display()));
     drop(first);
     let again = Instance::start(&db);
-    let output = again.output();
-    let said = format!("database {}", db.display());
-    assert!(
-        output.contains(&said) && !output.contains("(new)"),
-        "{output}"
-    );
+    let output = wait_for_line(&again, &format!("database {}", db.display()));
+    assert!(!output.contains("(new)"), "{output}");
 }
 
 #[test]
