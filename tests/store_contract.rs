@@ -259,6 +259,12 @@ async fn the_changes_log_is_in_commit_order(store: Store) {
         ]
     );
     assert!(changes.windows(2).all(|w| w[0].id < w[1].id), "{changes:?}");
+    // A deleted note's titles do not outlive it in the log.
+    assert!(
+        changes[..3].iter().all(|c| c.title.is_empty()),
+        "{changes:?}"
+    );
+    assert_eq!(changes[3].title, "B");
     assert_eq!(store.last_change_id().await.expect("last"), changes[3].id);
     assert_eq!(
         store.oldest_change_id().await.expect("oldest"),

@@ -1,10 +1,10 @@
 //! The PostgreSQL store: the same notes, change log and semantics as the SQLite store, on a
 //! server that many hosts share.
 //!
-//! Invariants: every write is one transaction that first locks the single `note_stats` row,
-//! so writes commit one at a time and change ids are handed out in commit order (a reader of
-//! the log never skips one); each write notifies `CHANNEL` with its last change id in the same
-//! transaction; serialization failures and deadlocks are retried, never shown; and no
+//! Invariants: every write is one transaction that locks only the rows it changes and queues
+//! its change; it is answered once a publishing step (`publish.rs`) has given the change its
+//! id, in an order no reader of the log can skip past, and notified `CHANNEL` with the last
+//! id; serialization failures and deadlocks are retried, never shown; and no
 //! operation waits longer than its deadline (connect timeout + statement timeout), so an
 //! outage is reported as `StoreError::Unavailable` instead of a hang. Messages name the server
 //! by `PgUrl::redacted()`: the password never appears in one.
@@ -25,6 +25,7 @@ mod listen;
 // `note_columns!`, for the writes too.
 #[macro_use]
 mod notes;
+mod publish;
 mod schema;
 mod tls;
 mod url;
@@ -37,7 +38,8 @@ pub use url::{PgUrl, SslMode, UrlError, default_passfile};
 use error::{Failure, describe, map_db_error};
 use write::{Outcome, WriteOp};
 
-/// The notification channel every write notifies, with its last change id as the payload.
+/// The notification channel every publishing step notifies, with its last change id as the
+/// payload.
 pub const CHANNEL: &str = "notes_changes";
 
 /// How a write that lost a serialization or deadlock race is retried: this many times.
@@ -88,6 +90,8 @@ pub struct PgStore {
     /// The longest any one operation (or batch of `for_each_note`) may take.
     deadline: Duration,
     migrations_applied: usize,
+    /// This process's publishing steps, shared by its writers.
+    turns: publish::Turns,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -144,6 +148,7 @@ impl PgStore {
             connect_timeout,
             deadline,
             migrations_applied: 0,
+            turns: publish::Turns::default(),
         };
         let applied = store
             .within(async { schema::migrate(&mut *store.conn().await?).await })
@@ -275,6 +280,41 @@ impl PgStore {
             .await
     }
 
+    /// Publishes what this process committed (see `publish.rs`). A failure is logged, not
+    /// returned: the write is committed and stays queued for the next step, by any process.
+    async fn publish(&self) {
+        let run = || async {
+            let (_published, _last) = self
+                .within(async {
+                    let conn = self.conn().await?;
+                    publish::step(&conn).await
+                })
+                .await?;
+            Ok(())
+        };
+        if let Err(f) = self.turns.after_commit(run).await {
+            tracing::warn!(
+                "a write is committed but its change is not yet in the live log: {}",
+                self.fail(f)
+            );
+        }
+    }
+
+    /// Publishes changes left queued by a writer that stopped between its commit and its
+    /// step, or whose step failed; the change feed calls it when it has heard nothing for a
+    /// while. Costs one indexed probe when the queue is empty.
+    pub async fn publish_leftovers(&self) {
+        let queued = self
+            .within(async {
+                let conn = self.conn().await?;
+                publish::anything_queued(&conn).await
+            })
+            .await;
+        if matches!(queued, Ok(true)) {
+            self.publish().await;
+        }
+    }
+
     async fn conn(&self) -> Result<Object, Failure> {
         Ok(self.pool.get().await?)
     }
@@ -284,14 +324,20 @@ impl PgStore {
         self.within(op).await.map_err(|f| self.fail(f))
     }
 
-    /// Runs a write, retrying lost serialization or deadlock races.
+    /// Runs a write, retrying lost serialization or deadlock races, and publishes its change.
     async fn write(&self, op: WriteOp<'_>) -> Result<Outcome, StoreError> {
         let mut attempt = 1;
         loop {
             let result = self
-                .within(async { write::write(&mut *self.conn().await?, &op).await })
+                .within(async { write::write(&mut self.conn().await?, &op).await })
                 .await;
             match result {
+                Ok(outcome) => {
+                    if outcome.wrote() {
+                        self.publish().await;
+                    }
+                    return Ok(outcome);
+                }
                 Err(f) if f.is_retryable() && attempt < WRITE_ATTEMPTS => {
                     // A little randomness keeps the same two writers from colliding again.
                     let jitter = u64::from(std::process::id() % 7 + attempt * 5);

@@ -59,6 +59,18 @@ const STEPS: &[&str] = &[
     );
     INSERT INTO health_probe (id, checked_at) VALUES (1, 0);
     "#,
+    // 2: writes queue their changes without an id and no longer lock `note_stats`; the
+    // publishing step (publish.rs) numbers them into `changes` and keeps `note_stats`.
+    r#"
+    CREATE TABLE change_queue (
+        seq     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind    text   NOT NULL CHECK (kind IN ('created', 'updated', 'deleted')),
+        key     text   NOT NULL,
+        title   text   NOT NULL,
+        version bigint NOT NULL,
+        at      bigint NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
