@@ -367,6 +367,55 @@ async fn the_change_log_has_no_gaps_under_concurrent_writers() {
     .await
 }
 
+/// Reads of one note by many requests at once are answered together, yet every read started
+/// after a write was acknowledged sees that write, however busy the store's lanes are with
+/// other reads (a read must never be answered by a query sent before it was asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_reads_see_every_write_acknowledged_before_them() {
+    bounded(async {
+        let url = fresh_database();
+        let store = std::sync::Arc::new(open(&url).await);
+        store.create(note(Some("a"), "A")).await.unwrap();
+        store.create(note(Some("b"), "B")).await.unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, stop) = (store.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        assert_eq!(store.get("b").await.unwrap().title, "B");
+                    }
+                })
+            })
+            .collect();
+        for version in 2..=30 {
+            let update = NoteUpdate {
+                content: content(&format!("A{version}")),
+                expected_version: Some(version - 1),
+            };
+            store.update("a", update).await.unwrap();
+            let reads = (0..16).map(|_| store.get("a"));
+            for read in futures_util::future::join_all(reads).await {
+                assert_eq!(read.unwrap().version, version, "a read missed a write");
+            }
+            assert_eq!(
+                store.last_change_id().await.unwrap(),
+                version + 1,
+                "the newest change id missed a write"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in busy {
+            task.await.unwrap();
+        }
+        assert!(matches!(
+            store.get("missing").await,
+            Err(StoreError::NotFound(_))
+        ));
+    })
+    .await
+}
+
 /// A writer that stopped between its commit and publishing leaves its changes queued: the
 /// note is there, the log does not have it yet, and the next sweep publishes it, in order,
 /// with the titles of a note deleted in the same step blanked and the count moved.

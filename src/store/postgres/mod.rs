@@ -10,6 +10,7 @@
 //! by `PgUrl::redacted()`: the password never appears in one.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -25,6 +26,7 @@ mod listen;
 // `note_columns!`, for the writes too.
 #[macro_use]
 mod notes;
+mod lookups;
 mod publish;
 mod schema;
 mod tls;
@@ -83,6 +85,9 @@ impl From<&PostgresSettings> for PgSettings {
 pub struct PgStore {
     pool: Pool,
     url: PgUrl,
+    failures: Arc<Failures>,
+    /// The pages' point reads, coalesced.
+    lookups: lookups::Lookups,
     /// For the listener's own connection, outside the pool.
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
@@ -140,9 +145,18 @@ impl PgStore {
             .recycle_timeout(Some(connect_timeout))
             .build()
             .map_err(|e| open_error(e.to_string()))?;
+        let failures = Arc::new(Failures {
+            url: url.clone(),
+            pool_size: pool.status().max_size,
+            deadline,
+            connect_timeout,
+        });
+        let lookups = lookups::Lookups::start(pool.clone(), Arc::clone(&failures), deadline);
         let mut store = Self {
             pool,
             url,
+            failures,
+            lookups,
             config,
             tls,
             connect_timeout,
@@ -206,8 +220,11 @@ impl PgStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Note, StoreError> {
-        self.run(async { notes::get(&*self.conn().await?, key).await })
-            .await
+        self.lookups
+            .find(Some(key))
+            .await?
+            .note
+            .ok_or_else(|| StoreError::NotFound(key.to_owned()))
     }
 
     pub async fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
@@ -263,8 +280,7 @@ impl PgStore {
 
     /// The id of the newest change (0 when there is none).
     pub async fn last_change_id(&self) -> Result<i64, StoreError> {
-        self.run(async { notes::last_change_id(&*self.conn().await?).await })
-            .await
+        Ok(self.lookups.find(None).await?.last_change_id)
     }
 
     /// The id of the oldest change still kept (0 when there is none).
@@ -357,6 +373,21 @@ impl PgStore {
 
     /// The error to show for `failure`, naming the server without its password.
     fn fail(&self, failure: Failure) -> StoreError {
+        self.failures.describe(failure)
+    }
+}
+
+/// What telling a failure needs: the server's name and the limits it ran into.
+struct Failures {
+    url: PgUrl,
+    pool_size: usize,
+    deadline: Duration,
+    connect_timeout: Duration,
+}
+
+impl Failures {
+    /// The error to show for `failure`, naming the server without its password.
+    fn describe(&self, failure: Failure) -> StoreError {
         let url = &self.url;
         let unavailable = |detail: String| {
             StoreError::Unavailable(url.scrub(&format!("{}: {detail}", url.redacted())))
@@ -371,8 +402,7 @@ impl PgStore {
             Failure::Timeout(after) => unavailable(format!("no answer within {after:?}")),
             Failure::Pool(PoolError::Timeout(TimeoutType::Wait)) => unavailable(format!(
                 "all {} connections of the pool stayed busy for {:?}",
-                self.pool.status().max_size,
-                self.deadline
+                self.pool_size, self.deadline
             )),
             Failure::Pool(PoolError::Timeout(_)) => {
                 unavailable(format!("no connection within {:?}", self.connect_timeout))
