@@ -74,24 +74,12 @@ async fn queue(
 pub(super) async fn write(conn: &mut Client, op: &WriteOp<'_>) -> Result<Outcome, Failure> {
     let now = now_millis();
     if let WriteOp::Create(note) = op {
-        return Ok(Outcome::One(insert(&*conn, note, now).await?));
+        return Ok(Outcome::One(insert(&*conn, note, now, Queue::Now).await?));
     }
     let tx = conn.transaction().await?;
     let outcome = match op {
         WriteOp::Create(_) => unreachable!("answered above"),
-        WriteOp::CreateMany(notes) if notes.iter().all(|n| n.key.is_some()) => {
-            Outcome::Many(insert_keyed(&tx, notes, now).await?)
-        }
-        WriteOp::CreateMany(notes) => {
-            let mut results = Vec::with_capacity(notes.len());
-            for note in notes.iter() {
-                match insert(&tx, note, now).await {
-                    Err(Failure::Store(e)) if e.is_users() => results.push(Err(e)),
-                    other => results.push(Ok(other?)),
-                }
-            }
-            Outcome::Many(results)
-        }
+        WriteOp::CreateMany(notes) => Outcome::Many(insert_many(&tx, notes, now).await?),
         WriteOp::Update(key, update) => Outcome::One(update_note(&tx, key, update, now).await?),
         WriteOp::Delete(key) => Outcome::One(delete_note(&tx, key, now).await?),
     };
@@ -99,33 +87,40 @@ pub(super) async fn write(conn: &mut Client, op: &WriteOp<'_>) -> Result<Outcome
     Ok(outcome)
 }
 
-/// Inserts notes that all carry their keys (an import of an export) in two statements, where
-/// one at a time took two round trips per note (100,000 notes: 30 s). A key already taken, or
-/// given twice in the batch, is that note's answer alone, as one at a time; the changes are
-/// queued in the batch's order.
-async fn insert_keyed(
+/// Inserts a batch in two statements where one at a time took a round trip or two per note
+/// (100,000 notes: 30 s): every note under its own key, or its title's slug when it has none,
+/// in one `unnest`; then its changes in one more, in the batch's order. A note whose key was
+/// taken (or given twice in the batch) is that note's answer alone; one whose slug was taken
+/// is then inserted on its own under the first free `slug-N`.
+async fn insert_many(
     tx: &Transaction<'_>,
     notes: &[NewNote],
     now: i64,
 ) -> Result<Vec<Result<Note, StoreError>>, Failure> {
-    let mut seen = std::collections::HashSet::new();
-    // The notes to send: the first of each key in the batch.
-    let sent: Vec<(&str, &NewNote, NoteStamp)> = notes
+    let proposed: Vec<std::borrow::Cow<'_, str>> = notes
         .iter()
-        .filter_map(|n| {
-            let key = n.key.as_ref()?.as_str();
-            seen.insert(key).then(|| (key, n, n.stamp_or_first(now)))
+        .map(|n| match &n.key {
+            Some(key) => key.as_str().into(),
+            None => slug_from_title(n.content.title()).into(),
         })
         .collect();
-    let column = |f: &dyn Fn(&(&str, &NewNote, NoteStamp)) -> i64| -> Vec<i64> {
-        sent.iter().map(f).collect()
+    // The notes to send: the first to propose each key.
+    let mut seen = std::collections::HashSet::new();
+    let sent: Vec<usize> = (0..notes.len())
+        .filter(|&i| seen.insert(proposed[i].as_ref()))
+        .collect();
+    let stamps: Vec<NoteStamp> = notes.iter().map(|n| n.stamp_or_first(now)).collect();
+    let column = |f: &dyn Fn(&NoteStamp) -> i64| -> Vec<i64> {
+        sent.iter().map(|&i| f(&stamps[i])).collect()
     };
-    let keys: Vec<&str> = sent.iter().map(|(k, _, _)| *k).collect();
-    let titles: Vec<&str> = sent.iter().map(|(_, n, _)| n.content.title()).collect();
-    let bodies: Vec<&str> = sent.iter().map(|(_, n, _)| n.content.body()).collect();
-    let versions = column(&|(_, _, s)| s.version);
-    let created = column(&|(_, _, s)| s.created_at);
-    let updated = column(&|(_, _, s)| s.updated_at);
+    let keys: Vec<&str> = sent.iter().map(|&i| proposed[i].as_ref()).collect();
+    let titles: Vec<&str> = sent.iter().map(|&i| notes[i].content.title()).collect();
+    let bodies: Vec<&str> = sent.iter().map(|&i| notes[i].content.body()).collect();
+    let (versions, created, updated) = (
+        column(&|s| s.version),
+        column(&|s| s.created_at),
+        column(&|s| s.updated_at),
+    );
     let stmt = tx
         .prepare_cached(
             "INSERT INTO notes (key, title, body, version, created_at, updated_at)
@@ -143,37 +138,32 @@ async fn insert_keyed(
         .iter()
         .map(|row| row.get(0))
         .collect();
-    // One change per note inserted, in the batch's order.
-    let mut results = Vec::with_capacity(notes.len());
     let mut sent = sent.into_iter().peekable();
-    let mut change = (Vec::new(), Vec::new(), Vec::new());
-    for note in notes {
-        let key = note.key.as_ref().map(|k| k.as_str()).unwrap_or_default();
-        let is_sent = sent.peek().is_some_and(|(_, n, _)| std::ptr::eq(*n, note));
-        let stamp = if is_sent {
-            sent.next().map(|(_, _, s)| s)
+    let mut results = Vec::with_capacity(notes.len());
+    for (i, note) in notes.iter().enumerate() {
+        let was_sent = sent.next_if_eq(&i).is_some();
+        let key = proposed[i].as_ref();
+        let result = if was_sent && inserted.contains(key) {
+            Ok(Note {
+                key: key.to_owned(),
+                title: note.content.title().to_owned(),
+                body: note.content.body().to_owned(),
+                version: stamps[i].version,
+                created_at: stamps[i].created_at,
+                updated_at: stamps[i].updated_at,
+            })
+        } else if note.key.is_some() {
+            Err(StoreError::KeyExists(key.to_owned()))
         } else {
-            None
-        };
-        match stamp.filter(|_| inserted.contains(key)) {
-            Some(stamp) => {
-                let (title, body) = (note.content.title(), note.content.body());
-                change.0.push(key);
-                change.1.push(title);
-                change.2.push(stamp.version);
-                results.push(Ok(Note {
-                    key: key.to_owned(),
-                    title: title.to_owned(),
-                    body: body.to_owned(),
-                    version: stamp.version,
-                    created_at: stamp.created_at,
-                    updated_at: stamp.updated_at,
-                }));
+            match insert(tx, note, now, Queue::Later).await {
+                Err(Failure::Store(e)) if e.is_users() => Err(e),
+                other => Ok(other?),
             }
-            None => results.push(Err(StoreError::KeyExists(key.to_owned()))),
-        }
+        };
+        results.push(result);
     }
-    if !change.0.is_empty() {
+    let created: Vec<&Note> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    if !created.is_empty() {
         // ORDER BY the position: the queue's sequence numbers follow the batch.
         let stmt = tx
             .prepare_cached(
@@ -184,19 +174,36 @@ async fn insert_keyed(
                  ORDER BY position",
             )
             .await?;
-        tx.execute(&stmt, &[&change.0, &change.1, &change.2, &now])
+        let keys: Vec<&str> = created.iter().map(|n| n.key.as_str()).collect();
+        let titles: Vec<&str> = created.iter().map(|n| n.title.as_str()).collect();
+        let versions: Vec<i64> = created.iter().map(|n| n.version).collect();
+        tx.execute(&stmt, &[&keys, &titles, &versions, &now])
             .await?;
     }
     Ok(results)
 }
 
+/// Whether `insert` queues the note's change itself, or leaves it to its caller.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Now,
+    Later,
+}
+
 /// Inserts one note, generating its key from the title when it has none: the first free one
 /// of `slug`, `slug-2`, `slug-3`, ... as the SQLite store does. Each try is one statement that
-/// adds the note and queues its change, or neither when the key is taken.
-async fn insert(client: &impl GenericClient, note: &NewNote, now: i64) -> Result<Note, Failure> {
+/// adds the note and (`Queue::Now`) queues its change, or neither when the key is taken.
+async fn insert(
+    client: &impl GenericClient,
+    note: &NewNote,
+    now: i64,
+    queue: Queue,
+) -> Result<Note, Failure> {
     let (title, body) = (note.content.title(), note.content.body());
     let stamp = note.stamp_or_first(now);
-    // ON CONFLICT: a taken key is an answer, not an error that would abort a transaction.
+    // ON CONFLICT: a taken key is an answer, not an error that would abort a transaction. The
+    // `queued` statement runs only when `$8` says so (a WHERE on a parameter, so one prepared
+    // statement serves both).
     let stmt = client
         .prepare_cached(
             "WITH added AS (
@@ -204,13 +211,14 @@ async fn insert(client: &impl GenericClient, note: &NewNote, now: i64) -> Result
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING RETURNING key),
              queued AS (
                  INSERT INTO change_queue (kind, key, title, version, at)
-                 SELECT 'created', key, $2, $4, $7 FROM added)
+                 SELECT 'created', key, $2, $4, $7 FROM added WHERE $8)
              SELECT count(*) FROM added",
         )
         .await?;
+    let queue_now = queue == Queue::Now;
     // True when the note went in under `key`.
     let try_key = async |key: &str| -> Result<bool, Failure> {
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
             &key,
             &title,
             &body,
@@ -218,6 +226,7 @@ async fn insert(client: &impl GenericClient, note: &NewNote, now: i64) -> Result
             &stamp.created_at,
             &stamp.updated_at,
             &now,
+            &queue_now,
         ];
         Ok(client.query_one(&stmt, &params).await?.get::<_, i64>(0) == 1)
     };
