@@ -251,7 +251,11 @@ async fn create_many_without_keys_takes_the_first_free_slugs(store: Store) {
         .expect("the batch runs");
     let keys: Vec<Result<&str, String>> = results
         .iter()
-        .map(|r| r.as_ref().map(|n| n.key.as_str()).map_err(|e| e.to_string()))
+        .map(|r| {
+            r.as_ref()
+                .map(|n| n.key.as_str())
+                .map_err(|e| e.to_string())
+        })
         .collect();
     assert_eq!(
         keys[..4],

@@ -97,6 +97,8 @@ pub struct PgStore {
     migrations_applied: usize,
     /// This process's publishing steps, shared by its writers.
     turns: publish::Turns,
+    /// Changes published since the queue was last vacuumed.
+    published: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -163,6 +165,7 @@ impl PgStore {
             deadline,
             migrations_applied: 0,
             turns: publish::Turns::default(),
+            published: std::sync::atomic::AtomicU64::new(0),
         };
         let applied = store
             .within(async { schema::migrate(&mut *store.conn().await?).await })
@@ -300,12 +303,13 @@ impl PgStore {
     /// returned: the write is committed and stays queued for the next step, by any process.
     async fn publish(&self) {
         let run = || async {
-            let (_published, _last) = self
+            let (published, _last) = self
                 .within(async {
                     let conn = self.conn().await?;
                     publish::step(&conn).await
                 })
                 .await?;
+            self.vacuum_now_and_then(published.max(0) as u64);
             Ok(())
         };
         if let Err(f) = self.turns.after_commit(run).await {
@@ -314,6 +318,30 @@ impl PgStore {
                 self.fail(f)
             );
         }
+    }
+
+    /// Vacuums the queue in the background once this process has published
+    /// `publish::VACUUM_EVERY` changes since the last time (see `publish::vacuum`).
+    fn vacuum_now_and_then(&self, published: u64) {
+        use std::sync::atomic::Ordering;
+        let before = self.published.fetch_add(published, Ordering::AcqRel);
+        if before + published < publish::VACUUM_EVERY {
+            return;
+        }
+        self.published.store(0, Ordering::Release);
+        let (pool, failures) = (self.pool.clone(), Arc::clone(&self.failures));
+        tokio::spawn(async move {
+            let vacuumed = async {
+                let conn = pool.get().await?;
+                publish::vacuum(&conn).await
+            };
+            if let Err(f) = vacuumed.await {
+                tracing::warn!(
+                    "could not vacuum the change queue: {}",
+                    failures.describe(f)
+                );
+            }
+        });
     }
 
     /// Publishes changes left queued by a writer that stopped between its commit and its

@@ -41,7 +41,9 @@ const PUBLISH_LOCK: i64 = 0x70_75_62_6c_69_73_68;
 /// lock, so it sees every step before it. `note_stats` is locked only when there is something
 /// to publish, so a step that finds nothing writes nothing and needs no flush. Blanking and
 /// pruning touch disjoint rows (above and below the kept window), and a change queued before
-/// a delete of its note in the same step gets its title blanked on the way in.
+/// a delete of its note in the same step gets its title blanked on the way in. Pruning takes
+/// only the ids that this step pushed out of the window: a range scan that starts past the
+/// rows pruned before (whose index entries stay until a vacuum) instead of walking them all.
 static STEP: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT pg_advisory_xact_lock({PUBLISH_LOCK});
@@ -79,7 +81,8 @@ static STEP: LazyLock<String> = LazyLock::new(|| {
               AND id > (SELECT last FROM totals) - {KEPT_CHANGES}
         ), pruned AS (
             DELETE FROM changes
-            WHERE id <= (SELECT last FROM totals) - {KEPT_CHANGES} AND (SELECT n FROM totals) > 0
+            WHERE id <= (SELECT last FROM totals) - {KEPT_CHANGES}
+              AND id > (SELECT last_change_id FROM head) - {KEPT_CHANGES}
         )
         SELECT n, last, CASE WHEN n > 0 THEN pg_notify('{CHANNEL}', last::text) END
         FROM totals"
@@ -103,6 +106,18 @@ pub(super) async fn step(client: &Client) -> Result<(i64, i64), Failure> {
     };
     Ok((number(0), number(1)))
 }
+
+/// Vacuums the queue. Every queued row is deleted moments after it was written, and the step
+/// reads the whole queue, so dead rows that autovacuum (every minute at best) has not yet
+/// removed would make every step slower as the queue's file grows: publishing processes call
+/// this every `VACUUM_EVERY` changes they publish.
+pub(super) async fn vacuum(client: &Client) -> Result<(), Failure> {
+    client.batch_execute("VACUUM change_queue").await?;
+    Ok(())
+}
+
+/// Changes a process publishes between two vacuums of the queue.
+pub(super) const VACUUM_EVERY: u64 = 5_000;
 
 /// Whether any change waits in the queue (a cheap check for the idle sweep).
 pub(super) async fn anything_queued(client: &Client) -> Result<bool, Failure> {
