@@ -7,7 +7,7 @@
 //! every host commit one after another, each waiting for its own flush: 550 writes a second.
 //! Now a write queues its change with no id (`change_queue`) and commits alongside the
 //! others; this step then takes an advisory lock and, in one statement with a snapshot taken
-//! after the lock, moves every committed change from the queue into the log with the next
+//! after the lock (a function in the database, `notes_publish`), moves every committed change from the queue into the log with the next
 //! ids, moves the note count and the last id, blanks the titles of notes deleted, prunes the
 //! log and notifies listeners. Only committed changes can be seen, and the next step starts
 //! after this one committed, so ids only ever grow in the order readers can see them.
@@ -21,11 +21,11 @@
 //! In one process, writers that commit while a step runs wait for the next one, which
 //! publishes them all: one step per batch, not per write.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use deadpool_postgres::ClientWrapper;
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 use super::{CHANNEL, Failure};
 
@@ -33,78 +33,21 @@ use super::{CHANNEL, Failure};
 /// while to resume; one away longer reloads its page.
 const KEPT_CHANGES: i64 = 10_000;
 
-/// The advisory lock key of the step ("publish" in ASCII); migrations use another.
-const PUBLISH_LOCK: i64 = 0x70_75_62_6c_69_73_68;
-
-/// The step: two statements in one simple query, which PostgreSQL runs as one transaction
-/// (rolled back whole on an error); the second takes its snapshot after the first got the
-/// lock, so it sees every step before it. `note_stats` is locked only when there is something
-/// to publish, so a step that finds nothing writes nothing and needs no flush. Blanking and
-/// pruning touch disjoint rows (above and below the kept window), and a change queued before
-/// a delete of its note in the same step gets its title blanked on the way in. Pruning takes
-/// only the ids that this step pushed out of the window: a range scan that starts past the
-/// rows pruned before (whose index entries stay until a vacuum) instead of walking them all.
-static STEP: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT pg_advisory_xact_lock({PUBLISH_LOCK});
-        WITH moved AS (
-            DELETE FROM change_queue RETURNING seq, kind, key, title, version, at
-        ), head AS (
-            SELECT last_change_id FROM note_stats
-            WHERE id = 1 AND EXISTS (SELECT 1 FROM moved) FOR UPDATE
-        ), deleted AS (
-            SELECT key, max(seq) AS seq FROM moved WHERE kind = 'deleted' GROUP BY key
-        ), numbered AS (
-            SELECT (SELECT last_change_id FROM head) + row_number() OVER (ORDER BY m.seq) AS id,
-                   m.kind, m.key,
-                   CASE WHEN EXISTS (SELECT 1 FROM deleted d
-                                     WHERE d.key = m.key AND d.seq > m.seq)
-                        THEN '' ELSE m.title END AS title,
-                   m.version, m.at
-            FROM moved m
-        ), logged AS (
-            INSERT INTO changes (id, kind, key, title, version, at)
-            SELECT id, kind, key, title, version, at FROM numbered
-            RETURNING id, kind
-        ), totals AS (
-            SELECT count(*) AS n, COALESCE(max(id), 0) AS last,
-                   COALESCE(sum(CASE kind WHEN 'created' THEN 1 WHEN 'deleted' THEN -1
-                                          ELSE 0 END), 0) AS delta
-            FROM logged
-        ), settled AS (
-            UPDATE note_stats SET last_change_id = totals.last,
-                                  note_count = note_count + totals.delta
-            FROM totals WHERE note_stats.id = 1 AND totals.n > 0
-        ), blanked AS (
-            UPDATE changes SET title = ''
-            WHERE key IN (SELECT key FROM deleted) AND title <> ''
-              AND id > (SELECT last FROM totals) - {KEPT_CHANGES}
-        ), pruned AS (
-            DELETE FROM changes
-            WHERE id <= (SELECT last FROM totals) - {KEPT_CHANGES}
-              AND id > (SELECT last_change_id FROM head) - {KEPT_CHANGES}
-        )
-        SELECT n, last, CASE WHEN n > 0 THEN pg_notify('{CHANNEL}', last::text) END
-        FROM totals"
-    )
-});
-
-/// Runs one step on `client`; answers how many changes it published and the last id.
-pub(super) async fn step(client: &Client) -> Result<(i64, i64), Failure> {
-    let messages = client.simple_query(&STEP).await?;
-    let row = messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(row),
-            _ => None,
-        })
-        .next_back();
-    let number = |i: usize| {
-        row.and_then(|r| r.get(i))
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
-    Ok((number(0), number(1)))
+/// Runs one step (the function `notes_publish`, made by the schema's migration 2) on
+/// `client`; answers how many changes it published and the last id.
+///
+/// In the function, `note_stats` is locked only when there is something to publish, so a step
+/// that finds nothing writes nothing and needs no flush. Blanking and pruning touch disjoint
+/// rows (above and below the kept window), and a change queued before a delete of its note in
+/// the same step gets its title blanked on the way in. Pruning takes only the ids that this
+/// step pushed out of the window: a range scan that starts past the rows pruned before (whose
+/// index entries stay until a vacuum) instead of walking them all.
+pub(super) async fn step(client: &ClientWrapper) -> Result<(i64, i64), Failure> {
+    let stmt = client
+        .prepare_cached("SELECT published, last_id FROM notes_publish($1, $2)")
+        .await?;
+    let row = client.query_one(&stmt, &[&KEPT_CHANGES, &CHANNEL]).await?;
+    Ok((row.get(0), row.get(1)))
 }
 
 /// Vacuums the queue. Every queued row is deleted moments after it was written, and the step
