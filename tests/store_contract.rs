@@ -69,6 +69,7 @@ for_each_backend!(
     a_taken_key_is_refused,
     pages_and_cursors_walk_the_list_newest_first,
     create_many_keeps_going_past_a_duplicate,
+    create_many_without_keys_takes_the_first_free_slugs,
     the_changes_log_is_in_commit_order,
     for_each_note_visits_every_note_oldest_first,
     the_change_watcher_hears_a_write,
@@ -235,6 +236,40 @@ async fn create_many_keeps_going_past_a_duplicate(store: Store) {
     assert_eq!(page.total, 5, "the note count moved with the batch");
 }
 
+async fn create_many_without_keys_takes_the_first_free_slugs(store: Store) {
+    let keyless = |title: &str| NewNote::parse(None, title, "imported").expect("a valid note");
+    create(&store, "hello").await;
+    let results = store
+        .create_many(vec![
+            keyless("Hello"),
+            keyless("Hello"),
+            new("x", "X"),
+            keyless("World"),
+            new("x", "X again"),
+        ])
+        .await
+        .expect("the batch runs");
+    let keys: Vec<Result<&str, String>> = results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .map(|n| n.key.as_str())
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    assert_eq!(
+        keys[..4],
+        [Ok("hello-2"), Ok("hello-3"), Ok("x"), Ok("world")],
+        "{keys:?}"
+    );
+    assert!(matches!(&results[4], Err(StoreError::KeyExists(k)) if k == "x"));
+    assert_eq!(store.get("world").await.expect("world").body, "imported");
+    // One change per note created, in the batch's order.
+    let changes = store.changes_after(1, 100).await.expect("the log");
+    let logged: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(logged, ["hello-2", "hello-3", "x", "world"]);
+}
+
 async fn the_changes_log_is_in_commit_order(store: Store) {
     assert_eq!(store.last_change_id().await.expect("last"), 0);
     create(&store, "a").await;
@@ -259,6 +294,12 @@ async fn the_changes_log_is_in_commit_order(store: Store) {
         ]
     );
     assert!(changes.windows(2).all(|w| w[0].id < w[1].id), "{changes:?}");
+    // A deleted note's titles do not outlive it in the log.
+    assert!(
+        changes[..3].iter().all(|c| c.title.is_empty()),
+        "{changes:?}"
+    );
+    assert_eq!(changes[3].title, "B");
     assert_eq!(store.last_change_id().await.expect("last"), changes[3].id);
     assert_eq!(
         store.oldest_change_id().await.expect("oldest"),

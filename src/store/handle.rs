@@ -157,7 +157,7 @@ impl Store {
                 store: Arc::clone(s),
             })),
             Backend::Postgres(s) => Ok(ChangeWatcher(Watcher::Postgres {
-                heard: Heard::start(s).await?,
+                heard: Heard::start(Arc::clone(s)).await?,
                 store: Arc::clone(s),
             })),
         }
@@ -272,21 +272,25 @@ impl ChangeWatcher {
 /// its last id and a change committed while nothing could be heard is still sent. A read that
 /// fails (the server went away again) raises the flag again a second later, so the feed keeps
 /// trying, at a pace that costs one warning a second, until it has read what it was woken for.
+/// When nothing is heard for `SWEEP`, the task publishes changes a writer left queued (see
+/// `PgStore::publish_leftovers`).
 struct Heard {
     flag: Arc<AtomicBool>,
     relay: tokio::task::JoinHandle<()>,
 }
 
 impl Heard {
-    async fn start(store: &PgStore) -> Result<Self, StoreError> {
+    async fn start(store: Arc<PgStore>) -> Result<Self, StoreError> {
         let mut listener = store.listen().await?;
         let flag = Arc::new(AtomicBool::new(false));
         let set = Arc::clone(&flag);
         let relay = tokio::spawn(async move {
             loop {
                 // Changed, Lost and MaybeMissed all mean "read the log again".
-                let _wakeup = listener.next_wakeup().await;
-                set.store(true, Ordering::Release);
+                match tokio::time::timeout(SWEEP, listener.next_wakeup()).await {
+                    Ok(_wakeup) => set.store(true, Ordering::Release),
+                    Err(_quiet) => store.publish_leftovers().await,
+                }
             }
         });
         Ok(Self { flag, relay })
@@ -314,6 +318,9 @@ impl Drop for Heard {
         self.relay.abort();
     }
 }
+
+/// How long a PostgreSQL listener hears nothing before it publishes leftover changes.
+const SWEEP: Duration = Duration::from_secs(2);
 
 /// How soon the feed reads again after a read of the PostgreSQL log failed.
 const READ_RETRY: Duration = Duration::from_secs(1);

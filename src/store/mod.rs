@@ -79,7 +79,7 @@ pub struct NoteUpdate {
     pub expected_version: Option<i64>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
     Invalid(ValidationError),

@@ -1,15 +1,16 @@
 //! The PostgreSQL store: the same notes, change log and semantics as the SQLite store, on a
 //! server that many hosts share.
 //!
-//! Invariants: every write is one transaction that first locks the single `note_stats` row,
-//! so writes commit one at a time and change ids are handed out in commit order (a reader of
-//! the log never skips one); each write notifies `CHANNEL` with its last change id in the same
-//! transaction; serialization failures and deadlocks are retried, never shown; and no
+//! Invariants: every write is one transaction that locks only the rows it changes and queues
+//! its change; it is answered once a publishing step (`publish.rs`) has given the change its
+//! id, in an order no reader of the log can skip past, and notified `CHANNEL` with the last
+//! id; serialization failures and deadlocks are retried, never shown; and no
 //! operation waits longer than its deadline (connect timeout + statement timeout), so an
 //! outage is reported as `StoreError::Unavailable` instead of a hang. Messages name the server
 //! by `PgUrl::redacted()`: the password never appears in one.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -25,6 +26,8 @@ mod listen;
 // `note_columns!`, for the writes too.
 #[macro_use]
 mod notes;
+mod lookups;
+mod publish;
 mod schema;
 mod tls;
 mod url;
@@ -37,7 +40,8 @@ pub use url::{PgUrl, SslMode, UrlError, default_passfile};
 use error::{Failure, describe, map_db_error};
 use write::{Outcome, WriteOp};
 
-/// The notification channel every write notifies, with its last change id as the payload.
+/// The notification channel every publishing step notifies, with its last change id as the
+/// payload.
 pub const CHANNEL: &str = "notes_changes";
 
 /// How a write that lost a serialization or deadlock race is retried: this many times.
@@ -81,6 +85,9 @@ impl From<&PostgresSettings> for PgSettings {
 pub struct PgStore {
     pool: Pool,
     url: PgUrl,
+    failures: Arc<Failures>,
+    /// The pages' point reads, coalesced.
+    lookups: lookups::Lookups,
     /// For the listener's own connection, outside the pool.
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
@@ -88,6 +95,10 @@ pub struct PgStore {
     /// The longest any one operation (or batch of `for_each_note`) may take.
     deadline: Duration,
     migrations_applied: usize,
+    /// This process's publishing steps, shared by its writers.
+    turns: publish::Turns,
+    /// Changes published since the queue was last vacuumed.
+    published: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -136,14 +147,25 @@ impl PgStore {
             .recycle_timeout(Some(connect_timeout))
             .build()
             .map_err(|e| open_error(e.to_string()))?;
+        let failures = Arc::new(Failures {
+            url: url.clone(),
+            pool_size: pool.status().max_size,
+            deadline,
+            connect_timeout,
+        });
+        let lookups = lookups::Lookups::start(pool.clone(), Arc::clone(&failures), deadline);
         let mut store = Self {
             pool,
             url,
+            failures,
+            lookups,
             config,
             tls,
             connect_timeout,
             deadline,
             migrations_applied: 0,
+            turns: publish::Turns::default(),
+            published: std::sync::atomic::AtomicU64::new(0),
         };
         let applied = store
             .within(async { schema::migrate(&mut *store.conn().await?).await })
@@ -201,8 +223,11 @@ impl PgStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Note, StoreError> {
-        self.run(async { notes::get(&*self.conn().await?, key).await })
-            .await
+        self.lookups
+            .find(Some(key))
+            .await?
+            .note
+            .ok_or_else(|| StoreError::NotFound(key.to_owned()))
     }
 
     pub async fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
@@ -258,8 +283,7 @@ impl PgStore {
 
     /// The id of the newest change (0 when there is none).
     pub async fn last_change_id(&self) -> Result<i64, StoreError> {
-        self.run(async { notes::last_change_id(&*self.conn().await?).await })
-            .await
+        Ok(self.lookups.find(None).await?.last_change_id)
     }
 
     /// The id of the oldest change still kept (0 when there is none).
@@ -275,6 +299,66 @@ impl PgStore {
             .await
     }
 
+    /// Publishes what this process committed (see `publish.rs`). A failure is logged, not
+    /// returned: the write is committed and stays queued for the next step, by any process.
+    async fn publish(&self) {
+        let run = || async {
+            let (published, _last) = self
+                .within(async {
+                    let conn = self.conn().await?;
+                    publish::step(&conn).await
+                })
+                .await?;
+            self.vacuum_now_and_then(published.max(0) as u64);
+            Ok(())
+        };
+        if let Err(f) = self.turns.after_commit(run).await {
+            tracing::warn!(
+                "a write is committed but its change is not yet in the live log: {}",
+                self.fail(f)
+            );
+        }
+    }
+
+    /// Vacuums the queue in the background once this process has published
+    /// `publish::VACUUM_EVERY` changes since the last time (see `publish::vacuum`).
+    fn vacuum_now_and_then(&self, published: u64) {
+        use std::sync::atomic::Ordering;
+        let before = self.published.fetch_add(published, Ordering::AcqRel);
+        if before + published < publish::VACUUM_EVERY {
+            return;
+        }
+        self.published.store(0, Ordering::Release);
+        let (pool, failures) = (self.pool.clone(), Arc::clone(&self.failures));
+        tokio::spawn(async move {
+            let vacuumed = async {
+                let conn = pool.get().await?;
+                publish::vacuum(&conn).await
+            };
+            if let Err(f) = vacuumed.await {
+                tracing::warn!(
+                    "could not vacuum the change queue: {}",
+                    failures.describe(f)
+                );
+            }
+        });
+    }
+
+    /// Publishes changes left queued by a writer that stopped between its commit and its
+    /// step, or whose step failed; the change feed calls it when it has heard nothing for a
+    /// while. Costs one indexed probe when the queue is empty.
+    pub async fn publish_leftovers(&self) {
+        let queued = self
+            .within(async {
+                let conn = self.conn().await?;
+                publish::anything_queued(&conn).await
+            })
+            .await;
+        if matches!(queued, Ok(true)) {
+            self.publish().await;
+        }
+    }
+
     async fn conn(&self) -> Result<Object, Failure> {
         Ok(self.pool.get().await?)
     }
@@ -284,14 +368,20 @@ impl PgStore {
         self.within(op).await.map_err(|f| self.fail(f))
     }
 
-    /// Runs a write, retrying lost serialization or deadlock races.
+    /// Runs a write, retrying lost serialization or deadlock races, and publishes its change.
     async fn write(&self, op: WriteOp<'_>) -> Result<Outcome, StoreError> {
         let mut attempt = 1;
         loop {
             let result = self
-                .within(async { write::write(&mut *self.conn().await?, &op).await })
+                .within(async { write::write(&mut self.conn().await?, &op).await })
                 .await;
             match result {
+                Ok(outcome) => {
+                    if outcome.wrote() {
+                        self.publish().await;
+                    }
+                    return Ok(outcome);
+                }
                 Err(f) if f.is_retryable() && attempt < WRITE_ATTEMPTS => {
                     // A little randomness keeps the same two writers from colliding again.
                     let jitter = u64::from(std::process::id() % 7 + attempt * 5);
@@ -311,6 +401,21 @@ impl PgStore {
 
     /// The error to show for `failure`, naming the server without its password.
     fn fail(&self, failure: Failure) -> StoreError {
+        self.failures.describe(failure)
+    }
+}
+
+/// What telling a failure needs: the server's name and the limits it ran into.
+struct Failures {
+    url: PgUrl,
+    pool_size: usize,
+    deadline: Duration,
+    connect_timeout: Duration,
+}
+
+impl Failures {
+    /// The error to show for `failure`, naming the server without its password.
+    fn describe(&self, failure: Failure) -> StoreError {
         let url = &self.url;
         let unavailable = |detail: String| {
             StoreError::Unavailable(url.scrub(&format!("{}: {detail}", url.redacted())))
@@ -325,8 +430,7 @@ impl PgStore {
             Failure::Timeout(after) => unavailable(format!("no answer within {after:?}")),
             Failure::Pool(PoolError::Timeout(TimeoutType::Wait)) => unavailable(format!(
                 "all {} connections of the pool stayed busy for {:?}",
-                self.pool.status().max_size,
-                self.deadline
+                self.pool_size, self.deadline
             )),
             Failure::Pool(PoolError::Timeout(_)) => {
                 unavailable(format!("no connection within {:?}", self.connect_timeout))
@@ -352,9 +456,12 @@ fn pg_config(
         .dbname(&url.dbname)
         .application_name(application_name)
         .connect_timeout(connect_timeout)
-        // Sent with the startup packet: every connection has it, at no extra round trip.
+        // Sent with the startup packet: every connection has them, at no extra round trip.
+        // Every statement is an index walk that one plan suits for any parameters; left to
+        // choose, the server planned each execution again (a profile of creates: a third of
+        // its time in GetCachedPlan).
         .options(format!(
-            "-c statement_timeout={}",
+            "-c statement_timeout={} -c plan_cache_mode=force_generic_plan",
             statement_timeout.as_millis()
         ))
         // A server that vanished without closing the connection is noticed.

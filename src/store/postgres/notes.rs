@@ -21,13 +21,18 @@ macro_rules! note_columns {
 }
 
 pub(super) fn note_from_row(row: &Row) -> Note {
+    note_from_row_at(row, 0)
+}
+
+/// `note_from_row` for a row whose `note_columns!` start at column `first`.
+pub(super) fn note_from_row_at(row: &Row, first: usize) -> Note {
     Note {
-        key: row.get(0),
-        title: row.get(1),
-        body: row.get(2),
-        version: row.get(3),
-        created_at: row.get(4),
-        updated_at: row.get(5),
+        key: row.get(first),
+        title: row.get(first + 1),
+        body: row.get(first + 2),
+        version: row.get(first + 3),
+        created_at: row.get(first + 4),
+        updated_at: row.get(first + 5),
     }
 }
 
@@ -45,20 +50,6 @@ fn change_from_row(row: &Row) -> Result<Change, Failure> {
         version: row.get(4),
         at: row.get(5),
     })
-}
-
-pub(super) async fn get(conn: &ClientWrapper, key: &str) -> Result<Note, Failure> {
-    let stmt = conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            note_columns!(),
-            " FROM notes WHERE key = $1"
-        ))
-        .await?;
-    match conn.query_opt(&stmt, &[&key]).await? {
-        Some(row) => Ok(note_from_row(&row)),
-        None => Err(StoreError::NotFound(key.to_owned()).into()),
-    }
 }
 
 pub(super) async fn list(conn: &mut ClientWrapper, query: ListQuery) -> Result<NotePage, Failure> {
@@ -216,13 +207,6 @@ pub(super) async fn changes_after(
         .await?;
     let rows = conn.query(&stmt, &[&after, &i64::from(limit)]).await?;
     rows.iter().map(change_from_row).collect()
-}
-
-pub(super) async fn last_change_id(conn: &ClientWrapper) -> Result<i64, Failure> {
-    let stmt = conn
-        .prepare_cached("SELECT last_change_id FROM note_stats WHERE id = 1")
-        .await?;
-    Ok(conn.query_one(&stmt, &[]).await?.get(0))
 }
 
 pub(super) async fn oldest_change_id(conn: &ClientWrapper) -> Result<i64, Failure> {

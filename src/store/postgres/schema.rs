@@ -59,6 +59,71 @@ const STEPS: &[&str] = &[
     );
     INSERT INTO health_probe (id, checked_at) VALUES (1, 0);
     "#,
+    // 2: writes queue their changes without an id and no longer lock `note_stats`; the
+    // publishing step numbers them into `changes` and keeps `note_stats` (see publish.rs,
+    // which says why each part is as it is).
+    r#"
+    CREATE TABLE change_queue (
+        seq     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind    text   NOT NULL CHECK (kind IN ('created', 'updated', 'deleted')),
+        key     text   NOT NULL,
+        title   text   NOT NULL,
+        version bigint NOT NULL,
+        at      bigint NOT NULL
+    );
+    -- A function so that its plans are made once per connection. Each statement of a
+    -- volatile function takes a new snapshot, so the second sees every step committed before
+    -- this one got the lock (key: "publish" in ASCII).
+    CREATE FUNCTION notes_publish(kept bigint, channel text,
+                                  OUT published bigint, OUT last_id bigint)
+    LANGUAGE plpgsql VOLATILE AS $step$
+    #variable_conflict use_column
+    BEGIN
+        PERFORM pg_advisory_xact_lock(31654262977688424);
+        WITH moved AS (
+            DELETE FROM change_queue RETURNING seq, kind, key, title, version, at
+        ), head AS (
+            SELECT last_change_id FROM note_stats
+            WHERE id = 1 AND EXISTS (SELECT 1 FROM moved) FOR UPDATE
+        ), deleted AS (
+            SELECT key, max(seq) AS seq FROM moved WHERE kind = 'deleted' GROUP BY key
+        ), numbered AS (
+            SELECT (SELECT last_change_id FROM head) + row_number() OVER (ORDER BY m.seq) AS id,
+                   m.kind, m.key,
+                   CASE WHEN EXISTS (SELECT 1 FROM deleted d
+                                     WHERE d.key = m.key AND d.seq > m.seq)
+                        THEN '' ELSE m.title END AS title,
+                   m.version, m.at
+            FROM moved m
+        ), logged AS (
+            INSERT INTO changes (id, kind, key, title, version, at)
+            SELECT id, kind, key, title, version, at FROM numbered
+            RETURNING id, kind
+        ), totals AS (
+            SELECT count(*) AS n, COALESCE(max(id), 0) AS last,
+                   COALESCE(sum(CASE kind WHEN 'created' THEN 1 WHEN 'deleted' THEN -1
+                                          ELSE 0 END), 0) AS delta
+            FROM logged
+        ), settled AS (
+            UPDATE note_stats SET last_change_id = totals.last,
+                                  note_count = note_count + totals.delta
+            FROM totals WHERE note_stats.id = 1 AND totals.n > 0
+        ), blanked AS (
+            UPDATE changes SET title = ''
+            WHERE key IN (SELECT key FROM deleted) AND title <> ''
+              AND id > (SELECT last FROM totals) - kept
+        ), pruned AS (
+            DELETE FROM changes
+            WHERE id <= (SELECT last FROM totals) - kept
+              AND id > (SELECT last_change_id FROM head) - kept
+        )
+        SELECT n, last FROM totals INTO published, last_id;
+        IF published > 0 THEN
+            PERFORM pg_notify(channel, last_id::text);
+        END IF;
+    END
+    $step$;
+    "#,
 ];
 
 /// The schema version this build writes.

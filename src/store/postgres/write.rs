@@ -1,21 +1,15 @@
-//! The writes: each one transaction that holds the `note_stats` row lock from its first
-//! statement to its commit.
-//!
-//! Holding that lock first means writes never deadlock on each other and a write reads
-//! exactly what it changes (no other write commits in between); change ids come from the
-//! row's counter, so they are in commit order, and the log has no holes (a failed note of a
-//! batch uses no id). Statements are prepared once per connection (`prepare_cached`).
+//! The writes. Each one commits its note and queues its change (`change_queue`, no id yet)
+//! in one transaction that locks nothing but the note's own row, so writes from every host
+//! commit side by side and share the server's flushes; `publish` then gives the queued changes
+//! their ids (see `publish.rs`). A single create is one statement, one round trip.
+//! Statements are prepared once per connection (`prepare_cached`).
 
-use deadpool_postgres::{ClientWrapper, Transaction};
+use deadpool_postgres::{Client, GenericClient, Transaction};
 
+use super::Failure;
 use super::notes::note_from_row;
-use super::{CHANNEL, Failure};
 use crate::store::{ChangeKind, NewNote, Note, NoteStamp, NoteUpdate, StoreError, slug_from_title};
 use crate::timefmt::now_millis;
-
-/// Changes kept in the log, as in the SQLite store: enough for a client that was away for a
-/// while to resume; one away longer reloads its page.
-const KEPT_CHANGES: i64 = 10_000;
 
 pub(super) enum WriteOp<'a> {
     Create(&'a NewNote),
@@ -43,135 +37,91 @@ impl Outcome {
             Self::One(note) => vec![Ok(note)],
         }
     }
-}
 
-/// A write transaction under way: the change ids it has used and the notes it added or
-/// removed, settled by `finish`.
-struct Log<'t, 'c> {
-    tx: &'t Transaction<'c>,
-    last_change_id: i64,
-    first_unused: i64,
-    note_delta: i64,
-}
-
-impl Log<'_, '_> {
-    async fn append(
-        &mut self,
-        kind: ChangeKind,
-        key: &str,
-        title: &str,
-        version: i64,
-        at: i64,
-    ) -> Result<(), Failure> {
-        let stmt = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO changes (id, kind, key, title, version, at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .await?;
-        let id = self.first_unused;
-        self.tx
-            .execute(&stmt, &[&id, &kind.as_str(), &key, &title, &version, &at])
-            .await?;
-        self.first_unused += 1;
-        Ok(())
-    }
-
-    /// Moves the counter, prunes the log and notifies listeners, when anything was written.
-    async fn finish(self) -> Result<(), Failure> {
-        let last = self.first_unused - 1;
-        if last == self.last_change_id {
-            return Ok(());
+    /// Whether anything was written, and so queued a change to publish.
+    pub(super) fn wrote(&self) -> bool {
+        match self {
+            Self::One(_) => true,
+            Self::Many(results) => results.iter().any(Result::is_ok),
         }
-        // One round trip: the statements of a WITH all run, read or not. The notification is
-        // delivered at commit, and only then: nobody hears of an uncommitted change.
-        let settle = self
-            .tx
-            .prepare_cached(
-                "WITH settled AS (
-                     UPDATE note_stats SET last_change_id = $1, note_count = note_count + $2
-                     WHERE id = 1),
-                 pruned AS (DELETE FROM changes WHERE id <= $1 - $3)
-                 SELECT pg_notify($4, $1::text)",
-            )
-            .await?;
-        self.tx
-            .execute(&settle, &[&last, &self.note_delta, &KEPT_CHANGES, &CHANNEL])
-            .await?;
-        Ok(())
     }
 }
 
-/// Runs one write in one transaction. A user's mistake in a single write abandons the
-/// transaction; in `CreateMany` it is that note's answer alone.
-pub(super) async fn write(conn: &mut ClientWrapper, op: &WriteOp<'_>) -> Result<Outcome, Failure> {
-    let tx = conn.transaction().await?;
-    let lock = tx
-        .prepare_cached("SELECT last_change_id FROM note_stats WHERE id = 1 FOR UPDATE")
+/// Queues a change of the note being written, in the write's transaction.
+async fn queue(
+    client: &impl GenericClient,
+    kind: ChangeKind,
+    key: &str,
+    title: &str,
+    version: i64,
+    at: i64,
+) -> Result<(), Failure> {
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO change_queue (kind, key, title, version, at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
         .await?;
-    let head: i64 = tx.query_one(&lock, &[]).await?.get(0);
-    let mut log = Log {
-        tx: &tx,
-        last_change_id: head,
-        first_unused: head + 1,
-        note_delta: 0,
-    };
+    client
+        .execute(&stmt, &[&kind.as_str(), &key, &title, &version, &at])
+        .await?;
+    Ok(())
+}
+
+/// Runs one write. A single create is one statement on its own (it commits as it runs); the
+/// others are one transaction, in which a user's mistake abandons a single write, while in
+/// `CreateMany` it is that note's answer alone.
+pub(super) async fn write(conn: &mut Client, op: &WriteOp<'_>) -> Result<Outcome, Failure> {
     let now = now_millis();
+    if let WriteOp::Create(note) = op {
+        return Ok(Outcome::One(insert(&*conn, note, now, Queue::Now).await?));
+    }
+    let tx = conn.transaction().await?;
     let outcome = match op {
-        WriteOp::Create(note) => Outcome::One(insert(&mut log, note, now).await?),
-        WriteOp::CreateMany(notes) if notes.iter().all(|n| n.key.is_some()) => {
-            Outcome::Many(insert_keyed(&mut log, notes, now).await?)
-        }
-        WriteOp::CreateMany(notes) => {
-            let mut results = Vec::with_capacity(notes.len());
-            for note in notes.iter() {
-                match insert(&mut log, note, now).await {
-                    Err(Failure::Store(e)) if e.is_users() => results.push(Err(e)),
-                    other => results.push(Ok(other?)),
-                }
-            }
-            Outcome::Many(results)
-        }
-        WriteOp::Update(key, update) => {
-            Outcome::One(update_note(&mut log, key, update, now).await?)
-        }
-        WriteOp::Delete(key) => Outcome::One(delete_note(&mut log, key, now).await?),
+        WriteOp::Create(_) => unreachable!("answered above"),
+        WriteOp::CreateMany(notes) => Outcome::Many(insert_many(&tx, notes, now).await?),
+        WriteOp::Update(key, update) => Outcome::One(update_note(&tx, key, update, now).await?),
+        WriteOp::Delete(key) => Outcome::One(delete_note(&tx, key, now).await?),
     };
-    log.finish().await?;
     tx.commit().await?;
     Ok(outcome)
 }
 
-/// Inserts notes that all carry their keys (an import of an export) in two statements, where
-/// one at a time took two round trips per note (100,000 notes: 30 s). A key already taken, or
-/// given twice in the batch, is that note's answer alone, as one at a time; change ids follow
-/// the batch's order.
-async fn insert_keyed(
-    log: &mut Log<'_, '_>,
+/// Inserts a batch in two statements where one at a time took a round trip or two per note
+/// (100,000 notes: 30 s): every note under its own key, or its title's slug when it has none,
+/// in one `unnest`; then its changes in one more, in the batch's order. A note whose key was
+/// taken (or given twice in the batch) is that note's answer alone; one whose slug was taken
+/// is then inserted on its own under the first free `slug-N`.
+async fn insert_many(
+    tx: &Transaction<'_>,
     notes: &[NewNote],
     now: i64,
 ) -> Result<Vec<Result<Note, StoreError>>, Failure> {
-    let mut seen = std::collections::HashSet::new();
-    // The notes to send: the first of each key in the batch.
-    let sent: Vec<(&str, &NewNote, NoteStamp)> = notes
+    let proposed: Vec<std::borrow::Cow<'_, str>> = notes
         .iter()
-        .filter_map(|n| {
-            let key = n.key.as_ref()?.as_str();
-            seen.insert(key).then(|| (key, n, n.stamp_or_first(now)))
+        .map(|n| match &n.key {
+            Some(key) => key.as_str().into(),
+            None => slug_from_title(n.content.title()).into(),
         })
         .collect();
-    let column = |f: &dyn Fn(&(&str, &NewNote, NoteStamp)) -> i64| -> Vec<i64> {
-        sent.iter().map(f).collect()
+    // The notes to send: the first to propose each key.
+    let mut seen = std::collections::HashSet::new();
+    let sent: Vec<usize> = (0..notes.len())
+        .filter(|&i| seen.insert(proposed[i].as_ref()))
+        .collect();
+    let stamps: Vec<NoteStamp> = notes.iter().map(|n| n.stamp_or_first(now)).collect();
+    let column = |f: &dyn Fn(&NoteStamp) -> i64| -> Vec<i64> {
+        sent.iter().map(|&i| f(&stamps[i])).collect()
     };
-    let keys: Vec<&str> = sent.iter().map(|(k, _, _)| *k).collect();
-    let titles: Vec<&str> = sent.iter().map(|(_, n, _)| n.content.title()).collect();
-    let bodies: Vec<&str> = sent.iter().map(|(_, n, _)| n.content.body()).collect();
-    let versions = column(&|(_, _, s)| s.version);
-    let created = column(&|(_, _, s)| s.created_at);
-    let updated = column(&|(_, _, s)| s.updated_at);
-    let stmt = log
-        .tx
+    let keys: Vec<&str> = sent.iter().map(|&i| proposed[i].as_ref()).collect();
+    let titles: Vec<&str> = sent.iter().map(|&i| notes[i].content.title()).collect();
+    let bodies: Vec<&str> = sent.iter().map(|&i| notes[i].content.body()).collect();
+    let (versions, created, updated) = (
+        column(&|s| s.version),
+        column(&|s| s.created_at),
+        column(&|s| s.updated_at),
+    );
+    let stmt = tx
         .prepare_cached(
             "INSERT INTO notes (key, title, body, version, created_at, updated_at)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
@@ -179,8 +129,7 @@ async fn insert_keyed(
              ON CONFLICT (key) DO NOTHING RETURNING key",
         )
         .await?;
-    let inserted: std::collections::HashSet<String> = log
-        .tx
+    let inserted: std::collections::HashSet<String> = tx
         .query(
             &stmt,
             &[&keys, &titles, &bodies, &versions, &created, &updated],
@@ -189,81 +138,97 @@ async fn insert_keyed(
         .iter()
         .map(|row| row.get(0))
         .collect();
-    // The log, in the batch's order: one change per note inserted.
-    let mut results = Vec::with_capacity(notes.len());
     let mut sent = sent.into_iter().peekable();
-    let mut change = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for note in notes {
-        let key = note.key.as_ref().map(|k| k.as_str()).unwrap_or_default();
-        let is_sent = sent.peek().is_some_and(|(_, n, _)| std::ptr::eq(*n, note));
-        let stamp = if is_sent {
-            sent.next().map(|(_, _, s)| s)
+    let mut results = Vec::with_capacity(notes.len());
+    for (i, note) in notes.iter().enumerate() {
+        let was_sent = sent.next_if_eq(&i).is_some();
+        let key = proposed[i].as_ref();
+        let result = if was_sent && inserted.contains(key) {
+            Ok(Note {
+                key: key.to_owned(),
+                title: note.content.title().to_owned(),
+                body: note.content.body().to_owned(),
+                version: stamps[i].version,
+                created_at: stamps[i].created_at,
+                updated_at: stamps[i].updated_at,
+            })
+        } else if note.key.is_some() {
+            Err(StoreError::KeyExists(key.to_owned()))
         } else {
-            None
-        };
-        match stamp.filter(|_| inserted.contains(key)) {
-            Some(stamp) => {
-                let (title, body) = (note.content.title(), note.content.body());
-                change.0.push(log.first_unused + change.0.len() as i64);
-                change.1.push(key);
-                change.2.push(title);
-                change.3.push(stamp.version);
-                results.push(Ok(Note {
-                    key: key.to_owned(),
-                    title: title.to_owned(),
-                    body: body.to_owned(),
-                    version: stamp.version,
-                    created_at: stamp.created_at,
-                    updated_at: stamp.updated_at,
-                }));
+            match insert(tx, note, now, Queue::Later).await {
+                Err(Failure::Store(e)) if e.is_users() => Err(e),
+                other => Ok(other?),
             }
-            None => results.push(Err(StoreError::KeyExists(key.to_owned()))),
-        }
+        };
+        results.push(result);
     }
-    let count = change.0.len() as i64;
-    if count > 0 {
-        let stmt = log
-            .tx
+    let created: Vec<&Note> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    if !created.is_empty() {
+        // ORDER BY the position: the queue's sequence numbers follow the batch.
+        let stmt = tx
             .prepare_cached(
-                "INSERT INTO changes (id, kind, key, title, version, at)
-                 SELECT id, 'created', key, title, version, $5
-                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[])
-                      AS c (id, key, title, version)",
+                "INSERT INTO change_queue (kind, key, title, version, at)
+                 SELECT 'created', key, title, version, $4
+                 FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY
+                      AS c (key, title, version, position)
+                 ORDER BY position",
             )
             .await?;
-        log.tx
-            .execute(&stmt, &[&change.0, &change.1, &change.2, &change.3, &now])
+        let keys: Vec<&str> = created.iter().map(|n| n.key.as_str()).collect();
+        let titles: Vec<&str> = created.iter().map(|n| n.title.as_str()).collect();
+        let versions: Vec<i64> = created.iter().map(|n| n.version).collect();
+        tx.execute(&stmt, &[&keys, &titles, &versions, &now])
             .await?;
-        log.first_unused += count;
-        log.note_delta += count;
     }
     Ok(results)
 }
 
+/// Whether `insert` queues the note's change itself, or leaves it to its caller.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Now,
+    Later,
+}
+
 /// Inserts one note, generating its key from the title when it has none: the first free one
-/// of `slug`, `slug-2`, `slug-3`, ... as the SQLite store does.
-async fn insert(log: &mut Log<'_, '_>, note: &NewNote, now: i64) -> Result<Note, Failure> {
-    let tx = log.tx;
+/// of `slug`, `slug-2`, `slug-3`, ... as the SQLite store does. Each try is one statement that
+/// adds the note and (`Queue::Now`) queues its change, or neither when the key is taken.
+async fn insert(
+    client: &impl GenericClient,
+    note: &NewNote,
+    now: i64,
+    queue: Queue,
+) -> Result<Note, Failure> {
     let (title, body) = (note.content.title(), note.content.body());
     let stamp = note.stamp_or_first(now);
-    // ON CONFLICT: a taken key is an answer, not an error that would abort the transaction.
-    let stmt = tx
+    // ON CONFLICT: a taken key is an answer, not an error that would abort a transaction. The
+    // `queued` statement runs only when `$8` says so (a WHERE on a parameter, so one prepared
+    // statement serves both).
+    let stmt = client
         .prepare_cached(
-            "INSERT INTO notes (key, title, body, version, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING RETURNING id",
+            "WITH added AS (
+                 INSERT INTO notes (key, title, body, version, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING RETURNING key),
+             queued AS (
+                 INSERT INTO change_queue (kind, key, title, version, at)
+                 SELECT 'created', key, $2, $4, $7 FROM added WHERE $8)
+             SELECT count(*) FROM added",
         )
         .await?;
+    let queue_now = queue == Queue::Now;
     // True when the note went in under `key`.
     let try_key = async |key: &str| -> Result<bool, Failure> {
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
             &key,
             &title,
             &body,
             &stamp.version,
             &stamp.created_at,
             &stamp.updated_at,
+            &now,
+            &queue_now,
         ];
-        Ok(tx.query_opt(&stmt, &params).await?.is_some())
+        Ok(client.query_one(&stmt, &params).await?.get::<_, i64>(0) == 1)
     };
     let key = match &note.key {
         Some(key) => {
@@ -275,31 +240,29 @@ async fn insert(log: &mut Log<'_, '_>, note: &NewNote, now: i64) -> Result<Note,
         }
         None => {
             let slug = slug_from_title(title);
-            let taken = tx
-                .prepare_cached("SELECT 1 FROM notes WHERE key = $1")
-                .await?;
-            let mut n = 1u64;
-            loop {
-                let candidate = if n == 1 {
-                    slug.clone()
-                } else {
-                    format!("{slug}-{n}")
-                };
-                n += 1;
-                // Probed first, so a taken key costs no identity value; the insert still
-                // guards against a writer that does not take the lock.
-                if tx.query_opt(&taken, &[&candidate]).await?.is_some() {
-                    continue;
-                }
-                if try_key(&candidate).await? {
-                    break candidate;
+            // The slug itself is usually free: tried at once, probed only once it was taken.
+            if try_key(&slug).await? {
+                slug
+            } else {
+                let taken = client
+                    .prepare_cached("SELECT 1 FROM notes WHERE key = $1")
+                    .await?;
+                let mut n = 2u64;
+                loop {
+                    let candidate = format!("{slug}-{n}");
+                    n += 1;
+                    // Probed first, so a taken key costs no identity value; the insert still
+                    // guards against a writer that took it in between.
+                    if client.query_opt(&taken, &[&candidate]).await?.is_some() {
+                        continue;
+                    }
+                    if try_key(&candidate).await? {
+                        break candidate;
+                    }
                 }
             }
         }
     };
-    log.append(ChangeKind::Created, &key, title, stamp.version, now)
-        .await?;
-    log.note_delta += 1;
     Ok(Note {
         key,
         title: title.to_owned(),
@@ -310,6 +273,7 @@ async fn insert(log: &mut Log<'_, '_>, note: &NewNote, now: i64) -> Result<Note,
     })
 }
 
+/// The note under `key`, locked until the transaction ends.
 async fn find_existing(tx: &Transaction<'_>, key: &str) -> Result<Note, Failure> {
     let stmt = tx
         .prepare_cached(concat!(
@@ -325,12 +289,12 @@ async fn find_existing(tx: &Transaction<'_>, key: &str) -> Result<Note, Failure>
 }
 
 async fn update_note(
-    log: &mut Log<'_, '_>,
+    tx: &Transaction<'_>,
     key: &str,
     update: &NoteUpdate,
     now: i64,
 ) -> Result<Note, Failure> {
-    let current = find_existing(log.tx, key).await?;
+    let current = find_existing(tx, key).await?;
     if let Some(expected) = update.expected_version
         && expected != current.version
     {
@@ -342,17 +306,14 @@ async fn update_note(
     }
     let version = current.version + 1;
     let (title, body) = (update.content.title(), update.content.body());
-    let stmt = log
-        .tx
+    let stmt = tx
         .prepare_cached(
             "UPDATE notes SET title = $2, body = $3, version = $4, updated_at = $5 WHERE key = $1",
         )
         .await?;
-    log.tx
-        .execute(&stmt, &[&key, &title, &body, &version, &now])
+    tx.execute(&stmt, &[&key, &title, &body, &version, &now])
         .await?;
-    log.append(ChangeKind::Updated, key, title, version, now)
-        .await?;
+    queue(tx, ChangeKind::Updated, key, title, version, now).await?;
     Ok(Note {
         title: title.to_owned(),
         body: body.to_owned(),
@@ -362,21 +323,13 @@ async fn update_note(
     })
 }
 
-async fn delete_note(log: &mut Log<'_, '_>, key: &str, now: i64) -> Result<Note, Failure> {
-    let current = find_existing(log.tx, key).await?;
-    let delete = log
-        .tx
+/// Deletes a note. Its earlier titles in the log are blanked when the delete is published.
+async fn delete_note(tx: &Transaction<'_>, key: &str, now: i64) -> Result<Note, Failure> {
+    let current = find_existing(tx, key).await?;
+    let delete = tx
         .prepare_cached("DELETE FROM notes WHERE key = $1")
         .await?;
-    log.tx.execute(&delete, &[&key]).await?;
-    // A deleted note's title must not outlive it in the log, which any client may replay.
-    let blank = log
-        .tx
-        .prepare_cached("UPDATE changes SET title = '' WHERE key = $1 AND title <> ''")
-        .await?;
-    log.tx.execute(&blank, &[&key]).await?;
-    log.append(ChangeKind::Deleted, key, "", current.version, now)
-        .await?;
-    log.note_delta -= 1;
+    tx.execute(&delete, &[&key]).await?;
+    queue(tx, ChangeKind::Deleted, key, "", current.version, now).await?;
     Ok(current)
 }

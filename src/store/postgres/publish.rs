@@ -1,0 +1,152 @@
+//! Publishing: giving queued changes their ids in the changes log, in one step that runs one
+//! at a time across every process and host.
+//!
+//! Why a separate step: change ids must be in commit order, or a reader that has read past 11
+//! while 10 is still uncommitted skips 10 for good. Handing the ids out inside each write
+//! (one counter row, locked through the write's commit) gave that, but made every write on
+//! every host commit one after another, each waiting for its own flush: 550 writes a second.
+//! Now a write queues its change with no id (`change_queue`) and commits alongside the
+//! others; this step then takes an advisory lock and, in one statement with a snapshot taken
+//! after the lock (a function in the database, `notes_publish`), moves every committed change from the queue into the log with the next
+//! ids, moves the note count and the last id, blanks the titles of notes deleted, prunes the
+//! log and notifies listeners. Only committed changes can be seen, and the next step starts
+//! after this one committed, so ids only ever grow in the order readers can see them.
+//!
+//! Invariant: a write is answered after a step that started after its commit has finished, so
+//! the writer (and the list's "as of change" cache) sees its change in the log. A step that
+//! fails leaves the changes queued for the next one: every instance runs one every few
+//! seconds when it hears nothing (`Heard` in `store/handle.rs`), so a change whose writer
+//! died between its commit and its step is published all the same.
+//!
+//! In one process, writers that commit while a step runs wait for the next one, which
+//! publishes them all: one step per batch, not per write.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use deadpool_postgres::ClientWrapper;
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
+
+use super::{CHANNEL, Failure};
+
+/// Changes kept in the log, as in the SQLite store: enough for a client that was away for a
+/// while to resume; one away longer reloads its page.
+const KEPT_CHANGES: i64 = 10_000;
+
+/// Runs one step (the function `notes_publish`, made by the schema's migration 2) on
+/// `client`; answers how many changes it published and the last id.
+///
+/// In the function, `note_stats` is locked only when there is something to publish, so a step
+/// that finds nothing writes nothing and needs no flush. Blanking and pruning touch disjoint
+/// rows (above and below the kept window), and a change queued before a delete of its note in
+/// the same step gets its title blanked on the way in. Pruning takes only the ids that this
+/// step pushed out of the window: a range scan that starts past the rows pruned before (whose
+/// index entries stay until a vacuum) instead of walking them all.
+pub(super) async fn step(client: &ClientWrapper) -> Result<(i64, i64), Failure> {
+    let stmt = client
+        .prepare_cached("SELECT published, last_id FROM notes_publish($1, $2)")
+        .await?;
+    let row = client.query_one(&stmt, &[&KEPT_CHANGES, &CHANNEL]).await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Vacuums the queue. Every queued row is deleted moments after it was written, and the step
+/// reads the whole queue, so dead rows that autovacuum (every minute at best) has not yet
+/// removed would make every step slower as the queue's file grows: publishing processes call
+/// this every `VACUUM_EVERY` changes they publish.
+pub(super) async fn vacuum(client: &Client) -> Result<(), Failure> {
+    client.batch_execute("VACUUM change_queue").await?;
+    Ok(())
+}
+
+/// Changes a process publishes between two vacuums of the queue.
+pub(super) const VACUUM_EVERY: u64 = 5_000;
+
+/// Whether any change waits in the queue (a cheap check for the idle sweep).
+pub(super) async fn anything_queued(client: &Client) -> Result<bool, Failure> {
+    let row = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM change_queue)", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// One process's turn-taking for steps: writers that committed while a step ran share the
+/// next one.
+#[derive(Default)]
+pub(super) struct Turns {
+    /// Steps begun in this process.
+    begun: AtomicU64,
+    /// The number of the last step that finished without error; held while a step runs.
+    finished: Mutex<u64>,
+}
+
+impl Turns {
+    /// Runs `run` unless a step that began after this call finished meanwhile: call it after
+    /// a commit, and its change is published when it returns `Ok`.
+    pub(super) async fn after_commit<F, Fut>(&self, run: F) -> Result<(), Failure>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), Failure>>,
+    {
+        let seen = self.begun.load(Ordering::Acquire);
+        let mut finished = self.finished.lock().await;
+        if *finished > seen {
+            return Ok(());
+        }
+        let number = self.begun.fetch_add(1, Ordering::AcqRel) + 1;
+        run().await?;
+        *finished = number;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writers_that_commit_during_a_step_share_the_next() {
+        let turns = std::sync::Arc::new(Turns::default());
+        let runs = std::sync::Arc::new(AtomicU64::new(0));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        // A step under way...
+        let first = {
+            let (turns, runs) = (turns.clone(), runs.clone());
+            tokio::spawn(async move {
+                turns
+                    .after_commit(|| async {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        let _ = started_tx.send(());
+                        let _ = release_rx.await;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        started_rx.await.expect("the first step started");
+        // ...while three writers commit: they must not ride on it, and share one step.
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let (turns, runs) = (turns.clone(), runs.clone());
+                tokio::spawn(async move {
+                    turns
+                        .after_commit(|| async {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        release_tx.send(()).expect("the first step waits");
+        assert!(first.await.expect("joined").is_ok());
+        for w in waiting {
+            assert!(w.await.expect("joined").is_ok());
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+}
