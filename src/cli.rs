@@ -49,7 +49,8 @@ const EXIT_CODES: &str = "Exit codes:
   66  no note with that key
   69  the database cannot be opened, reached or used
   75  busy, try again (database locked, note changed meanwhile, port in use)
-  78  notes.toml, a flag or a variable holds a value that cannot be used";
+  78  notes.toml, a flag or a variable holds a value that cannot be used
+  79  serve: the database file was deleted or replaced (a supervisor starts it again)";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -23,9 +23,8 @@ pub const DATA_ERROR: u8 = 65;
 pub const NOT_FOUND: u8 = 66;
 /// EX_UNAVAILABLE: the database cannot be opened, reached or used.
 pub const UNAVAILABLE: u8 = 69;
-/// EX_TEMPFAIL: busy, try again: the database stayed locked, the note changed meanwhile, the
-/// port is taken, or (`serve`) the database file went away and the instance must be started
-/// again on what is there now.
+/// EX_TEMPFAIL: busy, try again: the database stayed locked, the note changed meanwhile, or the
+/// port is taken.
 pub const TEMPORARY: u8 = 75;
 /// EX_CONFIG: notes.toml, a flag or a variable holds a value that cannot be used.
 pub const CONFIG: u8 = 78;
@@ -34,7 +33,7 @@ pub const CONFIG: u8 = 78;
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.is::<crate::server::DatabaseFileGone>() {
-            return TEMPORARY;
+            return crate::server::EXIT_DATABASE_FILE_GONE;
         }
         if cause.is::<ConfigError>() {
             return CONFIG;
@@ -99,6 +98,12 @@ mod tests {
         // `status` documents them; a change here is a change for every script.
         assert_eq!(crate::cluster::client::EXIT_DEGRADED, NOT_READY);
         assert_eq!(crate::cluster::client::EXIT_FAILED, GIVEN_UP);
-        assert_eq!(crate::server::EXIT_DATABASE_FILE_GONE, TEMPORARY);
+        // The supervisor reads this one as "start again once the old file is free": no other
+        // failure may share it.
+        let others = [
+            OK, FAILURE, USAGE, NOT_READY, GIVEN_UP, DATA_ERROR, NOT_FOUND, UNAVAILABLE,
+            TEMPORARY, CONFIG,
+        ];
+        assert!(!others.contains(&crate::server::EXIT_DATABASE_FILE_GONE));
     }
 }

@@ -352,9 +352,10 @@ async fn drain_deadline(mut stop: watch::Receiver<bool>, timeout: Duration) {
 }
 
 /// The exit code of an instance that stopped because its database file was deleted, moved or
-/// replaced (EX_TEMPFAIL): a supervisor restarts it once no other process still holds the old
-/// file, so that the old file's write-ahead log is gone before a process opens the new one.
-pub const EXIT_DATABASE_FILE_GONE: u8 = 75;
+/// replaced: a supervisor restarts it once no other process still holds the old file, so that
+/// the old file's write-ahead log is gone before a process opens the new one. A code of its
+/// own, past sysexits' range: a supervisor must not take a busy port or database (75) for it.
+pub const EXIT_DATABASE_FILE_GONE: u8 = 79;
 
 /// Why `serve` ended with `EXIT_DATABASE_FILE_GONE`.
 #[derive(Debug, thiserror::Error)]
