@@ -606,7 +606,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         Some(path) => path.clone(),
         None => {
             eprintln!("building target/release/notesctl ...");
-            procs::build_notesctl(root, "release")?
+            procs::build_notesctl(root)?
         }
     };
     let binary = match &args.notesctl {
