@@ -16,9 +16,7 @@
 //! Environment: `BENCH_SECS` (measurement window per load, default 3), `BENCH_CONNS`
 //! (connections, default 32), `BENCH_REPEAT` (runs per figure, the best kept, default 3),
 //! `BENCH_NOTESCTL` (a notesctl binary to measure instead of
-//! building target/dist/notesctl, e.g. to compare two builds), `BENCH_ONLY=profiles` (only the
-//! note page and `GET /` of a `release` build against a `dist` build, paired runs),
-//! `BENCH_ONLY=streams` (only
+//! building target/release/notesctl, e.g. to compare two builds), `BENCH_ONLY=streams` (only
 //! the open-event-streams step, on the small database), `BENCH_ONLY=list` (only the paired
 //! later-pages step), `BENCH_ONLY=postgres` (2 instances on SQLite, then on PostgreSQL).
 
@@ -281,13 +279,8 @@ impl Bench {
     }
 
     fn start_serve(&self, db: &Path, name: &str) -> anyhow::Result<Server> {
-        self.start_serve_with(&self.exe, db, name)
-    }
-
-    /// `start_serve` with another notesctl binary.
-    fn start_serve_with(&self, exe: &Path, db: &Path, name: &str) -> anyhow::Result<Server> {
         let port = free_port();
-        let mut cmd = notesctl(exe, &self.dir);
+        let mut cmd = notesctl(&self.exe, &self.dir);
         cmd.arg("--db")
             .arg(db)
             .args(["serve", "--port", &port.to_string()]);
@@ -872,73 +865,6 @@ fn list_pages_step(bench: &Bench, small_db: &Path, large_db: &Path) -> anyhow::R
     Ok(rows)
 }
 
-/// The note page and `GET /` of one instance built with the `release` profile (what `cargo
-/// run --release` builds: quick to build) against the bench's own `dist` build (what `cargo
-/// install` builds: slowest to build, fastest to run), each on its own copy of the same
-/// database, their runs alternated (`LIST_PAIRS` pairs per page).
-fn profiles_step(
-    bench: &Bench,
-    release: &Path,
-    db: &Path,
-    keys: &Arc<Vec<String>>,
-) -> anyhow::Result<Vec<Row>> {
-    println!("the release build against the dist build, paired runs ...");
-    let (release_db, dist_db) = (bench.dir.join("release.db"), bench.dir.join("dist.db"));
-    copy_db(db, &release_db)?;
-    copy_db(db, &dist_db)?;
-    let quick = bench.start_serve_with(release, &release_db, "serve-release")?;
-    let full = bench.start_serve(&dist_db, "serve-dist")?;
-    let pages = [
-        (
-            "GET /notes/view",
-            Workload::View {
-                path: "/notes/view".into(),
-                keys: Arc::clone(keys),
-            },
-        ),
-        ("GET /", Workload::Get("/".into())),
-    ];
-    let mut rows = Vec::new();
-    for (name, workload) in pages {
-        let (mut ratios, mut quick_rps, mut full_rps, mut errors) =
-            (Vec::new(), Vec::new(), Vec::new(), 0);
-        for pair in 0..LIST_PAIRS {
-            let run = |server: &Server| bench.load(server.targets(), workload.clone());
-            let (q, f) = if pair % 2 == 0 {
-                let q = run(&quick);
-                (q, run(&full))
-            } else {
-                let f = run(&full);
-                (run(&quick), f)
-            };
-            errors += q.errors + f.errors;
-            ratios.push(q.rps() / f.rps());
-            quick_rps.push(q.rps());
-            full_rps.push(f.rps());
-        }
-        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        println!("  {name}: release/dist req/s per pair {}", each.join(", "));
-        let ratio = median(ratios);
-        rows.push(Row {
-            figure: format!(
-                "{name} · 1 instance · 1k notes · release build vs dist build (median of {LIST_PAIRS} paired runs)"
-            ),
-            value: format!(
-                "{:.0} vs {:.0} req/s · {errors} err",
-                median(quick_rps),
-                median(full_rps)
-            ),
-            ceiling: "–".into(),
-            ratio: percent(ratio),
-            target: "≥ 95%".into(),
-            pass: Some(ratio >= 0.95 && errors == 0),
-        });
-    }
-    quick.stop();
-    full.stop();
-    Ok(rows)
-}
-
 /// What the PostgreSQL harness borrowed from the tests asks of the module it sits in (the
 /// tests' `common` has the same): waits for `child` to exit until `deadline`.
 fn wait_until(
@@ -1360,9 +1286,8 @@ fn run() -> anyhow::Result<()> {
             PathBuf::from(path)
         }
         None => {
-            // The figures are the installed binary's (`cargo install` builds `dist`).
-            println!("building target/dist/notesctl ...");
-            procs::build_notesctl(root, "dist")?
+            println!("building target/release/notesctl ...");
+            procs::build_notesctl(root)?
         }
     };
     let tmp = tempfile::Builder::new()
@@ -1449,14 +1374,6 @@ fn run() -> anyhow::Result<()> {
         )?;
         println!();
         print_table(&postgres_rows(&pg, &bench.runs));
-        return Ok(());
-    }
-    if only == "profiles" {
-        println!("building target/release/notesctl ...");
-        let release = procs::build_notesctl(root, "release")?;
-        let rows = profiles_step(&bench, &release, &bases[&SMALL], &keys_small)?;
-        println!();
-        print_table(&rows);
         return Ok(());
     }
     if only == "list" {

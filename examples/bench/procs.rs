@@ -275,21 +275,21 @@ pub fn machine() -> String {
 }
 
 /// Builds the release binary (a no-op when it is up to date) and returns its path.
-pub fn build_notesctl(root: &Path, profile: &str) -> anyhow::Result<PathBuf> {
+pub fn build_notesctl(root: &Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
-        .args(["build", "--profile", profile, "--bin", "notesctl"])
+        .args(["build", "--release", "--bin", "notesctl"])
         .current_dir(root)
         .status()
         .map_err(|e| anyhow::anyhow!("running {cargo}: {e}"))?;
     anyhow::ensure!(
         status.success(),
-        "cargo build --profile {profile} --bin notesctl failed"
+        "cargo build --release --bin notesctl failed"
     );
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let exe = target.join(profile).join("notesctl");
+    let exe = target.join("release").join("notesctl");
     anyhow::ensure!(
         exe.is_file(),
         "{} is missing after the build",
