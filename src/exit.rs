@@ -101,8 +101,16 @@ mod tests {
         // The supervisor reads this one as "start again once the old file is free": no other
         // failure may share it.
         let others = [
-            OK, FAILURE, USAGE, NOT_READY, GIVEN_UP, DATA_ERROR, NOT_FOUND, UNAVAILABLE,
-            TEMPORARY, CONFIG,
+            OK,
+            FAILURE,
+            USAGE,
+            NOT_READY,
+            GIVEN_UP,
+            DATA_ERROR,
+            NOT_FOUND,
+            UNAVAILABLE,
+            TEMPORARY,
+            CONFIG,
         ];
         assert!(!others.contains(&crate::server::EXIT_DATABASE_FILE_GONE));
     }
