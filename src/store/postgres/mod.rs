@@ -312,7 +312,7 @@ impl PgStore {
             self.vacuum_now_and_then(published.max(0) as u64);
             Ok(())
         };
-        if let Err(f) = self.turns.after_commit(run).await {
+        if let Err(f) = self.turns.after_commit(self.deadline, run).await {
             tracing::warn!(
                 "a write is committed but its change is not yet in the live log: {}",
                 self.fail(f)

@@ -12,9 +12,10 @@
 //! log and notifies listeners. Only committed changes can be seen, and the next step starts
 //! after this one committed, so ids only ever grow in the order readers can see them.
 //!
-//! Invariant: a write is answered after a step that started after its commit has finished, so
-//! the writer (and the list's "as of change" cache) sees its change in the log. A step that
-//! fails leaves the changes queued for the next one: every instance runs one every few
+//! Invariant: a write is answered after a step that started after its commit has ended, so
+//! the writer (and the list's "as of change" cache) sees its change in the log; no writer
+//! waits for its turn longer than one operation's deadline. A step that fails leaves the
+//! changes queued for the next one: every instance runs one every few
 //! seconds when it hears nothing (`Heard` in `store/handle.rs`), so a change whose writer
 //! died between its commit and its step is published all the same.
 //!
@@ -76,33 +77,44 @@ pub(super) async fn anything_queued(client: &Client) -> Result<bool, Failure> {
 pub(super) struct Turns {
     /// Steps begun in this process.
     begun: AtomicU64,
-    /// The number of the last step that finished without error; held while a step runs.
-    finished: Mutex<u64>,
+    /// The number of the last step that ended, well or not; held while a step runs.
+    ended: Mutex<u64>,
 }
 
 impl Turns {
-    /// Runs `run` unless a step that began after this call finished meanwhile: call it after
-    /// a commit, and its change is published when it returns `Ok`.
-    pub(super) async fn after_commit<F, Fut>(&self, run: F) -> Result<(), Failure>
+    /// Call after a commit: runs `run` unless a step that began after this call has ended
+    /// meanwhile. When that step failed (the server went away), its error was told by the
+    /// writer that ran it, and the change waits in the queue for the sweep: the writers behind
+    /// it do not each try again, which in an outage would make the last of them wait once per
+    /// writer. Waiting for the turn takes at most `patience`.
+    pub(super) async fn after_commit<F, Fut>(
+        &self,
+        patience: std::time::Duration,
+        run: F,
+    ) -> Result<(), Failure>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(), Failure>>,
     {
         let seen = self.begun.load(Ordering::Acquire);
-        let mut finished = self.finished.lock().await;
-        if *finished > seen {
+        let mut ended = tokio::time::timeout(patience, self.ended.lock())
+            .await
+            .map_err(|_| Failure::Timeout(patience))?;
+        if *ended > seen {
             return Ok(());
         }
         let number = self.begun.fetch_add(1, Ordering::AcqRel) + 1;
-        run().await?;
-        *finished = number;
-        Ok(())
+        let result = run().await;
+        *ended = number;
+        result
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
     #[tokio::test]
     async fn writers_that_commit_during_a_step_share_the_next() {
@@ -115,7 +127,7 @@ mod tests {
             let (turns, runs) = (turns.clone(), runs.clone());
             tokio::spawn(async move {
                 turns
-                    .after_commit(|| async {
+                    .after_commit(PATIENCE, || async {
                         runs.fetch_add(1, Ordering::SeqCst);
                         let _ = started_tx.send(());
                         let _ = release_rx.await;
@@ -131,7 +143,7 @@ mod tests {
                 let (turns, runs) = (turns.clone(), runs.clone());
                 tokio::spawn(async move {
                     turns
-                        .after_commit(|| async {
+                        .after_commit(PATIENCE, || async {
                             runs.fetch_add(1, Ordering::SeqCst);
                             Ok(())
                         })
@@ -148,5 +160,66 @@ mod tests {
             assert!(w.await.expect("joined").is_ok());
         }
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+}
+
+#[cfg(test)]
+mod failures {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Runs a writer whose step takes `takes` and then answers `fails` or not; counts steps.
+    fn writer(
+        turns: &Arc<Turns>,
+        runs: &Arc<AtomicU64>,
+        takes: Duration,
+        fails: bool,
+    ) -> tokio::task::JoinHandle<Result<(), Failure>> {
+        let (turns, runs) = (Arc::clone(turns), Arc::clone(runs));
+        tokio::spawn(async move {
+            turns
+                .after_commit(Duration::from_millis(500), || async {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(takes).await;
+                    if fails {
+                        Err(Failure::Timeout(takes))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await
+        })
+    }
+
+    /// A step that fails settles the writers that waited behind it: they do not each run one
+    /// (in an outage each would wait out its own deadline in turn), and a writer that cannot
+    /// get its turn in time gives up.
+    #[tokio::test]
+    async fn writers_behind_a_failed_step_do_not_retry_it_and_waiting_is_bounded() {
+        let turns = Arc::new(Turns::default());
+        let runs = Arc::new(AtomicU64::new(0));
+        let first = writer(&turns, &runs, Duration::from_millis(100), false);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Two writers commit while the first step runs: the next step, which fails, is theirs.
+        let failing = writer(&turns, &runs, Duration::from_millis(100), true);
+        let sharing = writer(&turns, &runs, Duration::from_millis(100), false);
+        assert!(first.await.expect("joined").is_ok());
+        assert!(failing.await.expect("joined").is_err());
+        assert!(sharing.await.expect("joined").is_ok());
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "the failed step was run again"
+        );
+        // A step of 2 s under way: a writer that cannot get its turn in 0.5 s gives up.
+        let long = writer(&turns, &runs, Duration::from_secs(2), false);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let impatient = writer(&turns, &runs, Duration::ZERO, false);
+        assert!(matches!(
+            impatient.await.expect("joined"),
+            Err(Failure::Timeout(_))
+        ));
+        assert!(long.await.expect("joined").is_ok());
     }
 }
