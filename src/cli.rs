@@ -45,8 +45,8 @@ const EXIT_CODES: &str = "Exit codes:
   2   usage: a mistake on the command line or in an environment variable
   3   status: an instance is not ready
   4   status: an instance was given up
-  65  bad input refused (an invalid note, a taken key, import lines skipped)
-  66  no note with that key
+  65  bad input refused (an invalid note, a taken key, import lines skipped, a bad user)
+  66  no note with that key, or no user with that name
   69  the database cannot be opened, reached or used
   75  busy, try again (database locked, note changed meanwhile, port in use)
   78  notes.toml, a flag or a variable holds a value that cannot be used
@@ -111,6 +111,11 @@ pub enum Command {
     Notes {
         #[command(subcommand)]
         command: NotesCommand,
+    },
+    /// Manage the users who may log in (passwords are stored as Argon2id hashes only)
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
     },
     /// Print a shell completion script (e.g. `notesctl completions bash >
     /// ~/.local/share/bash-completion/completions/notesctl`)
@@ -186,6 +191,48 @@ pub struct ClusterArgs {
 
     #[command(flatten)]
     pub hosts: HostArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user; the password is asked for twice on the terminal (creates the database if
+    /// there is none)
+    Add {
+        /// The user's name: letters, digits, '.', '_' and '-' (at most 64)
+        name: String,
+        /// Read the password from the first line of standard input instead of the terminal
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print the new user as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the users (never their passwords or hashes)
+    List {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a user's password; asked for twice on the terminal
+    Passwd {
+        /// The user whose password to set
+        name: String,
+        /// Read the password from the first line of standard input instead of the terminal
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user
+    Rm {
+        /// The user to remove
+        name: String,
+    },
+}
+
+impl UsersCommand {
+    /// Only adding a user may create the database (see `NotesCommand::creates_database`).
+    pub fn creates_database(&self) -> bool {
+        matches!(self, Self::Add { .. })
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -47,7 +47,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if let Some(OpenFailed(e)) = cause.downcast_ref::<OpenFailed>() {
             return store_code(e);
         }
-        if cause.is::<ValidationError>() {
+        if cause.is::<ValidationError>() || cause.is::<crate::users_cmd::PasswordRefused>() {
             return DATA_ERROR;
         }
     }
@@ -56,8 +56,8 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
 
 fn store_code(e: &StoreError) -> u8 {
     match e {
-        StoreError::Invalid(_) | StoreError::KeyExists(_) => DATA_ERROR,
-        StoreError::NotFound(_) => NOT_FOUND,
+        StoreError::Invalid(_) | StoreError::KeyExists(_) | StoreError::UserExists(_) => DATA_ERROR,
+        StoreError::NotFound(_) | StoreError::NoSuchUser(_) => NOT_FOUND,
         StoreError::Conflict { .. } | StoreError::Busy(_) | StoreError::FileGone(_) => TEMPORARY,
         StoreError::Open { .. }
         | StoreError::SchemaTooNew { .. }

@@ -11,11 +11,13 @@ pub mod exit;
 pub mod logging;
 pub mod net;
 pub mod notes_cmd;
+pub mod passwords;
 pub mod server;
 pub mod store;
 pub mod timefmt;
 pub mod transfer;
 pub mod units;
+pub mod users_cmd;
 pub mod web;
 
 use std::process::ExitCode;
@@ -61,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             from_env: cli.from_env.clone(),
         },
         Command::Notes { .. }
+        | Command::Users { .. }
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Status { .. }
@@ -122,24 +125,42 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Notes { command } => {
-            logging::init("warn");
-            // One thread: a command does one thing at a time.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            let missing = if command.creates_database() {
-                config::IfMissing::Create
-            } else {
-                config::IfMissing::Refuse
-            };
-            runtime.block_on(async {
-                let store = config.open_store(missing).await?;
+            let creates = command.creates_database();
+            with_store(&config, creates, async |store| {
                 notes_cmd::run(&store, command).await
+            })
+        }
+        Command::Users { command } => {
+            let creates = command.creates_database();
+            with_store(&config, creates, async |store| {
+                users_cmd::run(&store, command).await
             })
         }
         Command::Completions { .. } | Command::Man { .. } => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Opens the store (creating the database only when `creates`) and runs a command on it, on
+/// one thread: a command does one thing at a time.
+fn with_store(
+    config: &Config,
+    creates: bool,
+    command: impl AsyncFnOnce(store::Store) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    logging::init("warn");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let missing = if creates {
+        config::IfMissing::Create
+    } else {
+        config::IfMissing::Refuse
+    };
+    runtime.block_on(async {
+        let store = config.open_store(missing).await?;
+        command(store).await
+    })
 }
 
 /// Prints what a cluster operation did, as lines or JSON; exit code 1 when it did not

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use notesctl::store::{
     ChangeKind, ListPosition, ListQuery, Location, NewNote, NoteContent, NoteUpdate, NoteWrite,
-    Settings, Store, StoreError,
+    Settings, Store, StoreError, UserName,
 };
 
 /// No case may hang: each runs within this.
@@ -73,6 +73,7 @@ for_each_backend!(
     the_changes_log_is_in_commit_order,
     for_each_note_visits_every_note_oldest_first,
     the_change_watcher_hears_a_write,
+    users_are_kept_by_name_with_their_hash_only,
 );
 
 fn new(key: &str, title: &str) -> NewNote {
@@ -357,4 +358,55 @@ async fn the_change_watcher_hears_a_write(store: Store) {
         !watcher.changed().await.expect("poll"),
         "heard a write that was not made"
     );
+}
+
+async fn users_are_kept_by_name_with_their_hash_only(store: Store) {
+    let name = |n: &str| UserName::parse(n).expect("a valid name");
+    assert!(store.users().await.expect("users").is_empty());
+    store
+        .add_user(&name("bob"), "hash-b")
+        .await
+        .expect("add bob");
+    store
+        .add_user(&name("alice"), "hash-a")
+        .await
+        .expect("add alice");
+    assert!(matches!(
+        store.add_user(&name("bob"), "other").await,
+        Err(StoreError::UserExists(n)) if n == "bob"
+    ));
+    let listed: Vec<String> = store
+        .users()
+        .await
+        .expect("users")
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(listed, ["alice", "bob"]);
+    assert_eq!(
+        store.password_hash(&name("bob")).await.expect("hash"),
+        Some("hash-b".into())
+    );
+    assert_eq!(
+        store.password_hash(&name("carol")).await.expect("hash"),
+        None
+    );
+    store
+        .set_password(&name("bob"), "hash-b2")
+        .await
+        .expect("set");
+    assert_eq!(
+        store.password_hash(&name("bob")).await.expect("hash"),
+        Some("hash-b2".into())
+    );
+    assert!(matches!(
+        store.set_password(&name("carol"), "x").await,
+        Err(StoreError::NoSuchUser(_))
+    ));
+    store.remove_user(&name("bob")).await.expect("remove");
+    assert!(matches!(
+        store.remove_user(&name("bob")).await,
+        Err(StoreError::NoSuchUser(_))
+    ));
+    assert_eq!(store.users().await.expect("users").len(), 1);
 }

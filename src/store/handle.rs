@@ -23,7 +23,8 @@ use std::time::Duration;
 use super::postgres::{PgSettings, PgStore};
 use super::sqlite::{DataVersionWatcher, SqliteStore};
 use super::{
-    Change, ListQuery, Location, NewNote, Note, NotePage, NoteWrite, Settings, StoreError,
+    Change, ListQuery, Location, NewNote, Note, NotePage, NoteWrite, Settings, StoreError, User,
+    UserName,
 };
 
 /// An open store. Cheap to clone: clones share the backend's connections.
@@ -138,6 +139,64 @@ impl Store {
         match &self.0 {
             Backend::Sqlite(s) => s.oldest_change_id(),
             Backend::Postgres(s) => s.oldest_change_id().await,
+        }
+    }
+
+    /// Adds a user with the hash of a password (`UserExists` if the name is taken).
+    pub async fn add_user(&self, name: &UserName, password_hash: &str) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, name, hash) = (Arc::clone(s), name.clone(), password_hash.to_owned());
+                off_thread(move || s.add_user(&name, &hash)).await
+            }
+            Backend::Postgres(s) => s.add_user(name, password_hash).await,
+        }
+    }
+
+    /// Replaces a user's password hash (`NoSuchUser` if there is none by that name).
+    pub async fn set_password(
+        &self,
+        name: &UserName,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, name, hash) = (Arc::clone(s), name.clone(), password_hash.to_owned());
+                off_thread(move || s.set_password(&name, &hash)).await
+            }
+            Backend::Postgres(s) => s.set_password(name, password_hash).await,
+        }
+    }
+
+    pub async fn remove_user(&self, name: &UserName) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, name) = (Arc::clone(s), name.clone());
+                off_thread(move || s.remove_user(&name)).await
+            }
+            Backend::Postgres(s) => s.remove_user(name).await,
+        }
+    }
+
+    /// Every user, by name; no hashes.
+    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let s = Arc::clone(s);
+                off_thread(move || s.users()).await
+            }
+            Backend::Postgres(s) => s.users().await,
+        }
+    }
+
+    /// The stored hash of a user's password, for checking a login (`None`: no such user).
+    pub async fn password_hash(&self, name: &UserName) -> Result<Option<String>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, name) = (Arc::clone(s), name.clone());
+                off_thread(move || s.password_hash(&name)).await
+            }
+            Backend::Postgres(s) => s.password_hash(name).await,
         }
     }
 

@@ -60,6 +60,15 @@ const STEPS: &[&str] = &[
         WHERE EXISTS (SELECT 1 FROM changes AS d
                       WHERE d.key = changes.key AND d.kind = 'deleted' AND d.id >= changes.id);
     "#,
+    // 4: users, each with the hash of a password (never the password).
+    r#"
+    CREATE TABLE users (
+        name                TEXT PRIMARY KEY,
+        password_hash       TEXT NOT NULL,
+        created_at          INTEGER NOT NULL,
+        password_changed_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

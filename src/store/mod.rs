@@ -7,6 +7,7 @@
 //! database in general. Two backends: `sqlite`, a file in WAL mode shared by every process of
 //! one host, and `postgres`, a server that processes on many hosts share.
 
+mod accounts;
 mod file_identity;
 mod handle;
 mod location;
@@ -17,6 +18,7 @@ mod settings;
 mod sqlite;
 mod writer;
 
+pub use accounts::{MAX_USER_NAME_CHARS, User, UserName};
 pub use handle::{ChangeWatcher, Store};
 pub use location::{Location, PostgresUrl};
 pub use migrations::SCHEMA_VERSION;
@@ -87,6 +89,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("a note with key {0:?} already exists")]
     KeyExists(String),
+    #[error("a user named {0:?} already exists")]
+    UserExists(String),
+    #[error("no user named {0:?}")]
+    NoSuchUser(String),
     /// The note changed since the version the user edited; `current` is what is stored now.
     #[error(
         "note {:?} was changed by someone else (you edited version {expected}, it is now at version {})",
@@ -143,7 +149,12 @@ impl StoreError {
     pub fn is_users(&self) -> bool {
         matches!(
             self,
-            Self::Invalid(_) | Self::NotFound(_) | Self::KeyExists(_) | Self::Conflict { .. }
+            Self::Invalid(_)
+                | Self::NotFound(_)
+                | Self::KeyExists(_)
+                | Self::Conflict { .. }
+                | Self::UserExists(_)
+                | Self::NoSuchUser(_)
         )
     }
 }

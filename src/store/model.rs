@@ -86,6 +86,9 @@ pub enum ValidationError {
     KeyControl,
     #[error("the key must not start or end with spaces")]
     KeySpaces,
+    /// A user name that cannot be one (the message says why).
+    #[error("{0}")]
+    UserName(String),
 }
 
 /// A validated key.

@@ -7,6 +7,8 @@
 //! a writer takes the lock before reading what it will change and never fails part-way with
 //! "database is locked"; a busy timeout covers the wait for other processes' writers.
 
+mod accounts;
+
 use std::cell::Cell;
 use std::future::Future;
 use std::path::{Path, PathBuf};

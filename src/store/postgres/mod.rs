@@ -19,8 +19,12 @@ use deadpool_postgres::{
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{Change, ListQuery, NewNote, Note, NotePage, NoteUpdate, PostgresSettings, StoreError};
+use super::{
+    Change, ListQuery, NewNote, Note, NotePage, NoteUpdate, PostgresSettings, StoreError, User,
+    UserName,
+};
 
+mod accounts;
 mod error;
 mod listen;
 // `note_columns!`, for the writes too.
@@ -289,6 +293,35 @@ impl PgStore {
     /// The id of the oldest change still kept (0 when there is none).
     pub async fn oldest_change_id(&self) -> Result<i64, StoreError> {
         self.run(async { notes::oldest_change_id(&*self.conn().await?).await })
+            .await
+    }
+
+    pub async fn add_user(&self, name: &UserName, password_hash: &str) -> Result<(), StoreError> {
+        self.run(async { accounts::add_user(&*self.conn().await?, name, password_hash).await })
+            .await
+    }
+
+    pub async fn set_password(
+        &self,
+        name: &UserName,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        self.run(async { accounts::set_password(&*self.conn().await?, name, password_hash).await })
+            .await
+    }
+
+    pub async fn remove_user(&self, name: &UserName) -> Result<(), StoreError> {
+        self.run(async { accounts::remove_user(&*self.conn().await?, name).await })
+            .await
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.run(async { accounts::users(&*self.conn().await?).await })
+            .await
+    }
+
+    pub async fn password_hash(&self, name: &UserName) -> Result<Option<String>, StoreError> {
+        self.run(async { accounts::password_hash(&*self.conn().await?, name).await })
             .await
     }
 

@@ -124,6 +124,15 @@ const STEPS: &[&str] = &[
     END
     $step$;
     "#,
+    // 3: users, each with the hash of a password (never the password).
+    r#"
+    CREATE TABLE users (
+        name                text   PRIMARY KEY,
+        password_hash       text   NOT NULL,
+        created_at          bigint NOT NULL,
+        password_changed_at bigint NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
