@@ -344,11 +344,18 @@ impl Heard {
         let flag = Arc::new(AtomicBool::new(false));
         let set = Arc::clone(&flag);
         let relay = tokio::spawn(async move {
+            // The sweep runs beside the relay, one at a time: a sweep that waits out its
+            // deadline on a stuck server must not hold up the wake-ups meanwhile.
+            let mut sweep: Option<tokio::task::JoinHandle<()>> = None;
             loop {
                 // Changed, Lost and MaybeMissed all mean "read the log again".
                 match tokio::time::timeout(SWEEP, listener.next_wakeup()).await {
                     Ok(_wakeup) => set.store(true, Ordering::Release),
-                    Err(_quiet) => store.publish_leftovers().await,
+                    Err(_quiet) if sweep.as_ref().is_none_or(|s| s.is_finished()) => {
+                        let store = Arc::clone(&store);
+                        sweep = Some(tokio::spawn(async move { store.publish_leftovers().await }));
+                    }
+                    Err(_quiet) => {}
                 }
             }
         });
