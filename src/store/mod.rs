@@ -23,8 +23,8 @@ pub use handle::{ChangeWatcher, Store};
 pub use location::{Location, PostgresUrl};
 pub use migrations::SCHEMA_VERSION;
 pub use model::{
-    Change, ChangeKind, MAX_BODY_BYTES, MAX_KEY_CHARS, MAX_TITLE_CHARS, NewNote, Note, NoteContent,
-    NoteKey, NoteStamp, ValidationError, slug_from_title,
+    Change, ChangeKind, FreeSlugSearch, MAX_BODY_BYTES, MAX_KEY_CHARS, MAX_TITLE_CHARS, NewNote,
+    Note, NoteContent, NoteKey, NoteStamp, ValidationError, slug_from_title,
 };
 pub use settings::{DatabaseTable, PostgresSettings, Settings, SqliteSettings, Synchronous};
 

@@ -25,8 +25,8 @@ use super::migrations::migrate;
 use super::settings::{SqliteSettings, Synchronous};
 use super::writer::{Outcome, WriteOp, Writer, gone};
 use super::{
-    Change, ChangeKind, ListPosition, ListQuery, NewNote, Note, NotePage, NoteUpdate, NoteWrite,
-    StoreError, slug_from_title,
+    Change, ChangeKind, FreeSlugSearch, ListPosition, ListQuery, NewNote, Note, NotePage,
+    NoteUpdate, NoteWrite, StoreError, slug_from_title,
 };
 
 pub struct SqliteStore {
@@ -228,13 +228,17 @@ impl SqliteStore {
     /// The first free key among `slug`, `slug-2`, `slug-3`, ...
     fn free_key(tx: &Connection, slug: &str) -> Result<String, StoreError> {
         let mut exists = tx.prepare_cached("SELECT 1 FROM notes WHERE key = ?1")?;
-        let mut candidate = slug.to_owned();
-        let mut n = 1u64;
-        while exists.exists([&candidate])? {
-            n += 1;
-            candidate = format!("{slug}-{n}");
+        if !exists.exists([slug])? {
+            return Ok(slug.to_owned());
         }
-        Ok(candidate)
+        let mut search = FreeSlugSearch::new(slug);
+        loop {
+            if let Some(key) = search.found() {
+                return Ok(key);
+            }
+            let taken = exists.exists([search.candidate()])?;
+            search.taken(taken);
+        }
     }
 }
 

@@ -8,7 +8,9 @@ use deadpool_postgres::{Client, GenericClient, Transaction};
 
 use super::Failure;
 use super::notes::note_from_row;
-use crate::store::{ChangeKind, NewNote, Note, NoteStamp, NoteUpdate, StoreError, slug_from_title};
+use crate::store::{
+    ChangeKind, FreeSlugSearch, NewNote, Note, NoteStamp, NoteUpdate, StoreError, slug_from_title,
+};
 use crate::timefmt::now_millis;
 
 pub(super) enum WriteOp<'a> {
@@ -247,18 +249,21 @@ async fn insert(
                 let taken = client
                     .prepare_cached("SELECT 1 FROM notes WHERE key = $1")
                     .await?;
-                let mut n = 2u64;
+                // Probed first, so a taken key costs no identity value; the insert still
+                // guards against a writer that took the found key in between (then the
+                // search goes on from there).
+                let mut search = FreeSlugSearch::new(&slug);
                 loop {
-                    let candidate = format!("{slug}-{n}");
-                    n += 1;
-                    // Probed first, so a taken key costs no identity value; the insert still
-                    // guards against a writer that took it in between.
-                    if client.query_opt(&taken, &[&candidate]).await?.is_some() {
+                    if let Some(found) = search.found() {
+                        if try_key(&found).await? {
+                            break found;
+                        }
+                        search.lost_found();
                         continue;
                     }
-                    if try_key(&candidate).await? {
-                        break candidate;
-                    }
+                    let candidate = search.candidate();
+                    let is_taken = client.query_opt(&taken, &[&candidate]).await?.is_some();
+                    search.taken(is_taken);
                 }
             }
         }
