@@ -25,14 +25,8 @@ pub async fn run(store: &Store, command: UsersCommand) -> anyhow::Result<ExitCod
         } => {
             let name = UserName::parse(&name)?;
             let hash = new_password_hash(&name, password_stdin)?;
-            store.add_user(&name, &hash).await?;
+            let user = store.add_user(&name, &hash).await?;
             if json {
-                let user = store
-                    .users()
-                    .await?
-                    .into_iter()
-                    .find(|u| u.name == name.as_str())
-                    .context("the new user is not listed")?;
                 serde_json::to_writer_pretty(&mut out, &user)?;
                 writeln!(out)?;
             } else {

@@ -63,6 +63,17 @@ pub struct User {
     pub password_changed_at: i64,
 }
 
+impl User {
+    /// A user added at `at` (its password set then too).
+    pub(crate) fn new(name: &UserName, at: i64) -> Self {
+        Self {
+            name: name.to_string(),
+            created_at: at,
+            password_changed_at: at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

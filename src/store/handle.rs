@@ -142,8 +142,9 @@ impl Store {
         }
     }
 
-    /// Adds a user with the hash of a password (`UserExists` if the name is taken).
-    pub async fn add_user(&self, name: &UserName, password_hash: &str) -> Result<(), StoreError> {
+    /// Adds a user with the hash of a password (`UserExists` if the name is taken); answers
+    /// the user as listed.
+    pub async fn add_user(&self, name: &UserName, password_hash: &str) -> Result<User, StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => {
                 let (s, name, hash) = (Arc::clone(s), name.clone(), password_hash.to_owned());

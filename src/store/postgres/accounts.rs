@@ -10,7 +10,8 @@ pub(super) async fn add_user(
     conn: &ClientWrapper,
     name: &UserName,
     password_hash: &str,
-) -> Result<(), Failure> {
+) -> Result<User, Failure> {
+    let now = now_millis();
     let stmt = conn
         .prepare_cached(
             "INSERT INTO users (name, password_hash, created_at, password_changed_at)
@@ -18,12 +19,12 @@ pub(super) async fn add_user(
         )
         .await?;
     let added = conn
-        .execute(&stmt, &[&name.as_str(), &password_hash, &now_millis()])
+        .execute(&stmt, &[&name.as_str(), &password_hash, &now])
         .await?;
     if added == 0 {
         return Err(StoreError::UserExists(name.to_string()).into());
     }
-    Ok(())
+    Ok(User::new(name, now))
 }
 
 pub(super) async fn set_password(

@@ -296,7 +296,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn add_user(&self, name: &UserName, password_hash: &str) -> Result<(), StoreError> {
+    pub async fn add_user(&self, name: &UserName, password_hash: &str) -> Result<User, StoreError> {
         self.run(async { accounts::add_user(&*self.conn().await?, name, password_hash).await })
             .await
     }

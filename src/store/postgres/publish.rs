@@ -64,10 +64,11 @@ pub(super) async fn vacuum(client: &Client) -> Result<(), Failure> {
 pub(super) const VACUUM_EVERY: u64 = 5_000;
 
 /// Whether any change waits in the queue (a cheap check for the idle sweep).
-pub(super) async fn anything_queued(client: &Client) -> Result<bool, Failure> {
-    let row = client
-        .query_one("SELECT EXISTS (SELECT 1 FROM change_queue)", &[])
+pub(super) async fn anything_queued(client: &ClientWrapper) -> Result<bool, Failure> {
+    let stmt = client
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM change_queue)")
         .await?;
+    let row = client.query_one(&stmt, &[]).await?;
     Ok(row.get(0))
 }
 

@@ -9,9 +9,9 @@ use crate::store::{StoreError, User, UserName};
 use crate::timefmt::now_millis;
 
 impl SqliteStore {
-    pub fn add_user(&self, name: &UserName, password_hash: &str) -> Result<(), StoreError> {
+    pub fn add_user(&self, name: &UserName, password_hash: &str) -> Result<User, StoreError> {
+        let now = now_millis();
         self.change_users(|tx| {
-            let now = now_millis();
             let added = tx.execute(
                 "INSERT INTO users (name, password_hash, created_at, password_changed_at)
                  VALUES (?1, ?2, ?3, ?3) ON CONFLICT (name) DO NOTHING",
@@ -21,7 +21,8 @@ impl SqliteStore {
                 return Err(StoreError::UserExists(name.to_string()));
             }
             Ok(())
-        })
+        })?;
+        Ok(User::new(name, now))
     }
 
     pub fn set_password(&self, name: &UserName, password_hash: &str) -> Result<(), StoreError> {
