@@ -160,8 +160,8 @@
           // Two quick edits: an answer that arrives late must not undo a newer one.
           if (!note || note.version <= parseInt(article.getAttribute('data-version'), 10)) return;
           article.setAttribute('data-version', String(note.version));
-          document.getElementById('note-title').textContent = note.title;
-          document.getElementById('note-body').textContent = note.body;
+          document.getElementById('notetitle').textContent = note.title;
+          document.getElementById('notebody').textContent = note.body;
           document.title = note.title;
           var version = document.getElementById('note-version');
           if (version) version.textContent = String(note.version);

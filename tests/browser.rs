@@ -125,9 +125,9 @@ fn scenario(browser: &Browser, db: &Path, a: u16, b: u16, w: &Windows) {
         if !url.starts_with(&on_a("/notes/view?key=")) {
             return Err(format!("URL {url}"));
         }
-        let title = browser.text_of("#note-title").map_err(|e| e.to_string())?;
+        let title = browser.text_of("#notetitle").map_err(|e| e.to_string())?;
         if title.as_deref() != Some(TITLE) {
-            return Err(format!("#note-title {title:?}"));
+            return Err(format!("#notetitle {title:?}"));
         }
         let article = browser
             .first("article.note[data-key]")
@@ -141,8 +141,8 @@ fn scenario(browser: &Browser, db: &Path, a: u16, b: u16, w: &Windows) {
     let created = Instant::now();
     assert_eq!(
         browser
-            .text_of("#note-body")
-            .expect("#note-body")
+            .text_of("#notebody")
+            .expect("#notebody")
             .as_deref(),
         Some(BODY),
         "A's view page"
@@ -193,8 +193,8 @@ fn scenario(browser: &Browser, db: &Path, a: u16, b: u16, w: &Windows) {
     browser.goto(&on_a(&format!("/notes/view?key={}", enc(&key))));
     assert_eq!(
         browser
-            .text_of("#note-title")
-            .expect("#note-title")
+            .text_of("#notetitle")
+            .expect("#notetitle")
             .as_deref(),
         Some(TITLE),
         "A's view page"
@@ -209,11 +209,11 @@ fn scenario(browser: &Browser, db: &Path, a: u16, b: u16, w: &Windows) {
     browser.click("form.note-form button[type=submit]");
     poll("B's view page shows the edited note", PAGE_DEADLINE, || {
         let url = browser.url();
-        let title = browser.text_of("#note-title").map_err(|e| e.to_string())?;
+        let title = browser.text_of("#notetitle").map_err(|e| e.to_string())?;
         if url.starts_with(&on_b("/notes/view?key=")) && title.as_deref() == Some(NEW_TITLE) {
             Ok(())
         } else {
-            Err(format!("URL {url}, #note-title {title:?}"))
+            Err(format!("URL {url}, #notetitle {title:?}"))
         }
     });
     let edited = Instant::now();
@@ -225,7 +225,7 @@ fn scenario(browser: &Browser, db: &Path, a: u16, b: u16, w: &Windows) {
         "A's open note page shows the edit made on B",
         LIVE_DEADLINE,
         || {
-            let seen = ["#note-title", "#note-body", "#note-version", "#live-notice"]
+            let seen = ["#notetitle", "#notebody", "#note-version", "#live-notice"]
                 .map(|css| browser.text_of(css).map_err(|e| e.to_string()));
             let [title, body, shown_version, notice] = seen;
             let (title, body, shown_version, notice) = (title?, body?, shown_version?, notice?);
@@ -242,7 +242,7 @@ fn scenario(browser: &Browser, db: &Path, a: u16, b: u16, w: &Windows) {
                 Ok(())
             } else {
                 Err(format!(
-                    "#note-title {title:?}, #note-body {body:?}, #note-version {shown_version:?} \
+                    "#notetitle {title:?}, #notebody {body:?}, #note-version {shown_version:?} \
                  (stored: {version}), #live-notice {notice:?} (displayed: {visible})"
                 ))
             }

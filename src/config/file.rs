@@ -64,6 +64,7 @@ pub struct FileConfig {
     pub database: Option<Spanned<DatabaseSetting>>,
     pub serve: Option<ServeFile>,
     pub cluster: Option<ClusterFile>,
+    pub auth: Option<AuthFile>,
 }
 
 /// `database = "notes.db"` (or a `postgres://` URL), or a `[database]` table with the
@@ -122,6 +123,35 @@ pub struct ServeFile {
     pub max_connections: Option<u32>,
     #[serde(default, deserialize_with = "event_streams")]
     pub max_event_streams: Option<usize>,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are
+    /// believed; checked entry by entry, as `allowed_hosts`.
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+}
+
+/// `[auth]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub read: Option<ReadAccess>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, deserialize_with = "units::positive_duration")]
+    pub session_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "units::at_least_one")]
+    pub max_failed_logins: Option<u32>,
+    #[serde(default, deserialize_with = "units::positive_duration")]
+    pub failed_login_window: Option<Duration>,
+}
+
+/// `auth.read`: who may read notes once users exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadAccess {
+    /// Anyone who can reach the app (the book's app): only changes need a login.
+    #[default]
+    Anyone,
+    /// Only logged-in users (and API tokens).
+    Users,
 }
 
 /// `[cluster]`

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::store::{DatabaseTable, Location, Settings, Store, StoreError};
 pub use crate::units::{parse_duration, parse_size};
+pub use file::ReadAccess;
 use file::{DatabaseSetting, FileConfig, Source};
 pub use find::find_config;
 
@@ -90,6 +91,34 @@ pub struct Config {
     pub store: Settings,
     pub serve: ServeConfig,
     pub cluster: ClusterConfig,
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: who may do what once users exist (while none does, anyone may do anything, as in
+/// the book's app).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub read: ReadAccess,
+    /// Refuse to start while no user exists.
+    pub required: bool,
+    /// How long a login lasts.
+    pub session_ttl: Duration,
+    /// Failed logins allowed per account and per client address within `failed_login_window`
+    /// before further attempts get 429.
+    pub max_failed_logins: u32,
+    pub failed_login_window: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            read: ReadAccess::Anyone,
+            required: false,
+            session_ttl: Duration::from_secs(14 * 24 * 3600),
+            max_failed_logins: 10,
+            failed_login_window: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +143,9 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// Open `/events` streams allowed per instance; more get 503 with `Retry-After`.
     pub max_event_streams: usize,
+    /// Reverse proxies whose `X-Forwarded-For` (the client's address, for login limits) and
+    /// `X-Forwarded-Proto` (`https`: session cookies get `Secure`) are believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// The supervisor's settings; see the README for what each policy value does.
@@ -267,7 +299,25 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let trusted_proxies = serve_file
+            .trusted_proxies
+            .unwrap_or_default()
+            .into_iter()
+            .map(|entry| {
+                entry.get_ref().trim().trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
+                    let m = format!(
+                        "{:?} is not an IP address (list each proxy's address, e.g. \"127.0.0.1\")",
+                        entry.get_ref()
+                    );
+                    match source {
+                        Some(source) => source.error_at(entry.span(), m),
+                        None => invalid("notes.toml".into(), m),
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?;
         let serve = ServeConfig {
+            trusted_proxies,
             header_read_timeout: serve_file
                 .header_read_timeout
                 .unwrap_or(Duration::from_secs(10)),
@@ -340,12 +390,22 @@ impl Config {
                 ));
             }
         }
+        let a = parsed.auth.unwrap_or_default();
+        let d = AuthConfig::default();
+        let auth = AuthConfig {
+            read: a.read.unwrap_or(d.read),
+            required: a.required,
+            session_ttl: a.session_ttl.unwrap_or(d.session_ttl),
+            max_failed_logins: a.max_failed_logins.unwrap_or(d.max_failed_logins),
+            failed_login_window: a.failed_login_window.unwrap_or(d.failed_login_window),
+        };
         Ok(Self {
             file,
             database,
             store,
             serve,
             cluster,
+            auth,
         })
     }
 }
@@ -447,6 +507,32 @@ mod tests {
 
     fn load_with(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("/etc/notes/notes.toml"), overrides)
+    }
+
+    #[test]
+    fn auth_settings_are_read_and_checked_where_written() {
+        let c = load("").expect("valid");
+        assert_eq!(c.auth.read, ReadAccess::Anyone);
+        assert!(!c.auth.required);
+        assert_eq!(c.auth.max_failed_logins, 10);
+        let c = load(
+            "[auth]\nread = \"users\"\nrequired = true\nsession_ttl = \"1h30m\"\n\
+             max_failed_logins = 3\nfailed_login_window = \"1m\"\n\
+             [serve]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.auth.read, ReadAccess::Users);
+        assert!(c.auth.required);
+        assert_eq!(c.auth.session_ttl, Duration::from_secs(5400));
+        assert_eq!(c.auth.max_failed_logins, 3);
+        assert_eq!(c.auth.failed_login_window, Duration::from_secs(60));
+        assert_eq!(c.serve.trusted_proxies.len(), 2);
+        let e = load("[auth]\nread = \"everyone\"\n").expect_err("unknown value");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = load("[serve]\ntrusted_proxies = [\"127.0.0.1\", \"proxy.lan\"]\n")
+            .expect_err("a name is not an address");
+        let shown = e.to_string();
+        assert!(shown.contains("line 2, column 32") && shown.contains("proxy.lan"), "{shown}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::web::body::TimedBody;
+use crate::web::login::PeerAddr;
 
 /// The time limits of every connection.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +73,7 @@ where
     S::Future: Send + Unpin + 'static,
 {
     let phase: SharedPhase = Arc::new(Mutex::new(Phase::Waiting(Instant::now())));
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let io = hyper_util::rt::TokioIo::new(TimedIo {
         io: stream,
         phase: Arc::clone(&phase),
@@ -82,6 +84,7 @@ where
         app,
         phase: Arc::clone(&phase),
         body_timeout: timeouts.body,
+        peer,
     };
     let connection = graceful.watch(builder.serve_connection(io, service));
     async move {
@@ -206,6 +209,8 @@ struct AppService<S> {
     app: S,
     phase: SharedPhase,
     body_timeout: Duration,
+    /// The client's address, given to the login pages (see `web::login::PeerAddr`).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl<S> hyper::service::Service<hyper::Request<Incoming>> for AppService<S>
@@ -220,7 +225,14 @@ where
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         set(&self.phase, Phase::Busy);
         let timeout = self.body_timeout;
-        let request = request.map(|incoming| Body::new(TimedBody::new(incoming, timeout)));
+        let mut request = request.map(|incoming| Body::new(TimedBody::new(incoming, timeout)));
+        // Only the login pages need the address; an extension on every request would cost
+        // an allocation each.
+        if let Some(peer) = self.peer
+            && request.uri().path().starts_with("/users/")
+        {
+            request.extensions_mut().insert(PeerAddr(peer));
+        }
         // The router is always ready: no poll_ready needed (axum::serve does the same).
         let inner = self.app.clone().call(request);
         ResponseFuture {

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::net::Inherited;
 use crate::store::{Store, StoreError};
+use crate::web::auth::Auth;
 use crate::web::{AppState, HostPolicy, app};
 use conn::Timeouts;
 use limits::ConnectionLimit;
@@ -138,8 +139,11 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     let hosts = HostPolicy::new(addr.ip(), &config.serve.allowed_hosts);
     let max_streams = config.serve.max_event_streams;
     let closing = accepting_rx.clone();
-    let state_for =
-        move |store: Store| AppState::new(store, closing.clone(), hosts.clone(), max_streams);
+    let (auth, proxies) = (config.auth.clone(), config.serve.trusted_proxies.clone());
+    let state_for = move |store: Store| {
+        let auth = Auth::new(store.clone(), auth.clone(), proxies.clone());
+        AppState::new(store, closing.clone(), hosts.clone(), max_streams, auth)
+    };
     // The store is reached once the feed listens too (on PostgreSQL, a connection of its own).
     let reached = match first {
         Ok(store) => match state_for(store.clone()).await {

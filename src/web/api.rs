@@ -10,6 +10,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Reader, Writer};
 use super::body;
 use super::error::ApiError;
 use super::{AppError, AppState, body_limit, encode_component};
@@ -54,6 +55,7 @@ fn number<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, AppError> {
 
 async fn list(
     State(state): State<AppState>,
+    _reader: Reader,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<ListBody>, ApiError> {
     let Query(p) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
@@ -92,6 +94,7 @@ struct CreateBody {
 
 async fn create(
     State(state): State<AppState>,
+    writer: Writer,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -116,6 +119,7 @@ fn key_from(path: Result<Path<String>, PathRejection>) -> Result<String, AppErro
 
 async fn show(
     State(state): State<AppState>,
+    _reader: Reader,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Note>, ApiError> {
     let key = key_from(path)?;
@@ -131,6 +135,7 @@ struct UpdateBody {
 
 async fn update(
     State(state): State<AppState>,
+    writer: Writer,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
@@ -149,6 +154,7 @@ async fn update(
 
 async fn remove(
     State(state): State<AppState>,
+    _writer: Writer,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let key = key_from(path)?;

@@ -17,6 +17,8 @@ use crate::store::{Note, StoreError};
 #[derive(Debug)]
 pub enum AppError {
     BadRequest(String),
+    /// 401: the request needs a login or an API token.
+    Unauthorized(String),
     Forbidden(String),
     NotFound(String),
     MethodNotAllowed(String),
@@ -31,6 +33,11 @@ pub enum AppError {
     RequestTimeout(String),
     UnsupportedMediaType(String),
     Invalid(String),
+    /// 429: too many failed logins; try again after this long.
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     Unavailable(String),
     /// 507: the disk is full; nothing was saved.
     InsufficientStorage(String),
@@ -41,6 +48,7 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -50,6 +58,7 @@ impl AppError {
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -60,6 +69,7 @@ impl AppError {
     pub fn message(&self) -> String {
         match self {
             Self::BadRequest(m)
+            | Self::Unauthorized(m)
             | Self::Forbidden(m)
             | Self::NotFound(m)
             | Self::UnsupportedMediaType(m)
@@ -69,7 +79,9 @@ impl AppError {
             | Self::MethodNotAllowed(m)
             | Self::Misdirected(m)
             | Self::RequestTimeout(m) => m.clone(),
-            Self::Conflict { message, .. } => message.clone(),
+            Self::Conflict { message, .. } | Self::TooManyRequests { message, .. } => {
+                message.clone()
+            }
             Self::PayloadTooLarge => format!(
                 "the request is larger than the limit of {} KiB",
                 super::MAX_REQUEST_BYTES / 1024

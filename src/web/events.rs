@@ -115,6 +115,7 @@ struct Cursor {
 
 pub async fn events(
     State(state): State<AppState>,
+    _reader: super::auth::Reader,
     headers: HeaderMap,
     query: Result<Query<EventParams>, QueryRejection>,
 ) -> Result<Response, AppError> {

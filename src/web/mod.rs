@@ -7,6 +7,7 @@
 
 mod api;
 mod assets;
+pub mod auth;
 pub mod body;
 pub mod degraded;
 mod error;
@@ -15,6 +16,7 @@ pub mod feed;
 mod guard;
 mod hosts;
 mod html_escape;
+pub mod login;
 mod pages;
 mod sse;
 
@@ -58,6 +60,8 @@ pub struct AppState {
     pub hosts: Arc<HostPolicy>,
     /// The open `/events` streams, against `serve.max_event_streams`.
     pub event_streams: Arc<StreamSlots>,
+    /// Who may do what: users, sessions and tokens (see `auth`).
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
@@ -67,8 +71,10 @@ impl AppState {
         closing: watch::Receiver<bool>,
         hosts: HostPolicy,
         max_event_streams: usize,
+        auth: auth::Auth,
     ) -> Result<Self, StoreError> {
         Ok(Self {
+            auth: Arc::new(auth),
             feed: ChangeFeed::start(&store).await?,
             store,
             closing,
@@ -114,6 +120,8 @@ fn routes() -> Router<AppState> {
             "/notes/destroy/confirm",
             post(pages::destroy_confirm).layer(body_limit()),
         )
+        .route("/users/login", get(login::form).merge(post(login::login).layer(body_limit())))
+        .route("/users/logout", get(login::logout))
         .route("/healthz", get(pages::healthz))
         .route(LIVENESS_PATH, get(pages::livez))
         .route("/events", get(events::events))

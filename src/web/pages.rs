@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::auth::{Reader, Viewer, Writer};
 use super::body::{self, BodyFormat};
 use super::{AppError, AppState, encode_component};
 use crate::store::{
@@ -35,6 +36,9 @@ pub struct NoteView {
     /// The same instant for `<time datetime>`, which the page script shows in the reader's
     /// own time zone.
     pub updated_at: String,
+    /// Who created it and who changed it last (unknown for notes from before users).
+    pub created_by: Option<String>,
+    pub updated_by: Option<String>,
 }
 
 impl From<Note> for NoteView {
@@ -43,6 +47,8 @@ impl From<Note> for NoteView {
             key_q: encode_component(&n.key),
             updated: timefmt::human(n.updated_at),
             updated_at: timefmt::rfc3339(n.updated_at),
+            created_by: None,
+            updated_by: None,
             key: n.key,
             title: n.title,
             body: n.body,
@@ -54,6 +60,7 @@ impl From<Note> for NoteView {
 #[derive(Template)]
 #[template(path = "index.html")]
 struct IndexPage {
+    nav: String,
     notes: Vec<NoteView>,
     /// Live updates continue after this change (see `live.js`).
     events_after: i64,
@@ -69,8 +76,9 @@ struct IndexPage {
 }
 
 impl IndexPage {
-    fn new(list: NotePage, page: Option<u64>) -> Self {
+    fn new(list: NotePage, page: Option<u64>, nav: String) -> Self {
         IndexPage {
+            nav,
             notes: list.notes.into_iter().map(NoteView::from).collect(),
             per_page: PER_PAGE,
             events_after: list.as_of_change,
@@ -86,13 +94,17 @@ impl IndexPage {
 #[derive(Template)]
 #[template(path = "view.html")]
 struct ViewPage {
+    nav: String,
     note: NoteView,
     events_after: i64,
+    /// Show the edit and delete buttons.
+    can_write: bool,
 }
 
 #[derive(Template)]
 #[template(path = "form.html")]
 struct FormPage {
+    nav: String,
     events_after: i64,
     page_title: String,
     docreate: &'static str,
@@ -107,12 +119,14 @@ struct FormPage {
 #[derive(Template)]
 #[template(path = "destroy.html")]
 struct DestroyPage {
+    nav: String,
     note: NoteView,
 }
 
 #[derive(Template)]
 #[template(path = "conflict.html")]
 struct ConflictPage {
+    nav: String,
     message: String,
     current: NoteView,
     mine_title: String,
@@ -122,13 +136,35 @@ struct ConflictPage {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
+    nav: String,
     status: u16,
     reason: &'a str,
     message: &'a str,
 }
 
+/// The links of the page header for `viewer` (`None`: not known, as on an error page). The
+/// title is the page's, shown beside the user's name as the book's header does.
+#[derive(Template)]
+#[template(path = "nav.html")]
+struct NavBar<'a> {
+    user: Option<&'a str>,
+    offer_login: bool,
+    offer_add: bool,
+    title: &'a str,
+}
+
+pub(super) fn nav_html(viewer: Option<&Viewer>, title: &str) -> String {
+    let bar = NavBar {
+        user: viewer.and_then(Viewer::name),
+        offer_login: viewer == Some(&Viewer::Anonymous),
+        offer_add: viewer == Some(&Viewer::Open),
+        title,
+    };
+    bar.render().unwrap_or_default()
+}
+
 /// Renders a page with a status. A template that fails to render is our bug: plain 500.
-fn render(status: StatusCode, page: &impl Template) -> Response {
+pub(super) fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => html_response(status, html),
         Err(e) => {
@@ -140,6 +176,7 @@ fn render(status: StatusCode, page: &impl Template) -> Response {
 
 pub fn error_page(status: StatusCode, message: &str) -> Response {
     let page = ErrorPage {
+        nav: nav_html(None, ""),
         status: status.as_u16(),
         reason: status.canonical_reason().unwrap_or("Error"),
         message,
@@ -255,12 +292,13 @@ impl ListParams {
 /// (`?page=N`) still works, but skips through every note before it.
 pub async fn index(
     State(state): State<AppState>,
+    Reader(viewer): Reader,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, AppError> {
     let Query(params) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let position = params.position()?;
     if position == ListPosition::Page(1) {
-        return first_page(&state).await;
+        return first_page(&state, &viewer).await;
     }
     let list = state
         .store
@@ -272,18 +310,27 @@ pub async fn index(
     // Paging back and reaching the newest note: that is the first page, which is whole (the
     // last step back may hold fewer than a page of notes) and takes live updates.
     if matches!(position, ListPosition::Before(_)) && list.prev_cursor.is_none() {
-        return first_page(&state).await;
+        return first_page(&state, &viewer).await;
     }
     let page = match position {
         ListPosition::Page(n) => Some(n),
         _ => None,
     };
-    Ok(render(StatusCode::OK, &IndexPage::new(list, page)))
+    let nav = nav_html(Some(&viewer), INDEX_TITLE);
+    Ok(render(StatusCode::OK, &IndexPage::new(list, page, nav)))
 }
 
+/// The home page's title, also shown in a logged-in user's header.
+const INDEX_TITLE: &str = "Notes";
+
+/// Stands for the header's links in the cached first page; each request puts its viewer's
+/// links in its place.
+const NAV_SLOT: &str = "<!--nav-->";
+
 /// The first page is the most requested one and changes only with the data: it is rendered
-/// once per change, and checking that nothing changed is one indexed MAX().
-async fn first_page(state: &AppState) -> Result<Response, AppError> {
+/// once per change (with `NAV_SLOT` for the header's links, which depend on who asks), and
+/// checking that nothing changed is one indexed MAX().
+async fn first_page(state: &AppState, viewer: &Viewer) -> Result<Response, AppError> {
     let latest = state.store.last_change_id().await?;
     let cached = state
         .first_page
@@ -293,7 +340,7 @@ async fn first_page(state: &AppState) -> Result<Response, AppError> {
         .filter(|(as_of, _)| *as_of == latest)
         .map(|(_, html)| html.clone());
     if let Some(html) = cached {
-        return Ok(html_response(StatusCode::OK, html));
+        return Ok(html_response(StatusCode::OK, with_nav(&html, viewer)));
     }
     let list = state
         .store
@@ -304,13 +351,32 @@ async fn first_page(state: &AppState) -> Result<Response, AppError> {
         .await?;
     let as_of_change = list.as_of_change;
     let html = Bytes::from(
-        IndexPage::new(list, Some(1))
+        IndexPage::new(list, Some(1), NAV_SLOT.to_owned())
             .render()
             .map_err(|e| AppError::Internal(e.to_string()))?,
     );
     *state.first_page.lock().unwrap_or_else(|p| p.into_inner()) =
         Some((as_of_change, html.clone()));
-    Ok(html_response(StatusCode::OK, html))
+    Ok(html_response(StatusCode::OK, with_nav(&html, viewer)))
+}
+
+/// The cached first page with `viewer`'s header links in `NAV_SLOT`: one copy of the page.
+fn with_nav(html: &Bytes, viewer: &Viewer) -> Vec<u8> {
+    let nav = nav_html(Some(viewer), INDEX_TITLE);
+    let at = memchr_str(html, NAV_SLOT).unwrap_or(html.len());
+    let rest = (at + NAV_SLOT.len()).min(html.len());
+    let mut page = Vec::with_capacity(html.len() + nav.len());
+    page.extend_from_slice(&html[..at]);
+    page.extend_from_slice(nav.as_bytes());
+    page.extend_from_slice(&html[rest..]);
+    page
+}
+
+/// Where `needle` first occurs in `haystack` (the slot sits in the header, near the start).
+fn memchr_str(haystack: &[u8], needle: &str) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
 }
 
 /// An HTML page. Built directly: `Html(String)` would set the content type twice (plain text,
@@ -325,12 +391,13 @@ fn html_response(status: StatusCode, html: impl Into<Body>) -> Response {
     response
 }
 
-pub async fn add_form() -> Response {
-    render(StatusCode::OK, &blank_form())
+pub async fn add_form(Writer(viewer): Writer) -> Response {
+    render(StatusCode::OK, &blank_form(&viewer))
 }
 
-fn blank_form() -> FormPage {
+fn blank_form(viewer: &Viewer) -> FormPage {
     FormPage {
+        nav: nav_html(Some(viewer), "Add a Note"),
         events_after: 0,
         page_title: "Add a Note".into(),
         docreate: "create",
@@ -343,25 +410,33 @@ fn blank_form() -> FormPage {
     }
 }
 
-pub async fn view(State(state): State<AppState>, query: KeyQuery) -> Result<Response, AppError> {
+pub async fn view(
+    State(state): State<AppState>,
+    Reader(viewer): Reader,
+    query: KeyQuery,
+) -> Result<Response, AppError> {
     let (note, events_after) = note_from_query(&state, query).await?;
     let page = ViewPage {
+        nav: nav_html(Some(&viewer), &note.title),
         note: note.into(),
         events_after,
+        can_write: viewer.can_write(),
     };
     Ok(render(StatusCode::OK, &page))
 }
 
 pub async fn edit_form(
     State(state): State<AppState>,
+    Writer(viewer): Writer,
     query: KeyQuery,
 ) -> Result<Response, AppError> {
     let (note, events_after) = note_from_query(&state, query).await?;
-    Ok(render(StatusCode::OK, &edit_page(&note, events_after)))
+    Ok(render(StatusCode::OK, &edit_page(&note, events_after, &viewer)))
 }
 
-fn edit_page(note: &Note, events_after: i64) -> FormPage {
+fn edit_page(note: &Note, events_after: i64, viewer: &Viewer) -> FormPage {
     FormPage {
+        nav: nav_html(Some(viewer), &format!("Edit {}", note.title)),
         events_after,
         page_title: format!("Edit {}", note.title),
         docreate: "update",
@@ -376,10 +451,15 @@ fn edit_page(note: &Note, events_after: i64) -> FormPage {
 
 pub async fn destroy_form(
     State(state): State<AppState>,
+    Writer(viewer): Writer,
     query: KeyQuery,
 ) -> Result<Response, AppError> {
     let (note, _) = note_from_query(&state, query).await?;
-    Ok(render(StatusCode::OK, &DestroyPage { note: note.into() }))
+    let page = DestroyPage {
+        nav: nav_html(Some(&viewer), &format!("Delete {}", note.title)),
+        note: note.into(),
+    };
+    Ok(render(StatusCode::OK, &page))
 }
 
 /// The save form's fields. All optional so a missing one is reported with the rest kept.
@@ -412,6 +492,7 @@ fn loose_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
 /// the note. Accepts a form or JSON; a JSON request gets JSON errors.
 pub async fn save(
     State(state): State<AppState>,
+    writer: Writer,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -427,14 +508,18 @@ pub async fn save(
         Ok(f) => f,
         Err(e) => return respond_error(e),
     };
-    match save_form(&state, &form).await {
+    match save_form(&state, &form, writer.author()).await {
         Ok(key) => found(&view_url(&key)),
         Err(e) if format == BodyFormat::Json => e.into_json_response(),
-        Err(e) => form_error_page(form, e),
+        Err(e) => form_error_page(form, e, &writer.0),
     }
 }
 
-async fn save_form(state: &AppState, form: &SaveForm) -> Result<String, AppError> {
+async fn save_form(
+    state: &AppState,
+    form: &SaveForm,
+    author: Option<String>,
+) -> Result<String, AppError> {
     let missing = |field: &str| AppError::Invalid(format!("the form is missing the {field} field"));
     let docreate = form
         .docreate
@@ -469,7 +554,7 @@ async fn save_form(state: &AppState, form: &SaveForm) -> Result<String, AppError
 }
 
 /// A failed save, shown so that nothing the user typed is lost.
-fn form_error_page(form: SaveForm, error: AppError) -> Response {
+fn form_error_page(form: SaveForm, error: AppError, viewer: &Viewer) -> Response {
     let status = error.status();
     let message = error.message();
     let mine_title = form.title.unwrap_or_default();
@@ -481,6 +566,7 @@ fn form_error_page(form: SaveForm, error: AppError) -> Response {
         } => render(
             status,
             &ConflictPage {
+                nav: nav_html(Some(viewer), "Conflict"),
                 message,
                 current: (*current).into(),
                 mine_title,
@@ -491,6 +577,7 @@ fn form_error_page(form: SaveForm, error: AppError) -> Response {
             let updating = form.docreate.as_deref() == Some("update");
             let notekey = form.notekey.unwrap_or_default();
             let page = FormPage {
+                nav: nav_html(Some(viewer), "Add a Note"),
                 events_after: 0,
                 page_title: if updating {
                     format!("Edit {mine_title}")
@@ -523,6 +610,7 @@ pub struct DestroyForm {
 /// `POST /notes/destroy/confirm`: delete, then 302 to the list.
 pub async fn destroy_confirm(
     State(state): State<AppState>,
+    _writer: Writer,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
