@@ -35,7 +35,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause.is::<crate::server::DatabaseFileGone>() {
             return crate::server::EXIT_DATABASE_FILE_GONE;
         }
-        if cause.is::<ConfigError>() {
+        if cause.is::<ConfigError>() || cause.is::<crate::web::auth::NoUsers>() {
             return CONFIG;
         }
         if let Some(BindError::InUse { .. }) = cause.downcast_ref::<BindError>() {

@@ -122,7 +122,11 @@ async fn supervise(
     let new = config.database_is_new();
     match Store::open(&config.database, &config.store).await {
         // Closing waits for the store's writer thread: not on an async worker.
-        Ok(store) => drop(tokio::task::spawn_blocking(move || drop(store)).await),
+        Ok(store) => {
+            let refused = crate::web::auth::refuse_without_users(&config.auth, &store).await;
+            drop(tokio::task::spawn_blocking(move || drop(store)).await);
+            refused?;
+        }
         Err(e @ StoreError::Unavailable(_)) => {
             out.event(&format!("{e}; starting the instances anyway"));
         }

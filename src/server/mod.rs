@@ -63,7 +63,10 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
     // Said once serving, after the address line: a new file is created by this open.
     let new = config.database_is_new();
     let first = match Store::open(&config.database, &config.store).await {
-        Ok(store) => Ok(store),
+        Ok(store) => {
+            crate::web::auth::refuse_without_users(&config.auth, &store).await?;
+            Ok(store)
+        }
         Err(e @ StoreError::Unavailable(_)) => {
             tracing::warn!("{e}; answering 503 until it can be reached");
             Err(e.to_string())

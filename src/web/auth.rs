@@ -220,6 +220,24 @@ impl Auth {
     }
 }
 
+/// `[auth] required = true` and no user exists: nothing starts, since the app would be open
+/// to anyone.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "[auth] required = true in notes.toml, and no user exists yet: add one with \
+     `notesctl users add NAME` first"
+)]
+pub struct NoUsers;
+
+/// Refuses to start (`NoUsers`) when `[auth] required` and no user exists. A store that cannot
+/// be asked now is let through: the instances answer 503 until it can.
+pub async fn refuse_without_users(config: &AuthConfig, store: &Store) -> Result<(), NoUsers> {
+    match store.users_exist().await {
+        Ok(false) if config.required => Err(NoUsers),
+        _ => Ok(()),
+    }
+}
+
 /// The value of the session cookie, if the request has one.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
