@@ -18,7 +18,8 @@
 //! `BENCH_NOTESCTL` (a notesctl binary to measure instead of
 //! building target/release/notesctl, e.g. to compare two builds), `BENCH_ONLY=streams` (only
 //! the open-event-streams step, on the small database), `BENCH_ONLY=list` (only the paired
-//! later-pages step), `BENCH_ONLY=postgres` (2 instances on SQLite, then on PostgreSQL).
+//! later-pages step), `BENCH_ONLY=postgres` (2 instances on SQLite, then on PostgreSQL),
+//! `BENCH_ONLY=login` (only the paired logged-in vs anonymous pages).
 
 #[path = "bench/http.rs"]
 mod http;
@@ -865,6 +866,96 @@ fn list_pages_step(bench: &Bench, small_db: &Path, large_db: &Path) -> anyhow::R
     Ok(rows)
 }
 
+/// Paired runs of a logged-in user's pages against the same pages for a visitor who is not
+/// logged in (users exist in both), alternating which goes first: the cost of checking a
+/// session.
+fn login_step(bench: &Bench, db: &Path, keys: &Arc<Vec<String>>) -> anyhow::Result<Vec<Row>> {
+    println!("logged-in pages vs anonymous ones, paired runs ...");
+    let server = bench.start_serve(db, "login")?;
+    let mut add = notesctl(&bench.exe, &bench.dir)
+        .arg("--db")
+        .arg(db)
+        .args(["users", "add", "bench", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = add.stdin.take().context("stdin of users add")?;
+        stdin.write_all(b"bench password\n")?;
+    }
+    anyhow::ensure!(add.wait()?.success(), "users add failed");
+    let target = server.targets()[0];
+    let cookie: Arc<str> = login_cookie(target, "bench", "bench password")?.into();
+    let mut rows = Vec::new();
+    let view = Workload::View {
+        path: "/notes/view".into(),
+        keys: Arc::clone(keys),
+    };
+    for (name, anonymous) in [("GET /", Workload::Get("/".into())), ("note page", view)] {
+        let logged_in = Workload::WithCookie {
+            inner: Box::new(anonymous.clone()),
+            cookie: Arc::clone(&cookie),
+        };
+        let (mut ratios, mut anon_rps, mut user_rps, mut errors) = (vec![], vec![], vec![], 0);
+        for pair in 0..LIST_PAIRS {
+            let run = |w: &Workload| bench.load(vec![target], w.clone());
+            let (a, u) = if pair % 2 == 0 {
+                let a = run(&anonymous);
+                (a, run(&logged_in))
+            } else {
+                let u = run(&logged_in);
+                (run(&anonymous), u)
+            };
+            errors += a.errors + u.errors;
+            ratios.push(u.rps() / a.rps());
+            anon_rps.push(a.rps());
+            user_rps.push(u.rps());
+        }
+        let each: Vec<String> = ratios.iter().map(|r| percent(*r)).collect();
+        println!("  {name}: logged-in/anonymous per pair {}", each.join(", "));
+        let ratio = median(ratios);
+        rows.push(Row {
+            figure: format!(
+                "{name}, logged in vs not · 1 instance, {SMALL} notes (median of {LIST_PAIRS} paired runs)"
+            ),
+            value: format!(
+                "{:.0} vs {:.0} req/s · {errors} err",
+                median(user_rps),
+                median(anon_rps)
+            ),
+            ceiling: "anonymous".into(),
+            ratio: percent(ratio),
+            target: "≥ 80%".into(),
+            pass: Some(ratio >= 0.8 && errors == 0),
+        });
+    }
+    server.stop();
+    Ok(rows)
+}
+
+/// Logs in with the login form; answers the `Cookie` header value of the session.
+fn login_cookie(target: SocketAddr, name: &str, password: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    // The new user reaches the instance within half a second.
+    std::thread::sleep(Duration::from_millis(600));
+    let body = format!("username={name}&password={}", password.replace(' ', "+"));
+    let mut stream = std::net::TcpStream::connect(target)?;
+    write!(
+        stream,
+        "POST /users/login HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let cookie = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .with_context(|| format!("the login answered no cookie:\n{answer}"))?;
+    Ok(cookie.to_owned())
+}
+
 /// What the PostgreSQL harness borrowed from the tests asks of the module it sits in (the
 /// tests' `common` has the same): waits for `child` to exit until `deadline`.
 fn wait_until(
@@ -1376,6 +1467,12 @@ fn run() -> anyhow::Result<()> {
         print_table(&postgres_rows(&pg, &bench.runs));
         return Ok(());
     }
+    if only == "login" {
+        let rows = login_step(&bench, &bases[&SMALL], &keys_small)?;
+        println!();
+        print_table(&rows);
+        return Ok(());
+    }
     if only == "list" {
         let rows = list_pages_step(&bench, &bases[&SMALL], &bases[&LARGE])?;
         println!();
@@ -1468,6 +1565,7 @@ fn run() -> anyhow::Result<()> {
         &db_copy(SMALL, "list-1k")?,
         &db_copy(LARGE, "list-100k")?,
     )?;
+    let login_rows = login_step(&bench, &db_copy(SMALL, "login-1k")?, &keys_small)?;
 
     // 3. Two instances, 1,000 notes; live-update latency from A to B.
     println!("2 instances, {SMALL} notes ...");
@@ -1755,6 +1853,7 @@ fn run() -> anyhow::Result<()> {
     });
     rows.extend(stream_rows(&streams, runs));
     rows.extend(list_rows);
+    rows.extend(login_rows);
     rows.extend(postgres_rows(&pg, runs));
     rows.push(Row::info(
         "Largest SQLite WAL file after a load run",

@@ -280,6 +280,11 @@ pub enum Workload {
     },
     /// `POST /notes/save` creating a note with an empty key and a unique title.
     Save { tag: String },
+    /// Another workload's requests, each with this `Cookie` header (a logged-in user's).
+    WithCookie {
+        inner: Box<Workload>,
+        cookie: Arc<str>,
+    },
 }
 
 impl Workload {
@@ -287,12 +292,24 @@ impl Workload {
         match self {
             Workload::Get(_) | Workload::View { .. } => 200,
             Workload::Save { .. } => 302,
+            Workload::WithCookie { inner, .. } => inner.expected_status(),
         }
     }
 
     fn build(&self, addr: SocketAddr, conn: usize, seq: u64, rng: &mut Rng) -> Vec<u8> {
         match self {
             Workload::Get(path) => get_request(addr, path),
+            Workload::WithCookie { inner, cookie } => {
+                let mut request = inner.build(addr, conn, seq, rng);
+                // After the request line: headers may come in any order.
+                let line_end = request
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .map_or(0, |at| at + 2);
+                let header = format!("Cookie: {cookie}\r\n");
+                request.splice(line_end..line_end, header.into_bytes());
+                request
+            }
             Workload::View { path, keys } => {
                 let key = &keys[rng.below(keys.len())];
                 get_request(addr, &format!("{path}?key={key}"))
