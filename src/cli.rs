@@ -213,7 +213,8 @@ pub enum UsersCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Set a user's password; asked for twice on the terminal
+    /// Set a user's password; asked for twice on the terminal. Ends the user's sessions: a
+    /// new password logs the user out everywhere (API tokens stay valid)
     Passwd {
         /// The user whose password to set
         name: String,

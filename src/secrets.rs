@@ -6,6 +6,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
+/// What an API token starts with, so that one found in a log or a paste is recognisable.
+pub const TOKEN_PREFIX: &str = "nct_";
+/// What a session id starts with: nothing (it lives in a cookie, where no one reads it).
+pub const SESSION_PREFIX: &str = "";
+
 /// Random bytes in a secret: 256 bits, beyond any guessing.
 const SECRET_BYTES: usize = 32;
 
@@ -14,9 +19,9 @@ const SECRET_BYTES: usize = 32;
 #[error("the operating system gave no random bytes for a new secret: {0}")]
 pub struct NoRandomness(String);
 
-/// A new secret: `prefix` (sessions use "", API tokens "nct_", so a leaked token is
-/// recognisable) and 32 bytes from the operating system's random source, base64url without
-/// padding: 43 characters that are safe in a cookie, a header and a URL.
+/// A new secret: `prefix` (`SESSION_PREFIX` or `TOKEN_PREFIX`) and 32 bytes from the
+/// operating system's random source, base64url without padding: 43 characters that are safe
+/// in a cookie, a header and a URL.
 pub fn new_secret(prefix: &str) -> Result<String, NoRandomness> {
     let mut bytes = [0u8; SECRET_BYTES];
     getrandom::getrandom(&mut bytes).map_err(|e| NoRandomness(e.to_string()))?;
@@ -49,9 +54,9 @@ mod tests {
 
     #[test]
     fn secrets_are_prefixed_url_safe_and_new_each_time() {
-        let token = new_secret("nct_").expect("random bytes");
+        let token = new_secret(TOKEN_PREFIX).expect("random bytes");
         assert!(token.starts_with("nct_"), "{token}");
-        let body = &token["nct_".len()..];
+        let body = &token[TOKEN_PREFIX.len()..];
         assert_eq!(body.len(), 43, "{token}");
         assert!(
             body.bytes()
@@ -60,7 +65,7 @@ mod tests {
         );
         let decoded = URL_SAFE_NO_PAD.decode(body).expect("base64url");
         assert_eq!(decoded.len(), SECRET_BYTES);
-        let session = new_secret("").expect("random bytes");
+        let session = new_secret(SESSION_PREFIX).expect("random bytes");
         assert_eq!(session.len(), 43);
         assert_ne!(session, new_secret("").expect("random bytes"));
     }

@@ -16,9 +16,6 @@ use crate::secrets;
 use crate::store::{Store, UserName};
 use crate::timefmt;
 
-/// What an API token starts with, so that one found in a log or a paste is recognisable.
-pub const TOKEN_PREFIX: &str = "nct_";
-
 pub async fn run(store: &Store, command: UsersCommand) -> anyhow::Result<ExitCode> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -86,7 +83,7 @@ pub async fn run(store: &Store, command: UsersCommand) -> anyhow::Result<ExitCod
         }
         UsersCommand::Token { name, label, json } => {
             let name = UserName::parse(&name)?;
-            let token = secrets::new_secret(TOKEN_PREFIX)?;
+            let token = secrets::new_secret(secrets::TOKEN_PREFIX)?;
             let added = store
                 .add_token(&name, &label, &secrets::secret_hash(&token))
                 .await?;
