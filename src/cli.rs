@@ -45,8 +45,8 @@ const EXIT_CODES: &str = "Exit codes:
   2   usage: a mistake on the command line or in an environment variable
   3   status: an instance is not ready
   4   status: an instance was given up
-  65  bad input refused (an invalid note, a taken key, import lines skipped, a bad user)
-  66  no note with that key, or no user with that name
+  65  bad input refused (an invalid note, a taken key, import lines skipped, a bad user or token label)
+  66  no note with that key, no user with that name, or no token with that label
   69  the database cannot be opened, reached or used
   75  busy, try again (database locked, note changed meanwhile, port in use)
   78  notes.toml, a flag or a variable holds a value that cannot be used
@@ -213,7 +213,8 @@ pub enum UsersCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Set a user's password; asked for twice on the terminal
+    /// Set a user's password; asked for twice on the terminal. Ends the user's sessions: a
+    /// new password logs the user out everywhere (API tokens stay valid)
     Passwd {
         /// The user whose password to set
         name: String,
@@ -221,10 +222,45 @@ pub enum UsersCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Remove a user
+    /// Remove a user, with the user's sessions and API tokens
     Rm {
         /// The user to remove
         name: String,
+    },
+    /// Log a user out everywhere: end every session of the user (API tokens stay valid)
+    Logout {
+        /// The user to log out
+        name: String,
+        /// Print JSON ({"user", "sessions_ended"}) on standard output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an API token for a user and print it, this once only (the database keeps only its
+    /// hash); clients send it as `Authorization: Bearer <token>`
+    Token {
+        /// The user the token acts as
+        name: String,
+        /// A label to tell the user's tokens apart and revoke one (unique per user)
+        #[arg(long = "name", value_name = "LABEL", default_value = "default")]
+        label: String,
+        /// Print JSON ({"user", "label", "token", "created_at"}) instead of the bare token
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a user's API tokens by label (never the tokens or their hashes)
+    Tokens {
+        /// The user whose tokens to list
+        name: String,
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one of a user's API tokens: requests carrying it are refused from now on
+    Revoke {
+        /// The user the token belongs to
+        name: String,
+        /// The token's label (see `notesctl users tokens NAME`)
+        label: String,
     },
 }
 

@@ -19,7 +19,7 @@ pub const NOT_READY: u8 = 3;
 pub const GIVEN_UP: u8 = 4;
 /// EX_DATAERR: the input was refused (an empty title, a taken key, import lines skipped).
 pub const DATA_ERROR: u8 = 65;
-/// EX_NOINPUT: no note with that key.
+/// EX_NOINPUT: no note with that key, no user with that name, no token with that label.
 pub const NOT_FOUND: u8 = 66;
 /// EX_UNAVAILABLE: the database cannot be opened, reached or used.
 pub const UNAVAILABLE: u8 = 69;
@@ -56,8 +56,13 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
 
 fn store_code(e: &StoreError) -> u8 {
     match e {
-        StoreError::Invalid(_) | StoreError::KeyExists(_) | StoreError::UserExists(_) => DATA_ERROR,
-        StoreError::NotFound(_) | StoreError::NoSuchUser(_) => NOT_FOUND,
+        StoreError::Invalid(_)
+        | StoreError::KeyExists(_)
+        | StoreError::UserExists(_)
+        | StoreError::TokenExists { .. } => DATA_ERROR,
+        StoreError::NotFound(_) | StoreError::NoSuchUser(_) | StoreError::NoSuchToken { .. } => {
+            NOT_FOUND
+        }
         StoreError::Conflict { .. } | StoreError::Busy(_) | StoreError::FileGone(_) => TEMPORARY,
         StoreError::Open { .. }
         | StoreError::SchemaTooNew { .. }
@@ -78,6 +83,15 @@ mod tests {
         let code = |e: StoreError| code_for(&anyhow::Error::new(e).context("while doing it"));
         assert_eq!(code(StoreError::NotFound("k".into())), NOT_FOUND);
         assert_eq!(code(StoreError::KeyExists("k".into())), DATA_ERROR);
+        let (user, label) = (String::from("alice"), String::from("ci"));
+        assert_eq!(
+            code(StoreError::TokenExists {
+                user: user.clone(),
+                label: label.clone()
+            }),
+            DATA_ERROR
+        );
+        assert_eq!(code(StoreError::NoSuchToken { user, label }), NOT_FOUND);
         assert_eq!(
             code(StoreError::Busy(std::time::Duration::from_secs(1))),
             TEMPORARY

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod net;
 pub mod notes_cmd;
 pub mod passwords;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod timefmt;

@@ -143,6 +143,17 @@ pub fn serialize_millis<S: serde::Serializer>(millis: &i64, s: S) -> Result<S::O
     s.serialize_str(&rfc3339(*millis))
 }
 
+/// `serialize_millis` for a time that may not have happened yet: `null` then.
+pub fn serialize_opt_millis<S: serde::Serializer>(
+    millis: &Option<i64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match millis {
+        Some(millis) => s.serialize_str(&rfc3339(*millis)),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

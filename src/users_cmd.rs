@@ -2,7 +2,8 @@
 //! through its access to the database file or credentials). Passwords are read from the
 //! terminal without echo, asked twice, or with `--password-stdin` from the first line of
 //! standard input (for scripts); they are never taken as an argument, where `ps` and the shell
-//! history would show them, and never printed or logged.
+//! history would show them, and never printed or logged. An API token is printed once, when
+//! it is made; the database keeps only its hash, so it cannot be shown again.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use anyhow::Context;
 
 use crate::cli::UsersCommand;
 use crate::passwords;
+use crate::secrets;
 use crate::store::{Store, UserName};
 use crate::timefmt;
 
@@ -66,6 +68,70 @@ pub async fn run(store: &Store, command: UsersCommand) -> anyhow::Result<ExitCod
             let name = UserName::parse(&name)?;
             store.remove_user(&name).await?;
             eprintln!("removed user {name}");
+        }
+        UsersCommand::Logout { name, json } => {
+            let name = UserName::parse(&name)?;
+            let ended = store.end_sessions_of(&name).await?;
+            if json {
+                let report = serde_json::json!({"user": name.as_str(), "sessions_ended": ended});
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                let plural = if ended == 1 { "" } else { "s" };
+                eprintln!("ended {ended} session{plural} of {name}");
+            }
+        }
+        UsersCommand::Token { name, label, json } => {
+            let name = UserName::parse(&name)?;
+            let token = secrets::new_secret(secrets::TOKEN_PREFIX)?;
+            let added = store
+                .add_token(&name, &label, &secrets::secret_hash(&token))
+                .await?;
+            if json {
+                let report = serde_json::json!({
+                    "user": name.as_str(),
+                    "label": added.label,
+                    "token": token,
+                    "created_at": timefmt::rfc3339(added.created_at),
+                });
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{token}")?;
+                eprintln!(
+                    "API token {:?} of {name}: shown only this once (the database keeps its \
+                     hash); send it as the header `Authorization: Bearer <token>`",
+                    added.label
+                );
+            }
+        }
+        UsersCommand::Tokens { name, json } => {
+            let name = UserName::parse(&name)?;
+            let tokens = store.tokens(&name).await?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &tokens)?;
+                writeln!(out)?;
+            } else if tokens.is_empty() {
+                eprintln!("{name} has no API tokens (`notesctl users token {name}` makes one)");
+            } else {
+                writeln!(out, "{:<24} {:<24} LAST USED", "LABEL", "CREATED")?;
+                for token in &tokens {
+                    writeln!(
+                        out,
+                        "{:<24} {:<24} {}",
+                        token.label,
+                        timefmt::human(token.created_at),
+                        token
+                            .last_used_at
+                            .map_or_else(|| "never".into(), timefmt::human)
+                    )?;
+                }
+            }
+        }
+        UsersCommand::Revoke { name, label } => {
+            let name = UserName::parse(&name)?;
+            store.revoke_token(&name, &label).await?;
+            eprintln!("revoked API token {label:?} of {name}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,10 +7,12 @@ mod common;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use notesctl::secrets::{new_secret, secret_hash};
 use notesctl::store::{
     ChangeKind, ListPosition, ListQuery, Location, NewNote, NoteContent, NoteUpdate, NoteWrite,
     Settings, Store, StoreError, UserName,
 };
+use notesctl::timefmt::now_millis;
 
 /// No case may hang: each runs within this.
 const CASE_DEADLINE: Duration = Duration::from_secs(60);
@@ -74,6 +76,10 @@ for_each_backend!(
     for_each_note_visits_every_note_oldest_first,
     the_change_watcher_hears_a_write,
     users_are_kept_by_name_with_their_hash_only,
+    sessions_last_until_they_expire_or_end,
+    removing_a_user_or_changing_a_password_ends_sessions,
+    api_tokens_are_added_listed_used_and_revoked,
+    login_failures_are_counted_per_scope_within_a_window,
 );
 
 fn new(key: &str, title: &str) -> NewNote {
@@ -409,4 +415,333 @@ async fn users_are_kept_by_name_with_their_hash_only(store: Store) {
         Err(StoreError::NoSuchUser(_))
     ));
     assert_eq!(store.users().await.expect("users").len(), 1);
+}
+
+fn user(n: &str) -> UserName {
+    UserName::parse(n).expect("a valid name")
+}
+
+/// A new secret's hash, as the store keeps it.
+fn new_hash() -> String {
+    secret_hash(&new_secret("").expect("random bytes"))
+}
+
+async fn sessions_last_until_they_expire_or_end(store: Store) {
+    assert!(!store.users_exist().await.expect("users_exist"));
+    store
+        .add_user(&user("alice"), "h")
+        .await
+        .expect("add alice");
+    store.add_user(&user("bob"), "h").await.expect("add bob");
+    assert!(store.users_exist().await.expect("users_exist"));
+    let now = now_millis();
+    let (a1, a2, b1) = (new_hash(), new_hash(), new_hash());
+    for (name, hash) in [("alice", &a1), ("alice", &a2), ("bob", &b1)] {
+        store
+            .create_session(&user(name), hash, now + 60_000)
+            .await
+            .expect("create a session");
+    }
+    assert_eq!(
+        store.session_user(&a1, now).await.expect("read"),
+        Some("alice".into())
+    );
+    assert_eq!(
+        store.session_user(&b1, now).await.expect("read"),
+        Some("bob".into())
+    );
+    assert_eq!(
+        store.session_user(&new_hash(), now).await.expect("read"),
+        None
+    );
+    // Expired: at its expiry and after, it is not a session.
+    assert_eq!(
+        store.session_user(&a1, now + 60_000).await.expect("read"),
+        None
+    );
+    assert!(matches!(
+        store.create_session(&user("carol"), &new_hash(), now + 60_000).await,
+        Err(StoreError::NoSuchUser(n)) if n == "carol"
+    ));
+    // Creating a session deletes expired ones: this one is gone even at a time before it.
+    let expired = new_hash();
+    store
+        .create_session(&user("bob"), &expired, now - 1)
+        .await
+        .expect("create an expired session");
+    store
+        .create_session(&user("bob"), &new_hash(), now + 60_000)
+        .await
+        .expect("create a session");
+    assert_eq!(
+        store
+            .session_user(&expired, now - 10_000)
+            .await
+            .expect("read"),
+        None
+    );
+
+    store.end_session(&a1).await.expect("end a session");
+    assert_eq!(store.session_user(&a1, now).await.expect("read"), None);
+    store
+        .end_session(&a1)
+        .await
+        .expect("ending it again is no error");
+    assert_eq!(
+        store.session_user(&a2, now).await.expect("read"),
+        Some("alice".into())
+    );
+    assert_eq!(store.end_sessions_of(&user("bob")).await.expect("end"), 2);
+    assert_eq!(store.session_user(&b1, now).await.expect("read"), None);
+    assert_eq!(store.end_sessions_of(&user("bob")).await.expect("end"), 0);
+    assert!(matches!(
+        store.end_sessions_of(&user("carol")).await,
+        Err(StoreError::NoSuchUser(n)) if n == "carol"
+    ));
+    assert_eq!(
+        store.session_user(&a2, now).await.expect("read"),
+        Some("alice".into()),
+        "another user's sessions are untouched"
+    );
+}
+
+async fn removing_a_user_or_changing_a_password_ends_sessions(store: Store) {
+    let now = now_millis();
+    for name in ["alice", "bob"] {
+        store.add_user(&user(name), "h").await.expect("add");
+    }
+    let (alice_session, bob_session) = (new_hash(), new_hash());
+    store
+        .create_session(&user("alice"), &alice_session, now + 60_000)
+        .await
+        .expect("session");
+    store
+        .create_session(&user("bob"), &bob_session, now + 60_000)
+        .await
+        .expect("session");
+    let (alice_token, bob_token) = (new_hash(), new_hash());
+    store
+        .add_token(&user("alice"), "ci", &alice_token)
+        .await
+        .expect("token");
+    store
+        .add_token(&user("bob"), "ci", &bob_token)
+        .await
+        .expect("token");
+
+    // A new password logs the user out everywhere; tokens stay.
+    store
+        .set_password(&user("alice"), "h2")
+        .await
+        .expect("set password");
+    assert_eq!(
+        store.session_user(&alice_session, now).await.expect("read"),
+        None
+    );
+    assert_eq!(
+        store.token_user(&alice_token).await.expect("read"),
+        Some("alice".into())
+    );
+    assert_eq!(
+        store.session_user(&bob_session, now).await.expect("read"),
+        Some("bob".into())
+    );
+
+    // A removed user leaves no session or token behind, and a new user of the same name
+    // inherits none.
+    store.remove_user(&user("bob")).await.expect("remove");
+    assert_eq!(
+        store.session_user(&bob_session, now).await.expect("read"),
+        None
+    );
+    assert_eq!(store.token_user(&bob_token).await.expect("read"), None);
+    store
+        .add_user(&user("bob"), "h")
+        .await
+        .expect("add bob again");
+    assert!(store.tokens(&user("bob")).await.expect("tokens").is_empty());
+    assert_eq!(store.end_sessions_of(&user("bob")).await.expect("end"), 0);
+    assert_eq!(
+        store.token_user(&alice_token).await.expect("read"),
+        Some("alice".into())
+    );
+}
+
+async fn api_tokens_are_added_listed_used_and_revoked(store: Store) {
+    store.add_user(&user("alice"), "h").await.expect("add");
+    assert!(
+        store
+            .tokens(&user("alice"))
+            .await
+            .expect("tokens")
+            .is_empty()
+    );
+    let (ci, laptop) = (new_hash(), new_hash());
+    let before = now_millis();
+    let added = store
+        .add_token(&user("alice"), "ci", &ci)
+        .await
+        .expect("add a token");
+    assert_eq!((added.label.as_str(), added.last_used_at), ("ci", None));
+    assert!(added.created_at >= before, "{added:?}");
+    store
+        .add_token(&user("alice"), "laptop", &laptop)
+        .await
+        .expect("add another");
+    assert!(matches!(
+        store.add_token(&user("alice"), "ci", &new_hash()).await,
+        Err(StoreError::TokenExists { user, label }) if user == "alice" && label == "ci"
+    ));
+    assert!(matches!(
+        store.add_token(&user("carol"), "ci", &new_hash()).await,
+        Err(StoreError::NoSuchUser(n)) if n == "carol"
+    ));
+    assert!(matches!(
+        store.add_token(&user("alice"), "", &new_hash()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let listed = store.tokens(&user("alice")).await.expect("tokens");
+    let labels: Vec<&str> = listed.iter().map(|t| t.label.as_str()).collect();
+    assert_eq!(labels, ["ci", "laptop"]);
+    assert_eq!(listed[0], added);
+    assert!(matches!(
+        store.tokens(&user("carol")).await,
+        Err(StoreError::NoSuchUser(n)) if n == "carol"
+    ));
+
+    assert_eq!(
+        store.token_user(&ci).await.expect("read"),
+        Some("alice".into())
+    );
+    assert_eq!(store.token_user(&new_hash()).await.expect("read"), None);
+    // Reading a token writes nothing; touching it notes when it was used.
+    assert_eq!(
+        store.tokens(&user("alice")).await.expect("tokens")[0].last_used_at,
+        None
+    );
+    store.touch_token(&ci, before + 5).await.expect("touch");
+    store
+        .touch_token(&new_hash(), before)
+        .await
+        .expect("touching a missing token is no error");
+    let listed = store.tokens(&user("alice")).await.expect("tokens");
+    assert_eq!(listed[0].last_used_at, Some(before + 5));
+    assert_eq!(listed[1].last_used_at, None);
+
+    store
+        .revoke_token(&user("alice"), "ci")
+        .await
+        .expect("revoke");
+    assert_eq!(store.token_user(&ci).await.expect("read"), None);
+    assert_eq!(
+        store.token_user(&laptop).await.expect("read"),
+        Some("alice".into())
+    );
+    assert!(matches!(
+        store.revoke_token(&user("alice"), "ci").await,
+        Err(StoreError::NoSuchToken { user, label }) if user == "alice" && label == "ci"
+    ));
+    assert!(matches!(
+        store.revoke_token(&user("carol"), "ci").await,
+        Err(StoreError::NoSuchUser(n)) if n == "carol"
+    ));
+    // A revoked label may be used again.
+    store
+        .add_token(&user("alice"), "ci", &new_hash())
+        .await
+        .expect("the label is free again");
+}
+
+async fn login_failures_are_counted_per_scope_within_a_window(store: Store) {
+    let scopes = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let window = 10_000;
+    let t = now_millis();
+    assert_eq!(
+        store
+            .login_failures("user:alice", t - window)
+            .await
+            .expect("count"),
+        (0, None)
+    );
+    store
+        .record_login_failure(&scopes(&["user:alice", "ip:10.0.0.1"]), t, window)
+        .await
+        .expect("record");
+    store
+        .record_login_failure(&scopes(&["user:alice", "ip:10.0.0.2"]), t + 100, window)
+        .await
+        .expect("record");
+    store
+        .record_login_failure(&scopes(&["user:bob", "ip:10.0.0.1"]), t + 200, window)
+        .await
+        .expect("record");
+    assert_eq!(
+        store
+            .login_failures("user:alice", t - window)
+            .await
+            .expect("count"),
+        (2, Some(t))
+    );
+    assert_eq!(
+        store
+            .login_failures("ip:10.0.0.1", t - window)
+            .await
+            .expect("count"),
+        (2, Some(t))
+    );
+    // Only those at or after `since`.
+    assert_eq!(
+        store
+            .login_failures("user:alice", t + 100)
+            .await
+            .expect("count"),
+        (1, Some(t + 100))
+    );
+    assert_eq!(
+        store
+            .login_failures("user:alice", t + 101)
+            .await
+            .expect("count"),
+        (0, None)
+    );
+
+    store
+        .clear_login_failures("user:alice")
+        .await
+        .expect("clear");
+    assert_eq!(
+        store
+            .login_failures("user:alice", t - window)
+            .await
+            .expect("count"),
+        (0, None)
+    );
+    assert_eq!(
+        store
+            .login_failures("ip:10.0.0.1", t - window)
+            .await
+            .expect("count")
+            .0,
+        2,
+        "other scopes are untouched"
+    );
+
+    // A failure a window later prunes those older than the window, whatever their scope:
+    // they are gone even for a count that reaches back further.
+    store
+        .record_login_failure(&scopes(&["user:carol"]), t + window + 150, window)
+        .await
+        .expect("record");
+    assert_eq!(
+        store.login_failures("ip:10.0.0.1", 0).await.expect("count"),
+        (1, Some(t + 200))
+    );
+    assert_eq!(
+        store.login_failures("ip:10.0.0.2", 0).await.expect("count"),
+        (0, None)
+    );
+    assert_eq!(
+        store.login_failures("user:carol", 0).await.expect("count"),
+        (1, Some(t + window + 150))
+    );
 }

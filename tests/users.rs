@@ -134,3 +134,193 @@ fn each_mistake_has_its_message_and_exit_code() {
         );
     }
 }
+
+#[test]
+fn api_tokens_are_shown_once_kept_as_hashes_listed_and_revoked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let out = users(
+        &db,
+        &["add", "alice", "--password-stdin"],
+        Some("long enough\n"),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // The token alone on standard output; how to use it on standard error.
+    let out = users(&db, &["token", "alice"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    let token = stdout_of(&out).trim().to_owned();
+    assert!(
+        token.starts_with("nct_") && token.len() == 4 + 43,
+        "{}",
+        describe(&out)
+    );
+    let note = stderr_of(&out);
+    assert!(
+        note.contains("only this once") && note.contains("Authorization: Bearer"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!note.contains(&token), "{}", describe(&out));
+
+    let out = users(&db, &["token", "alice", "--name", "ci", "--json"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    let made: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("JSON");
+    assert_eq!(
+        (made["user"].as_str(), made["label"].as_str()),
+        (Some("alice"), Some("ci"))
+    );
+    let ci_token = made["token"].as_str().expect("a token").to_owned();
+    assert!(ci_token.starts_with("nct_") && ci_token != token);
+    assert!(
+        notesctl::timefmt::parse_rfc3339(made["created_at"].as_str().expect("a time")).is_some(),
+        "{made}"
+    );
+
+    // The file holds the tokens' hashes, never the tokens.
+    let conn = rusqlite::Connection::open(&db).expect("open the file");
+    let mut stored: Vec<(String, String)> = conn
+        .prepare("SELECT label, id_hash FROM api_tokens ORDER BY label")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    stored.sort();
+    let hash = notesctl::secrets::secret_hash;
+    assert_eq!(
+        stored,
+        [
+            ("ci".to_owned(), hash(&ci_token)),
+            ("default".to_owned(), hash(&token))
+        ]
+    );
+
+    // Listed by label, without the tokens or their hashes.
+    let out = users(&db, &["tokens", "alice"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    let table = stdout_of(&out);
+    assert!(table.starts_with("LABEL"), "{table}");
+    assert!(table.contains("ci") && table.contains("default") && table.contains("never"));
+    for secret in [&token, &ci_token, &hash(&token), &hash(&ci_token)] {
+        assert!(!table.contains(secret.as_str()), "{table}");
+    }
+    let out = users(&db, &["tokens", "alice", "--json"], None);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&stdout_of(&out)).expect("JSON");
+    let labels: Vec<&str> = listed.iter().filter_map(|t| t["label"].as_str()).collect();
+    assert_eq!(labels, ["ci", "default"]);
+    assert!(
+        listed.iter().all(|t| t["last_used_at"].is_null()),
+        "{listed:?}"
+    );
+
+    let out = users(&db, &["revoke", "alice", "ci"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stderr_of(&out).contains("revoked"), "{}", describe(&out));
+    let out = users(&db, &["tokens", "alice", "--json"], None);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&stdout_of(&out)).expect("JSON");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+
+    // Each mistake: its message and exit code.
+    let cases: [(std::process::Output, i32, &str); 7] = [
+        (
+            users(&db, &["token", "alice"], None),
+            65,
+            "already has a token labelled \"default\"",
+        ),
+        (
+            users(&db, &["token", "alice", "--name", ""], None),
+            65,
+            "token label",
+        ),
+        (
+            users(&db, &["token", "dave"], None),
+            66,
+            "no user named \"dave\"",
+        ),
+        (
+            users(&db, &["tokens", "dave"], None),
+            66,
+            "no user named \"dave\"",
+        ),
+        (
+            users(&db, &["revoke", "alice", "ci"], None),
+            66,
+            "has no token labelled \"ci\"",
+        ),
+        (
+            users(&db, &["revoke", "dave", "ci"], None),
+            66,
+            "no user named \"dave\"",
+        ),
+        (users(&db, &["revoke", "alice"], None), 2, "LABEL"),
+    ];
+    for (out, code, message) in cases {
+        assert_eq!(out.status.code(), Some(code), "{}", describe(&out));
+        assert!(stderr_of(&out).contains(message), "{}", describe(&out));
+        assert!(stdout_of(&out).is_empty(), "{}", describe(&out));
+    }
+}
+
+#[test]
+fn logout_ends_every_session_of_a_user() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    for name in ["alice", "bob"] {
+        let out = users(
+            &db,
+            &["add", name, "--password-stdin"],
+            Some("long enough\n"),
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    // Sessions as a login makes them (the web app's part), two of alice's and one of bob's.
+    let conn = rusqlite::Connection::open(&db).expect("open the file");
+    let far = notesctl::timefmt::now_millis() + 3_600_000;
+    for (hash, name) in [("s1", "alice"), ("s2", "alice"), ("s3", "bob")] {
+        conn.execute(
+            "INSERT INTO sessions (id_hash, user_name, created_at, expires_at) VALUES (?1, ?2, 0, ?3)",
+            rusqlite::params![hash, name, far],
+        )
+        .expect("insert a session");
+    }
+
+    let out = users(&db, &["logout", "alice", "--json"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("JSON");
+    assert_eq!(
+        report,
+        serde_json::json!({"user": "alice", "sessions_ended": 2})
+    );
+    let left: Vec<String> = conn
+        .prepare("SELECT user_name FROM sessions")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(left, ["bob"]);
+
+    let out = users(&db, &["logout", "alice"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout_of(&out).is_empty(), "{}", describe(&out));
+    assert!(
+        stderr_of(&out).contains("ended 0 sessions of alice"),
+        "{}",
+        describe(&out)
+    );
+    let out = users(&db, &["logout", "bob"], None);
+    assert!(
+        stderr_of(&out).contains("ended 1 session of bob"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = users(&db, &["logout", "dave"], None);
+    assert_eq!(out.status.code(), Some(66), "{}", describe(&out));
+    assert!(
+        stderr_of(&out).contains("no user named \"dave\""),
+        "{}",
+        describe(&out)
+    );
+}

@@ -20,11 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::accounts::check_token_label;
 use super::postgres::{PgSettings, PgStore};
 use super::sqlite::{DataVersionWatcher, SqliteStore};
 use super::{
-    Change, ListQuery, Location, NewNote, Note, NotePage, NoteWrite, Settings, StoreError, User,
-    UserName,
+    Change, ListQuery, Location, NewNote, Note, NotePage, NoteWrite, Settings, StoreError, Token,
+    User, UserName,
 };
 
 /// An open store. Cheap to clone: clones share the backend's connections.
@@ -154,7 +155,9 @@ impl Store {
         }
     }
 
-    /// Replaces a user's password hash (`NoSuchUser` if there is none by that name).
+    /// Replaces a user's password hash (`NoSuchUser` if there is none by that name), and ends
+    /// every session of that user in the same transaction: a changed password logs the user
+    /// out everywhere (API tokens stay valid: they are revoked one by one).
     pub async fn set_password(
         &self,
         name: &UserName,
@@ -169,6 +172,8 @@ impl Store {
         }
     }
 
+    /// Removes a user (`NoSuchUser` if there is none by that name) with the user's sessions
+    /// and API tokens, in one transaction.
     pub async fn remove_user(&self, name: &UserName) -> Result<(), StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => {
@@ -198,6 +203,185 @@ impl Store {
                 off_thread(move || s.password_hash(&name)).await
             }
             Backend::Postgres(s) => s.password_hash(name).await,
+        }
+    }
+
+    /// Whether any user exists.
+    pub async fn users_exist(&self) -> Result<bool, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let s = Arc::clone(s);
+                off_thread(move || s.users_exist()).await
+            }
+            Backend::Postgres(s) => s.users_exist().await,
+        }
+    }
+
+    /// Starts a session of `name` until `expires_at` (Unix milliseconds), kept by the hash of
+    /// its secret (`crate::secrets::secret_hash`); `NoSuchUser` if there is no such user, read
+    /// in the same transaction. Deletes expired sessions on the way.
+    pub async fn create_session(
+        &self,
+        name: &UserName,
+        id_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, name, id_hash) = (Arc::clone(s), name.clone(), id_hash.to_owned());
+                off_thread(move || s.create_session(&name, &id_hash, expires_at)).await
+            }
+            Backend::Postgres(s) => s.create_session(name, id_hash, expires_at).await,
+        }
+    }
+
+    /// The user whose session has this hash, if it has not expired by `now` (Unix
+    /// milliseconds). Every logged-in request asks: on SQLite, a lookup on the calling
+    /// thread's own connection, as `get` is.
+    pub async fn session_user(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.session_user(id_hash, now),
+            Backend::Postgres(s) => s.session_user(id_hash, now).await,
+        }
+    }
+
+    /// Ends one session (a logout); a session that is not there is no error.
+    pub async fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, id_hash) = (Arc::clone(s), id_hash.to_owned());
+                off_thread(move || s.end_session(&id_hash)).await
+            }
+            Backend::Postgres(s) => s.end_session(id_hash).await,
+        }
+    }
+
+    /// Ends every session of `name` (`NoSuchUser` if there is no such user); answers how many
+    /// there were.
+    pub async fn end_sessions_of(&self, name: &UserName) -> Result<u64, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, name) = (Arc::clone(s), name.clone());
+                off_thread(move || s.end_sessions_of(&name)).await
+            }
+            Backend::Postgres(s) => s.end_sessions_of(name).await,
+        }
+    }
+
+    /// Adds an API token of `name` under `label`, kept by the hash of its secret; `Invalid`
+    /// for a label that cannot be one, `TokenExists` if the user has one by that label,
+    /// `NoSuchUser` if there is no such user.
+    pub async fn add_token(
+        &self,
+        name: &UserName,
+        label: &str,
+        id_hash: &str,
+    ) -> Result<Token, StoreError> {
+        check_token_label(label)?;
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, name) = (Arc::clone(s), name.clone());
+                let (label, id_hash) = (label.to_owned(), id_hash.to_owned());
+                off_thread(move || s.add_token(&name, &label, &id_hash)).await
+            }
+            Backend::Postgres(s) => s.add_token(name, label, id_hash).await,
+        }
+    }
+
+    /// `name`'s API tokens by label, without their hashes (`NoSuchUser` if there is no such
+    /// user).
+    pub async fn tokens(&self, name: &UserName) -> Result<Vec<Token>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, name) = (Arc::clone(s), name.clone());
+                off_thread(move || s.tokens(&name)).await
+            }
+            Backend::Postgres(s) => s.tokens(name).await,
+        }
+    }
+
+    /// Deletes `name`'s token labelled `label` (`NoSuchToken`, or `NoSuchUser` if there is no
+    /// such user).
+    pub async fn revoke_token(&self, name: &UserName, label: &str) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, name, label) = (Arc::clone(s), name.clone(), label.to_owned());
+                off_thread(move || s.revoke_token(&name, &label)).await
+            }
+            Backend::Postgres(s) => s.revoke_token(name, label).await,
+        }
+    }
+
+    /// The user whose API token has this hash. A read only, on SQLite on the calling thread's
+    /// own connection: noting the use is `touch_token`'s, which callers need not do on every
+    /// request.
+    pub async fn token_user(&self, id_hash: &str) -> Result<Option<String>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.token_user(id_hash),
+            Backend::Postgres(s) => s.token_user(id_hash).await,
+        }
+    }
+
+    /// Notes that the token with this hash was used at `at` (Unix milliseconds). A write: call
+    /// it at most about once a minute per token, not on every request (the listing shows the
+    /// time to the minute anyway). A token that is not there is no error.
+    pub async fn touch_token(&self, id_hash: &str, at: i64) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, id_hash) = (Arc::clone(s), id_hash.to_owned());
+                off_thread(move || s.touch_token(&id_hash, at)).await
+            }
+            Backend::Postgres(s) => s.touch_token(id_hash, at).await,
+        }
+    }
+
+    /// Notes a failed login at `at` under each of `scopes` (say the user name and the client's
+    /// address), and, in the same transaction, forgets failures older than `at - window_ms`
+    /// under every scope, so the table holds one window's worth at most.
+    pub async fn record_login_failure(
+        &self,
+        scopes: &[String],
+        at: i64,
+        window_ms: i64,
+    ) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, scopes) = (Arc::clone(s), scopes.to_vec());
+                off_thread(move || s.record_login_failure(&scopes, at, window_ms)).await
+            }
+            Backend::Postgres(s) => s.record_login_failure(scopes, at, window_ms).await,
+        }
+    }
+
+    /// How many failed logins `scope` has had at or after `since`, and when the oldest of
+    /// those was (`None` when there were none): from it and the window, how long until the
+    /// next attempt is allowed (Retry-After).
+    pub async fn login_failures(
+        &self,
+        scope: &str,
+        since: i64,
+    ) -> Result<(u32, Option<i64>), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, scope) = (Arc::clone(s), scope.to_owned());
+                off_thread(move || s.login_failures(&scope, since)).await
+            }
+            Backend::Postgres(s) => s.login_failures(scope, since).await,
+        }
+    }
+
+    /// Forgets the failed logins of `scope` (after a successful login).
+    pub async fn clear_login_failures(&self, scope: &str) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let (s, scope) = (Arc::clone(s), scope.to_owned());
+                off_thread(move || s.clear_login_failures(&scope)).await
+            }
+            Backend::Postgres(s) => s.clear_login_failures(scope).await,
         }
     }
 

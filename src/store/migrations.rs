@@ -69,6 +69,35 @@ const STEPS: &[&str] = &[
         password_changed_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 5: logins. Sessions and API tokens are kept by the SHA-256 of their secret (see
+    // secrets.rs), never the secret; both go with their user (by name: a removed user's rows
+    // are deleted in the same transaction). `login_failures` counts recent failed logins per
+    // scope (a user, an address) for rate limits; old rows are pruned as new ones come, by
+    // time, hence the second index.
+    r#"
+    CREATE TABLE sessions (
+        id_hash    TEXT PRIMARY KEY,
+        user_name  TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_user ON sessions (user_name);
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+    CREATE TABLE api_tokens (
+        id_hash      TEXT PRIMARY KEY,
+        user_name    TEXT NOT NULL,
+        label        TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER,
+        UNIQUE (user_name, label)
+    ) WITHOUT ROWID;
+    CREATE TABLE login_failures (
+        scope TEXT NOT NULL,
+        at    INTEGER NOT NULL
+    );
+    CREATE INDEX login_failures_by_scope ON login_failures (scope, at);
+    CREATE INDEX login_failures_by_time ON login_failures (at);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -18,7 +18,7 @@ mod settings;
 mod sqlite;
 mod writer;
 
-pub use accounts::{MAX_USER_NAME_CHARS, User, UserName};
+pub use accounts::{MAX_TOKEN_LABEL_CHARS, MAX_USER_NAME_CHARS, Token, User, UserName};
 pub use handle::{ChangeWatcher, Store};
 pub use location::{Location, PostgresUrl};
 pub use migrations::SCHEMA_VERSION;
@@ -93,6 +93,10 @@ pub enum StoreError {
     UserExists(String),
     #[error("no user named {0:?}")]
     NoSuchUser(String),
+    #[error("user {user:?} already has a token labelled {label:?}")]
+    TokenExists { user: String, label: String },
+    #[error("user {user:?} has no token labelled {label:?}")]
+    NoSuchToken { user: String, label: String },
     /// The note changed since the version the user edited; `current` is what is stored now.
     #[error(
         "note {:?} was changed by someone else (you edited version {expected}, it is now at version {})",
@@ -144,8 +148,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True for the user's own mistakes (bad input, a missing note, a taken key, a stale
-    /// version), false for failures of the store itself.
+    /// True for the user's own mistakes (bad input, a missing note, user or token, a taken key,
+    /// name or label, a stale version), false for failures of the store itself.
     pub fn is_users(&self) -> bool {
         matches!(
             self,
@@ -155,6 +159,8 @@ impl StoreError {
                 | Self::Conflict { .. }
                 | Self::UserExists(_)
                 | Self::NoSuchUser(_)
+                | Self::TokenExists { .. }
+                | Self::NoSuchToken { .. }
         )
     }
 }

@@ -89,6 +89,9 @@ pub enum ValidationError {
     /// A user name that cannot be one (the message says why).
     #[error("{0}")]
     UserName(String),
+    /// An API token's label that cannot be one (the message says why).
+    #[error("{0}")]
+    TokenLabel(String),
 }
 
 /// A validated key.

@@ -116,8 +116,12 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Invalid(v) => Self::Invalid(v.to_string()),
-            StoreError::NotFound(_) | StoreError::NoSuchUser(_) => Self::NotFound(e.to_string()),
-            StoreError::KeyExists(_) | StoreError::UserExists(_) => Self::Conflict {
+            StoreError::NotFound(_)
+            | StoreError::NoSuchUser(_)
+            | StoreError::NoSuchToken { .. } => Self::NotFound(e.to_string()),
+            StoreError::KeyExists(_)
+            | StoreError::UserExists(_)
+            | StoreError::TokenExists { .. } => Self::Conflict {
                 message: e.to_string(),
                 current: None,
             },

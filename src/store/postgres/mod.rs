@@ -20,8 +20,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    Change, ListQuery, NewNote, Note, NotePage, NoteUpdate, PostgresSettings, StoreError, User,
-    UserName,
+    Change, ListQuery, NewNote, Note, NotePage, NoteUpdate, PostgresSettings, StoreError, Token,
+    User, UserName,
 };
 
 mod accounts;
@@ -301,18 +301,24 @@ impl PgStore {
             .await
     }
 
+    /// Also ends the user's sessions, in the same transaction.
     pub async fn set_password(
         &self,
         name: &UserName,
         password_hash: &str,
     ) -> Result<(), StoreError> {
-        self.run(async { accounts::set_password(&*self.conn().await?, name, password_hash).await })
-            .await
+        self.run_retrying(|| async move {
+            accounts::set_password(&mut *self.conn().await?, name, password_hash).await
+        })
+        .await
     }
 
+    /// Also deletes the user's sessions and tokens, in the same transaction.
     pub async fn remove_user(&self, name: &UserName) -> Result<(), StoreError> {
-        self.run(async { accounts::remove_user(&*self.conn().await?, name).await })
-            .await
+        self.run_retrying(
+            || async move { accounts::remove_user(&mut *self.conn().await?, name).await },
+        )
+        .await
     }
 
     pub async fn users(&self) -> Result<Vec<User>, StoreError> {
@@ -322,6 +328,102 @@ impl PgStore {
 
     pub async fn password_hash(&self, name: &UserName) -> Result<Option<String>, StoreError> {
         self.run(async { accounts::password_hash(&*self.conn().await?, name).await })
+            .await
+    }
+
+    pub async fn users_exist(&self) -> Result<bool, StoreError> {
+        self.run(async { accounts::users_exist(&*self.conn().await?).await })
+            .await
+    }
+
+    pub async fn create_session(
+        &self,
+        name: &UserName,
+        id_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.run_retrying(|| async move {
+            accounts::create_session(&mut *self.conn().await?, name, id_hash, expires_at).await
+        })
+        .await
+    }
+
+    pub async fn session_user(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.run(async { accounts::session_user(&*self.conn().await?, id_hash, now).await })
+            .await
+    }
+
+    pub async fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.run(async { accounts::end_session(&*self.conn().await?, id_hash).await })
+            .await
+    }
+
+    pub async fn end_sessions_of(&self, name: &UserName) -> Result<u64, StoreError> {
+        self.run_retrying(|| async move {
+            accounts::end_sessions_of(&mut *self.conn().await?, name).await
+        })
+        .await
+    }
+
+    pub async fn add_token(
+        &self,
+        name: &UserName,
+        label: &str,
+        id_hash: &str,
+    ) -> Result<Token, StoreError> {
+        self.run_retrying(|| async move {
+            accounts::add_token(&mut *self.conn().await?, name, label, id_hash).await
+        })
+        .await
+    }
+
+    pub async fn tokens(&self, name: &UserName) -> Result<Vec<Token>, StoreError> {
+        self.run(async { accounts::tokens(&*self.conn().await?, name).await })
+            .await
+    }
+
+    pub async fn revoke_token(&self, name: &UserName, label: &str) -> Result<(), StoreError> {
+        self.run(async { accounts::revoke_token(&*self.conn().await?, name, label).await })
+            .await
+    }
+
+    pub async fn token_user(&self, id_hash: &str) -> Result<Option<String>, StoreError> {
+        self.run(async { accounts::token_user(&*self.conn().await?, id_hash).await })
+            .await
+    }
+
+    pub async fn touch_token(&self, id_hash: &str, at: i64) -> Result<(), StoreError> {
+        self.run(async { accounts::touch_token(&*self.conn().await?, id_hash, at).await })
+            .await
+    }
+
+    pub async fn record_login_failure(
+        &self,
+        scopes: &[String],
+        at: i64,
+        window_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.run(async {
+            accounts::record_login_failure(&*self.conn().await?, scopes, at, window_ms).await
+        })
+        .await
+    }
+
+    pub async fn login_failures(
+        &self,
+        scope: &str,
+        since: i64,
+    ) -> Result<(u32, Option<i64>), StoreError> {
+        self.run(async { accounts::login_failures(&*self.conn().await?, scope, since).await })
+            .await
+    }
+
+    pub async fn clear_login_failures(&self, scope: &str) -> Result<(), StoreError> {
+        self.run(async { accounts::clear_login_failures(&*self.conn().await?, scope).await })
             .await
     }
 
@@ -401,6 +503,25 @@ impl PgStore {
         self.within(op).await.map_err(|f| self.fail(f))
     }
 
+    /// Runs one operation within the deadline like `run`, retrying a lost serialization or
+    /// deadlock race as note writes are (the users' transactions can meet in the sessions they
+    /// delete): `op` makes each attempt afresh.
+    async fn run_retrying<T, Fut>(&self, op: impl Fn() -> Fut) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match self.within(op()).await {
+                Err(f) if f.is_retryable() && attempt < WRITE_ATTEMPTS => {
+                    tokio::time::sleep(retry_pause(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other.map_err(|f| self.fail(f)),
+            }
+        }
+    }
+
     /// Runs a write, retrying lost serialization or deadlock races, and publishes its change.
     async fn write(&self, op: WriteOp<'_>) -> Result<Outcome, StoreError> {
         let mut attempt = 1;
@@ -416,9 +537,7 @@ impl PgStore {
                     return Ok(outcome);
                 }
                 Err(f) if f.is_retryable() && attempt < WRITE_ATTEMPTS => {
-                    // A little randomness keeps the same two writers from colliding again.
-                    let jitter = u64::from(std::process::id() % 7 + attempt * 5);
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    tokio::time::sleep(retry_pause(attempt)).await;
                     attempt += 1;
                 }
                 other => return other.map_err(|f| self.fail(f)),
@@ -436,6 +555,12 @@ impl PgStore {
     fn fail(&self, failure: Failure) -> StoreError {
         self.failures.describe(failure)
     }
+}
+
+/// How long to wait before attempt `attempt + 1` of a write that lost a race. A little
+/// randomness keeps the same two writers from colliding again.
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(u64::from(std::process::id() % 7 + attempt * 5))
 }
 
 /// What telling a failure needs: the server's name and the limits it ran into.

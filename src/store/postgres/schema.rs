@@ -133,6 +133,33 @@ const STEPS: &[&str] = &[
         password_changed_at bigint NOT NULL
     );
     "#,
+    // 4: logins, as in the SQLite schema at its version 5: sessions and API tokens by the
+    // SHA-256 of their secret (never the secret), and recent failed logins per scope for rate
+    // limits, pruned by time.
+    r#"
+    CREATE TABLE sessions (
+        id_hash    text   PRIMARY KEY,
+        user_name  text   NOT NULL,
+        created_at bigint NOT NULL,
+        expires_at bigint NOT NULL
+    );
+    CREATE INDEX sessions_by_user ON sessions (user_name);
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+    CREATE TABLE api_tokens (
+        id_hash      text   PRIMARY KEY,
+        user_name    text   NOT NULL,
+        label        text   NOT NULL,
+        created_at   bigint NOT NULL,
+        last_used_at bigint,
+        UNIQUE (user_name, label)
+    );
+    CREATE TABLE login_failures (
+        scope text   NOT NULL,
+        at    bigint NOT NULL
+    );
+    CREATE INDEX login_failures_by_scope ON login_failures (scope, at);
+    CREATE INDEX login_failures_by_time ON login_failures (at);
+    "#,
 ];
 
 /// The schema version this build writes.
