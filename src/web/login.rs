@@ -25,7 +25,7 @@ use super::body;
 use super::pages::{nav_html, render};
 use super::{AppError, AppState};
 use crate::passwords;
-use crate::secrets::{new_secret, secret_hash};
+use crate::secrets::{SESSION_PREFIX, new_secret, secret_hash};
 use crate::store::{StoreError, UserName};
 use crate::timefmt::now_millis;
 
@@ -190,7 +190,8 @@ async fn attempt(
         return Err(Refused::Wrong);
     };
     store.clear_login_failures(&scopes[0]).await?;
-    let id = new_secret("");
+    let id = new_secret(SESSION_PREFIX)
+        .map_err(|e| Refused::Store(StoreError::Internal(e.to_string())))?;
     let ttl = i64::try_from(auth.config.session_ttl.as_millis()).unwrap_or(i64::MAX / 2);
     store
         .create_session(&name, &secret_hash(&id), now.saturating_add(ttl))
@@ -202,10 +203,11 @@ async fn attempt(
     Ok(id)
 }
 
-/// A hash of a password nobody knows, with the same parameters as real ones.
+/// A hash with the same parameters as real ones, checked when there is no user so that the
+/// answer takes as long. Its password need not be secret: what it says is never used.
 fn stand_in_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| passwords::hash(&new_secret("")).unwrap_or_default())
+    HASH.get_or_init(|| passwords::hash("a stand-in for a missing user").unwrap_or_default())
 }
 
 /// `GET /users/logout` (the book's link): ends the session everywhere, then the home page.
