@@ -141,6 +141,8 @@ async fn update(
     let update = NoteUpdate {
         content: NoteContent::new(&input.title, &input.body).map_err(StoreError::from)?,
         expected_version: input.version,
+        // The API names no author yet: the version is recorded as nobody's.
+        author: None,
     };
     Ok(Json(
         state.store.write(NoteWrite::Update(key, update)).await?,

@@ -458,6 +458,7 @@ async fn save_form(state: &AppState, form: &SaveForm) -> Result<String, AppError
             let update = NoteUpdate {
                 content: NoteContent::new(title, body_text).map_err(StoreError::from)?,
                 expected_version: body::optional_version(form.version.as_deref())?,
+                author: None,
             };
             let updated = state.store.write(NoteWrite::Update(key, update)).await?;
             Ok(updated.key)

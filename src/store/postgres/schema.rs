@@ -133,6 +133,11 @@ const STEPS: &[&str] = &[
         password_changed_at bigint NOT NULL
     );
     "#,
+    // 4: who created each note and who made its current version (NULL for notes written
+    // before, and by writers that name nobody).
+    r#"
+    ALTER TABLE notes ADD COLUMN created_by text, ADD COLUMN updated_by text;
+    "#,
 ];
 
 /// The schema version this build writes.
