@@ -8,6 +8,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::MAX_WORKERS;
+use crate::store::UserName;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -285,6 +286,9 @@ pub enum NotesCommand {
         /// Print the new note as JSON instead of its key
         #[arg(long)]
         json: bool,
+        /// The author recorded [default: the local user]
+        #[arg(long = "as", value_name = "NAME", value_parser = crate::author::parse_as)]
+        author: Option<UserName>,
     },
     /// List notes, newest first
     #[command(alias = "ls")]
@@ -318,6 +322,9 @@ pub enum NotesCommand {
         /// Print the updated note as JSON
         #[arg(long)]
         json: bool,
+        /// The author recorded [default: the local user]
+        #[arg(long = "as", value_name = "NAME", value_parser = crate::author::parse_as)]
+        author: Option<UserName>,
     },
     /// Delete a note
     #[command(alias = "delete")]
@@ -336,6 +343,10 @@ pub enum NotesCommand {
         /// Print the summary as JSON on standard output
         #[arg(long)]
         json: bool,
+        /// The author recorded for new notes; a line's own created_by and updated_by, and a
+        /// note moved with its version and times, keep theirs [default: the local user]
+        #[arg(long = "as", value_name = "NAME", value_parser = crate::author::parse_as)]
+        author: Option<UserName>,
     },
     /// Export every note as JSON lines, oldest first [default: to standard output]
     Export {

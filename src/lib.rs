@@ -4,6 +4,7 @@
 //! Layout: `config` resolves settings; `store` owns the data rules; `web` serves pages and the
 //! JSON API; `server` binds and runs one instance; `notes_cmd` is the `notes` subcommand.
 
+pub mod author;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -23,9 +23,11 @@ pub async fn run(store: &Store, command: NotesCommand) -> anyhow::Result<ExitCod
             body,
             key,
             json,
+            author,
         } => {
             let body = read_body_arg(body)?;
-            let note = NewNote::parse(key.as_deref(), &title, &body)?;
+            let note = NewNote::parse(key.as_deref(), &title, &body)?
+                .with_author(crate::author::resolve(author));
             let created = store.write(NoteWrite::Create(note)).await?;
             if json {
                 write_json(&mut out, &created)?;
@@ -66,6 +68,7 @@ pub async fn run(store: &Store, command: NotesCommand) -> anyhow::Result<ExitCod
             title,
             body,
             json,
+            author,
         } => {
             let current = store.get(&key).await?;
             let title = title.unwrap_or_else(|| current.title.clone());
@@ -77,6 +80,7 @@ pub async fn run(store: &Store, command: NotesCommand) -> anyhow::Result<ExitCod
                 content: NoteContent::new(&title, &body)?,
                 // Detects an edit made elsewhere between our read and our write.
                 expected_version: Some(current.version),
+                author: crate::author::resolve(author),
             };
             let updated = store.write(NoteWrite::Update(key, update)).await?;
             if json {
@@ -93,9 +97,10 @@ pub async fn run(store: &Store, command: NotesCommand) -> anyhow::Result<ExitCod
                 eprintln!("deleted {:?} ({})", deleted.key, deleted.title);
             }
         }
-        NotesCommand::Import { file, json } => {
+        NotesCommand::Import { file, json, author } => {
             drop(out);
-            let summary = crate::transfer::import(store, &file).await?;
+            let author = crate::author::resolve(author);
+            let summary = crate::transfer::import(store, &file, author.as_deref()).await?;
             if json {
                 let mut out = io::stdout().lock();
                 write_json(&mut out, &summary)?;
@@ -176,6 +181,16 @@ fn write_note(out: &mut impl Write, n: &Note) -> io::Result<()> {
         timefmt::human(n.created_at),
         timefmt::human(n.updated_at)
     )?;
+    // Only when known: notes written before authors were recorded have none.
+    match (&n.created_by, &n.updated_by) {
+        (None, None) => {}
+        (created, updated) => writeln!(
+            out,
+            "created by: {}  updated by: {}",
+            created.as_deref().unwrap_or("(unknown)"),
+            updated.as_deref().unwrap_or("(unknown)")
+        )?,
+    }
     writeln!(out)?;
     writeln!(out, "{}", terminal_safe(&n.body))
 }

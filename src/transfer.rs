@@ -1,6 +1,12 @@
 //! `notes import` and `notes export`: notes as JSON lines, streamed, so 100,000 notes take
 //! seconds and little memory. Import commits in batches; a bad line is reported with its line
 //! number and skipped, and every good line is kept.
+//!
+//! A note's authors travel with it: `created_by` and `updated_by` are exported when known
+//! and kept by import. A note moved with its version and times keeps exactly the authors its
+//! line names, none included (unknown where it came from, so unknown here: crediting the
+//! importer would rewrite its history). A new note is created by the line's `created_by`,
+//! else by whoever imports it; its one version is by its `updated_by`, else its creator.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
@@ -9,9 +15,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::store::{NewNote, NoteStamp, Store, StoreError};
+use crate::store::{NewNote, Note, NoteStamp, Store, StoreError, UserName};
 use crate::timefmt;
 
 /// Notes per write transaction: large enough to amortise the commit, small enough that other
@@ -30,6 +36,41 @@ struct Line {
     version: Option<i64>,
     created_at: Option<String>,
     updated_at: Option<String>,
+    created_by: Option<String>,
+    updated_by: Option<String>,
+}
+
+/// One line of an export: a note as `Line` reads it back. Its authors are left out when
+/// unknown, so that a file of notes without any reads as it did before authors were kept.
+#[derive(Serialize)]
+struct ExportLine<'a> {
+    key: &'a str,
+    title: &'a str,
+    body: &'a str,
+    version: i64,
+    #[serde(serialize_with = "timefmt::serialize_millis")]
+    created_at: i64,
+    #[serde(serialize_with = "timefmt::serialize_millis")]
+    updated_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_by: Option<&'a str>,
+}
+
+impl<'a> From<&'a Note> for ExportLine<'a> {
+    fn from(note: &'a Note) -> Self {
+        Self {
+            key: &note.key,
+            title: &note.title,
+            body: &note.body,
+            version: note.version,
+            created_at: note.created_at,
+            updated_at: note.updated_at,
+            created_by: note.created_by.as_deref(),
+            updated_by: note.updated_by.as_deref(),
+        }
+    }
 }
 
 impl Line {
@@ -50,6 +91,30 @@ impl Line {
             _ => Err("give version, created_at and updated_at together, or none of them".into()),
         }
     }
+
+    /// The note's creator and last author (see the module's header). Each name a line gives
+    /// must be a valid user name.
+    fn authors(
+        &self,
+        stamped: bool,
+        importer: Option<&str>,
+    ) -> Result<(Option<String>, Option<String>), String> {
+        let checked = |name: &Option<String>| -> Result<Option<String>, String> {
+            match name {
+                Some(name) => UserName::parse(name)
+                    .map(|n| Some(n.as_str().to_owned()))
+                    .map_err(|e| e.to_string()),
+                None => Ok(None),
+            }
+        };
+        let (created_by, updated_by) = (checked(&self.created_by)?, checked(&self.updated_by)?);
+        if stamped {
+            return Ok((created_by, updated_by));
+        }
+        let created_by = created_by.or_else(|| importer.map(str::to_owned));
+        let updated_by = updated_by.or_else(|| created_by.clone());
+        Ok((created_by, updated_by))
+    }
 }
 
 /// What an import did (`notes import --json` prints it).
@@ -61,8 +126,13 @@ pub struct ImportSummary {
     pub seconds: f64,
 }
 
-/// Imports `source` (a path, or "-" for standard input).
-pub async fn import(store: &Store, source: &str) -> anyhow::Result<ImportSummary> {
+/// Imports `source` (a path, or "-" for standard input); `author` is recorded for the new
+/// notes that name none.
+pub async fn import(
+    store: &Store,
+    source: &str,
+    author: Option<&str>,
+) -> anyhow::Result<ImportSummary> {
     let started = Instant::now();
     let (reader, size): (Box<dyn Read>, Option<u64>) = if source == "-" {
         (Box::new(io::stdin().lock()), None)
@@ -95,7 +165,7 @@ pub async fn import(store: &Store, source: &str) -> anyhow::Result<ImportSummary
         if text.is_empty() {
             continue;
         }
-        match parse_line(text) {
+        match parse_line(text, author) {
             Ok(note) => batch.push((number, note)),
             Err(reason) => {
                 summary.skipped += 1;
@@ -122,7 +192,7 @@ pub async fn import(store: &Store, source: &str) -> anyhow::Result<ImportSummary
     Ok(summary)
 }
 
-fn parse_line(text: &str) -> Result<NewNote, String> {
+fn parse_line(text: &str, author: Option<&str>) -> Result<NewNote, String> {
     let line: Line = serde_json::from_str(text).map_err(|e| {
         // serde_json reports a position within the line; the line number is ours.
         let message = e.to_string();
@@ -136,6 +206,7 @@ fn parse_line(text: &str) -> Result<NewNote, String> {
     let mut note =
         NewNote::parse(line.key.as_deref(), &line.title, &line.body).map_err(|e| e.to_string())?;
     note.stamp = line.stamp()?;
+    (note.created_by, note.updated_by) = line.authors(note.stamp.is_some(), author)?;
     Ok(note)
 }
 
@@ -178,7 +249,7 @@ pub async fn export(store: &Store, target: &str) -> anyhow::Result<u64> {
     let mut io_error = None;
     let written = store
         .for_each_note(&mut |note| {
-            let result = serde_json::to_writer(&mut out, &note)
+            let result = serde_json::to_writer(&mut out, &ExportLine::from(&note))
                 .map_err(io::Error::from)
                 .and_then(|()| out.write_all(b"\n"));
             progress.inc(1);

@@ -24,7 +24,11 @@ fn users(db: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output 
 }
 
 fn add_user(db: &Path, name: &str) {
-    users(db, &["add", name, "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    users(
+        db,
+        &["add", name, "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
 }
 
 fn login(port: u16, name: &str, password: &str, next: &str) -> Response {
@@ -100,10 +104,16 @@ fn logged_in_as(port: u16, id: &str, name: &str) -> Result<(), String> {
 
 fn logged_out(port: u16, id: &str) -> Result<(), String> {
     let r = save_as(port, Some(id), "", "after logout");
-    if r.status == 302 && r.header("location").is_some_and(|l| l.starts_with("/users/login")) {
+    if r.status == 302
+        && r.header("location")
+            .is_some_and(|l| l.starts_with("/users/login"))
+    {
         Ok(())
     } else {
-        Err(format!("port {port} still accepts the session: {}", r.status))
+        Err(format!(
+            "port {port} still accepts the session: {}",
+            r.status
+        ))
     }
 }
 
@@ -150,7 +160,11 @@ fn a_login_on_one_instance_counts_on_every_instance_until_logout() {
     assert!(api.json_error().contains("needs a login"), "{api}");
 
     let r = login(a.port, "alice", PASSWORD, "/notes/add");
-    assert_eq!((r.status, r.header("location")), (302, Some("/notes/add")), "{r}");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some("/notes/add")),
+        "{r}"
+    );
     let set = r.header("set-cookie").expect("a cookie");
     for part in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age="] {
         assert!(set.contains(part), "{set}");
@@ -167,14 +181,25 @@ fn a_login_on_one_instance_counts_on_every_instance_until_logout() {
     assert_eq!(note["updated_by"], "alice", "{note}");
     let view = get_as(a.port, "/notes/view?key=by-alice", &id).text();
     assert!(view.contains("id=\"notedestroy\""), "{view}");
-    assert!(view.contains("created by <span class=\"author\" id=\"note-created-by\">alice"), "{view}");
+    assert!(
+        view.contains("created by <span class=\"author\" id=\"note-created-by\">alice"),
+        "{view}"
+    );
     // Anonymous readers see the note, not the buttons that would send them to log in.
-    assert!(!get(a.port, "/notes/view?key=by-alice").text().contains("notedestroy"));
+    assert!(
+        !get(a.port, "/notes/view?key=by-alice")
+            .text()
+            .contains("notedestroy")
+    );
 
     // Logging out on B ends the session on A too.
     let r = get_as(b.port, "/users/logout", &id);
     assert_eq!((r.status, r.header("location")), (302, Some("/")), "{r}");
-    assert!(r.header("set-cookie").is_some_and(|c| c.contains("Max-Age=0")), "{r}");
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|c| c.contains("Max-Age=0")),
+        "{r}"
+    );
     holds_within(EVERYWHERE_WITHIN, "logged out everywhere", || {
         logged_out(a.port, &id)?;
         logged_out(b.port, &id)
@@ -204,7 +229,10 @@ fn users_logout_and_revoked_tokens_take_effect_on_every_instance() {
             port,
             "POST",
             "/api/notes",
-            &[("Content-Type", "application/json"), ("Authorization", &bearer)],
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &bearer),
+            ],
             format!(r#"{{"key":"{key}","title":"t","body":"b"}}"#).as_bytes(),
         )
     };
@@ -222,15 +250,19 @@ fn users_logout_and_revoked_tokens_take_effect_on_every_instance() {
     assert_eq!(wrong.status, 401, "{wrong}");
 
     users(&db, &["revoke", "alice", "ci"], None);
-    holds_within(EVERYWHERE_WITHIN, "a revoked token refused everywhere", || {
-        for port in [a.port, b.port] {
-            let r = create(port, "after-revoke");
-            if r.status != 401 {
-                return Err(format!("port {port}: {}", r.status));
+    holds_within(
+        EVERYWHERE_WITHIN,
+        "a revoked token refused everywhere",
+        || {
+            for port in [a.port, b.port] {
+                let r = create(port, "after-revoke");
+                if r.status != 401 {
+                    return Err(format!("port {port}: {}", r.status));
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 #[test]
@@ -301,13 +333,25 @@ fn logins_send_back_only_to_this_site_and_change_the_session_id() {
     let db = dir.path().join("notes.db");
     add_user(&db, "alice");
     let a = Instance::start(&db);
-    for next in ["//evil.example/x", "https://evil.example/", "/\\evil.example", "notes"] {
+    for next in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "notes",
+    ] {
         let r = login(a.port, "alice", PASSWORD, next);
-        assert_eq!((r.status, r.header("location")), (302, Some("/")), "{next}: {r}");
+        assert_eq!(
+            (r.status, r.header("location")),
+            (302, Some("/")),
+            "{next}: {r}"
+        );
     }
     let form = get(a.port, "/users/login?next=%2F%2Fevil.example").text();
     assert!(form.contains("name=\"next\" value=\"/\""), "{form}");
-    assert!(form.contains("form method=\"POST\" action=\"/users/login\""), "{form}");
+    assert!(
+        form.contains("form method=\"POST\" action=\"/users/login\""),
+        "{form}"
+    );
 
     // A login with a session already in the browser gets a new one; the old one ends.
     let first = session_of(&login(a.port, "alice", PASSWORD, "/"));
@@ -319,7 +363,9 @@ fn logins_send_back_only_to_this_site_and_change_the_session_id() {
     );
     let second = session_of(&r);
     assert_ne!(first, second);
-    holds_within(EVERYWHERE_WITHIN, "the old session ended", || logged_out(a.port, &first));
+    holds_within(EVERYWHERE_WITHIN, "the old session ended", || {
+        logged_out(a.port, &first)
+    });
     logged_in_as(a.port, &second, "alice").expect("the new session works");
 
     // A cross-site login post is refused like any cross-site form.
@@ -345,7 +391,11 @@ fn sessions_expire_reading_can_need_a_login_and_proxies_are_believed_when_truste
     let a = Instance::start(&db);
 
     let r = get(a.port, "/");
-    assert_eq!((r.status, r.header("location")), (302, Some("/users/login?next=%2F")), "{r}");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some("/users/login?next=%2F")),
+        "{r}"
+    );
     assert_eq!(get(a.port, "/api/notes").status, 401);
     assert_eq!(get(a.port, "/events").status, 401);
     assert_eq!(get(a.port, "/healthz").status, 200);
@@ -356,9 +406,16 @@ fn sessions_expire_reading_can_need_a_login_and_proxies_are_believed_when_truste
         a.port,
         "/users/login",
         &[("username", "alice"), ("password", PASSWORD)],
-        &[("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "203.0.113.9")],
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-For", "203.0.113.9"),
+        ],
     );
-    assert!(r.header("set-cookie").is_some_and(|c| c.contains("; Secure")), "{r}");
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|c| c.contains("; Secure")),
+        "{r}"
+    );
     let id = session_of(&r);
     assert_eq!(get_as(a.port, "/", &id).status, 200);
     std::thread::sleep(Duration::from_millis(2600));
@@ -372,5 +429,9 @@ fn auth_required_refuses_to_start_without_users() {
     std::fs::write(dir.path().join("notes.toml"), "[auth]\nrequired = true\n").expect("write");
     let out = run_in(dir.path(), &["serve", "--port", "0"], None);
     assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
-    assert!(common::stderr_of(&out).contains("notesctl users add"), "{}", describe(&out));
+    assert!(
+        common::stderr_of(&out).contains("notesctl users add"),
+        "{}",
+        describe(&out)
+    );
 }

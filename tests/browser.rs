@@ -140,10 +140,7 @@ fn scenario(browser: &Browser, db: &Path, a: u16, b: u16, w: &Windows) {
     });
     let created = Instant::now();
     assert_eq!(
-        browser
-            .text_of("#notebody")
-            .expect("#notebody")
-            .as_deref(),
+        browser.text_of("#notebody").expect("#notebody").as_deref(),
         Some(BODY),
         "A's view page"
     );

@@ -31,7 +31,14 @@ fn a_login_holds_on_every_instance_and_through_a_rolling_reload_in_a_real_browse
     let cluster = Cluster::start(2, "");
     let out = run_in(
         cluster.dir.path(),
-        &["--config", "notes.toml", "users", "add", "alice", "--password-stdin"],
+        &[
+            "--config",
+            "notes.toml",
+            "users",
+            "add",
+            "alice",
+            "--password-stdin",
+        ],
         Some(&format!("{PASSWORD}\n")),
     );
     assert!(out.status.success(), "{}", describe(&out));
@@ -69,13 +76,15 @@ fn wait_logged_in(browser: &Browser, name: &str, page: &str) {
 }
 
 fn wait_logged_out(browser: &Browser, page: &str) {
-    poll(&format!("{page} offers to log in"), DEADLINE, || {
-        match browser.first(r#"a.nav-item[href="/users/login"]"#) {
+    poll(
+        &format!("{page} offers to log in"),
+        DEADLINE,
+        || match browser.first(r#"a.nav-item[href="/users/login"]"#) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err("no login link".into()),
             Err(e) => Err(e.to_string()),
-        }
-    });
+        },
+    );
 }
 
 fn scenario(browser: &Browser, cluster: &Cluster) {

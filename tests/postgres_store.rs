@@ -75,6 +75,7 @@ async fn notes_are_created_read_updated_and_deleted() {
                 NoteUpdate {
                     content: content("Alpha 2"),
                     expected_version: Some(1),
+                    author: None,
                 },
             )
             .await
@@ -87,6 +88,7 @@ async fn notes_are_created_read_updated_and_deleted() {
                 NoteUpdate {
                     content: content("Alpha 3"),
                     expected_version: None,
+                    author: None,
                 },
             )
             .await
@@ -98,6 +100,7 @@ async fn notes_are_created_read_updated_and_deleted() {
                 NoteUpdate {
                     content: content("stale"),
                     expected_version: Some(2),
+                    author: None,
                 },
             )
             .await
@@ -114,7 +117,8 @@ async fn notes_are_created_read_updated_and_deleted() {
                     "zz",
                     NoteUpdate {
                         content: content("x"),
-                        expected_version: None
+                        expected_version: None,
+                        author: None,
                     }
                 )
                 .await,
@@ -256,6 +260,7 @@ async fn of_two_edits_of_one_version_one_wins_and_one_conflicts() {
         let edit = |title: &str| NoteUpdate {
             content: content(title),
             expected_version: Some(1),
+            author: None,
         };
         let (a, b) = tokio::join!(
             one.update("n", edit("From one")),
@@ -330,6 +335,7 @@ async fn the_change_log_has_no_gaps_under_concurrent_writers() {
                         let update = NoteUpdate {
                             content: content("Raced"),
                             expected_version: None,
+                            author: None,
                         };
                         store.update(&key, update).await.unwrap();
                     }
@@ -392,6 +398,7 @@ async fn coalesced_reads_see_every_write_acknowledged_before_them() {
             let update = NoteUpdate {
                 content: content(&format!("A{version}")),
                 expected_version: Some(version - 1),
+                author: None,
             };
             store.update("a", update).await.unwrap();
             let reads = (0..16).map(|_| store.get("a"));
@@ -682,6 +689,7 @@ async fn a_write_stuck_behind_a_lock_ends_at_the_statement_timeout() {
         let update = || NoteUpdate {
             content: content("Updated"),
             expected_version: Some(1),
+            author: None,
         };
         match store.update("a", update()).await {
             Err(StoreError::Unavailable(message)) => {

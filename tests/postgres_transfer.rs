@@ -1,6 +1,6 @@
 //! Moving notes between stores through `notes export | notes import`: SQLite to PostgreSQL
 //! (a real throwaway server from `common::postgres`) and back gives the same notes, keys,
-//! versions and times included.
+//! versions, times and authors included.
 
 mod common;
 
@@ -37,16 +37,25 @@ fn sqlite_to_postgres_and_back_keeps_every_note_as_it_was() {
     let first = dir.path().join("first.db");
     let input: String = (0..200)
         .map(|i| {
-            json!({"key": format!("n{i}"), "title": format!("Note {i} <&> ü"), "body": format!("line 1\nline {i}\t")})
-                .to_string()
-                + "\n"
+            let mut line = json!({"key": format!("n{i}"), "title": format!("Note {i} <&> ü"), "body": format!("line 1\nline {i}\t")});
+            if i == 7 {
+                // Moved from a store that kept no authors: it has none, here and after.
+                line["version"] = json!(4);
+                line["created_at"] = json!("2025-01-01T00:00:00Z");
+                line["updated_at"] = json!("2025-02-01T00:00:00Z");
+            }
+            line.to_string() + "\n"
         })
         .collect();
-    let out = cli_with_stdin(&first, &["import", "-"], Some(&input));
+    let out = cli_with_stdin(&first, &["import", "-", "--as", "importer"], Some(&input));
     assert!(out.status.success(), "{}", describe(&out));
-    // Some notes edited, so versions and times differ from a fresh import's.
+    // Some notes edited, so versions, times and last authors differ from a fresh import's.
     for key in ["n3", "n50", "n199"] {
-        let out = cli_with_stdin(&first, &["edit", key, "--body", "edited"], None);
+        let out = cli_with_stdin(
+            &first,
+            &["edit", key, "--body", "edited", "--as", "editor"],
+            None,
+        );
         assert!(out.status.success(), "{}", describe(&out));
     }
     let first_db = first.to_str().expect("UTF-8 path");
@@ -69,6 +78,16 @@ fn sqlite_to_postgres_and_back_keeps_every_note_as_it_was() {
     let original = by_key(&from_sqlite);
     assert_eq!(original.len(), 200);
     assert_eq!(original["n50"]["version"], 2, "{}", original["n50"]);
+    let authors = |note: &Value| (note["created_by"].clone(), note["updated_by"].clone());
+    assert_eq!(
+        authors(&original["n50"]),
+        (json!("importer"), json!("editor"))
+    );
+    assert_eq!(
+        authors(&original["n51"]),
+        (json!("importer"), json!("importer"))
+    );
+    assert_eq!(authors(&original["n7"]), (Value::Null, Value::Null));
     assert_eq!(by_key(&from_postgres), original, "SQLite to PostgreSQL");
     assert_eq!(by_key(&back), original, "and back");
     // Oldest first in every export: the order survives too.

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use notesctl::secrets::{new_secret, secret_hash};
 use notesctl::store::{
-    ChangeKind, ListPosition, ListQuery, Location, NewNote, NoteContent, NoteUpdate, NoteWrite,
-    Settings, Store, StoreError, UserName,
+    ChangeKind, ListPosition, ListQuery, Location, NewNote, Note, NoteContent, NoteStamp,
+    NoteUpdate, NoteWrite, Settings, Store, StoreError, UserName,
 };
 use notesctl::timefmt::now_millis;
 
@@ -80,6 +80,9 @@ for_each_backend!(
     removing_a_user_or_changing_a_password_ends_sessions,
     api_tokens_are_added_listed_used_and_revoked,
     login_failures_are_counted_per_scope_within_a_window,
+    a_create_records_its_author_and_an_update_only_the_updater,
+    create_many_carries_each_notes_authors,
+    a_note_written_without_an_author_reads_back_none,
 );
 
 fn new(key: &str, title: &str) -> NewNote {
@@ -97,6 +100,7 @@ fn update(title: &str, expected_version: Option<i64>) -> NoteUpdate {
     NoteUpdate {
         content: NoteContent::new(title, "edited").expect("valid content"),
         expected_version,
+        author: None,
     }
 }
 
@@ -743,5 +747,148 @@ async fn login_failures_are_counted_per_scope_within_a_window(store: Store) {
     assert_eq!(
         store.login_failures("user:carol", 0).await.expect("count"),
         (1, Some(t + window + 150))
+    );
+}
+
+/// `(created_by, updated_by)` of a note.
+fn authors(note: &Note) -> (Option<&str>, Option<&str>) {
+    (note.created_by.as_deref(), note.updated_by.as_deref())
+}
+
+/// Every note of the first page, by key.
+async fn listed(store: &Store) -> std::collections::BTreeMap<String, Note> {
+    let page = store
+        .list(ListQuery {
+            limit: 100,
+            position: ListPosition::Page(1),
+        })
+        .await
+        .expect("list");
+    page.notes.into_iter().map(|n| (n.key.clone(), n)).collect()
+}
+
+async fn a_create_records_its_author_and_an_update_only_the_updater(store: Store) {
+    let note = new("a", "A").with_author(Some("alice".into()));
+    let created = store.write(NoteWrite::Create(note)).await.expect("create");
+    assert_eq!(authors(&created), (Some("alice"), Some("alice")));
+    assert_eq!(
+        authors(&store.get("a").await.expect("get")),
+        (Some("alice"), Some("alice"))
+    );
+    let by_bob = NoteUpdate {
+        author: Some("bob".into()),
+        ..update("A2", Some(1))
+    };
+    let updated = store
+        .write(NoteWrite::Update("a".into(), by_bob))
+        .await
+        .expect("update");
+    assert_eq!(authors(&updated), (Some("alice"), Some("bob")));
+    assert_eq!(
+        authors(&store.get("a").await.expect("get")),
+        (Some("alice"), Some("bob"))
+    );
+    assert_eq!(
+        authors(&listed(&store).await["a"]),
+        (Some("alice"), Some("bob"))
+    );
+    // An update that names nobody records nobody: bob did not make this version.
+    let updated = store
+        .write(NoteWrite::Update("a".into(), update("A3", Some(2))))
+        .await
+        .expect("update");
+    assert_eq!(authors(&updated), (Some("alice"), None));
+    assert_eq!(
+        authors(&store.get("a").await.expect("get")),
+        (Some("alice"), None)
+    );
+    // The stored note a conflict answers with carries its authors too.
+    match store
+        .write(NoteWrite::Update("a".into(), update("stale", Some(1))))
+        .await
+    {
+        Err(StoreError::Conflict { current, .. }) => {
+            assert_eq!(authors(&current), (Some("alice"), None))
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let deleted = store
+        .write(NoteWrite::Delete("a".into()))
+        .await
+        .expect("delete");
+    assert_eq!(authors(&deleted), (Some("alice"), None));
+}
+
+async fn create_many_carries_each_notes_authors(store: Store) {
+    create(&store, "taken").await;
+    let keyless = |title: &str, author: &str| {
+        NewNote::parse(None, title, "b")
+            .expect("a valid note")
+            .with_author(Some(author.into()))
+    };
+    // Moved from another store: created by one, last changed by another.
+    let mut moved = new("moved", "Moved");
+    moved.stamp = Some(NoteStamp::new(3, 1_000, 2_000).expect("a valid stamp"));
+    moved.created_by = Some("carol".into());
+    moved.updated_by = Some("dave".into());
+    let results = store
+        .create_many(vec![
+            new("a", "A").with_author(Some("alice".into())),
+            new("none", "None"),
+            // Its slug is taken, so it goes in on its own under `taken-2`.
+            keyless("Taken", "bob"),
+            moved,
+        ])
+        .await
+        .expect("the batch runs");
+    let answered: Vec<(Option<&str>, Option<&str>)> = results
+        .iter()
+        .map(|r| authors(r.as_ref().expect("created")))
+        .collect();
+    let expected = [
+        (Some("alice"), Some("alice")),
+        (None, None),
+        (Some("bob"), Some("bob")),
+        (Some("carol"), Some("dave")),
+    ];
+    assert_eq!(answered, expected);
+    let stored = listed(&store).await;
+    let read: Vec<(Option<&str>, Option<&str>)> = ["a", "none", "taken-2", "moved"]
+        .iter()
+        .map(|k| authors(&stored[*k]))
+        .collect();
+    assert_eq!(read, expected);
+    let mut visited = Vec::new();
+    store
+        .for_each_note(&mut |note| {
+            visited.push((note.key.clone(), note.created_by, note.updated_by));
+            Ok(())
+        })
+        .await
+        .expect("visit");
+    assert!(
+        visited.contains(&("moved".into(), Some("carol".into()), Some("dave".into()))),
+        "{visited:?}"
+    );
+}
+
+async fn a_note_written_without_an_author_reads_back_none(store: Store) {
+    let created = store
+        .write(NoteWrite::Create(new("a", "A")))
+        .await
+        .expect("create");
+    assert_eq!(authors(&created), (None, None));
+    assert_eq!(authors(&store.get("a").await.expect("get")), (None, None));
+    assert_eq!(authors(&listed(&store).await["a"]), (None, None));
+    // And in JSON, as null rather than left out.
+    let json = serde_json::to_value(&created).expect("a note serializes");
+    assert_eq!(
+        (&json["created_by"], &json["updated_by"]),
+        (&serde_json::Value::Null, &serde_json::Value::Null)
+    );
+    assert!(
+        json.as_object()
+            .expect("an object")
+            .contains_key("created_by")
     );
 }

@@ -89,6 +89,10 @@ fn an_export_imports_back_into_the_same_notes() {
                 line["created_at"] = json!(format!("2025-01-{:02}T10:00:00.{i:03}Z", i % 28 + 1));
                 line["updated_at"] = json!("2026-06-30T23:59:59.999Z");
             }
+            if i % 4 == 1 {
+                line["created_by"] = json!("carol");
+                line["updated_by"] = json!(format!("editor-{i}"));
+            }
             line.to_string() + "\n"
         })
         .collect();
@@ -129,6 +133,13 @@ fn an_export_imports_back_into_the_same_notes() {
         "{moved}"
     );
     assert_eq!(a["title-6-b-b"]["version"], 1, "a new note starts at 1");
+    // Its authors too (a moved note without any keeps none).
+    let authors = |n: &Value| (n["created_by"].clone(), n["updated_by"].clone());
+    assert_eq!(
+        authors(&a["title-5-b-b"]),
+        (json!("carol"), json!("editor-5"))
+    );
+    assert_eq!(authors(&a["title-7-b-b"]), (Value::Null, Value::Null));
     // Oldest first in the export, so the order survives the round trip.
     let keys = |db| -> Vec<String> {
         all_notes(db)

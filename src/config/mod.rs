@@ -532,7 +532,10 @@ mod tests {
         let e = load("[serve]\ntrusted_proxies = [\"127.0.0.1\", \"proxy.lan\"]\n")
             .expect_err("a name is not an address");
         let shown = e.to_string();
-        assert!(shown.contains("line 2, column 32") && shown.contains("proxy.lan"), "{shown}");
+        assert!(
+            shown.contains("line 2, column 32") && shown.contains("proxy.lan"),
+            "{shown}"
+        );
     }
 
     #[test]

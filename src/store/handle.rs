@@ -621,6 +621,7 @@ mod tests {
         let update = crate::store::NoteUpdate {
             content: NoteContent::new("A2", "body").expect("valid"),
             expected_version: Some(1),
+            author: None,
         };
         store
             .write(NoteWrite::Update("a".into(), update))

@@ -98,6 +98,12 @@ const STEPS: &[&str] = &[
     CREATE INDEX login_failures_by_scope ON login_failures (scope, at);
     CREATE INDEX login_failures_by_time ON login_failures (at);
     "#,
+    // 6: who created each note and who made its current version (NULL for notes written
+    // before, and by writers that name nobody).
+    r#"
+    ALTER TABLE notes ADD COLUMN created_by TEXT;
+    ALTER TABLE notes ADD COLUMN updated_by TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -143,4 +149,38 @@ fn check_not_newer(found: i64, path: &str) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A note written by a build before authors were recorded migrates with none.
+    #[test]
+    fn notes_from_before_authors_have_none() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        // The schema as of version 4 (users), with one note in it.
+        for sql in &STEPS[..4] {
+            conn.execute_batch(sql).expect("an old step");
+        }
+        conn.pragma_update(None, "user_version", 4)
+            .expect("version");
+        conn.execute(
+            "INSERT INTO notes (key, title, body, created_at, updated_at) VALUES ('a', 'A', '', 1, 1)",
+            [],
+        )
+        .expect("an old note");
+        assert_eq!(
+            migrate(&mut conn, ":memory:").expect("migrate"),
+            STEPS.len() - 4
+        );
+        let authors: (Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT created_by, updated_by FROM notes WHERE key = 'a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the note");
+        assert_eq!(authors, (None, None));
+    }
 }

@@ -79,6 +79,10 @@ pub struct NoteUpdate {
     pub content: NoteContent,
     /// `None` updates unconditionally (the book's form, curl); `Some(v)` detects concurrent edits.
     pub expected_version: Option<i64>,
+    /// Who makes this version: becomes the note's `updated_by`. `None` records nobody, even if
+    /// an earlier version had an author: keeping that name would credit them with a change
+    /// they did not make.
+    pub author: Option<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

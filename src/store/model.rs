@@ -25,6 +25,11 @@ pub struct Note {
     pub created_at: i64,
     #[serde(serialize_with = "crate::timefmt::serialize_millis")]
     pub updated_at: i64,
+    /// Who created the note, as its writer named them; `None` for notes written before
+    /// authors were recorded, or by a writer that names none (null in JSON).
+    pub created_by: Option<String>,
+    /// Who made the current version (see `NoteUpdate::author`); `None` as for `created_by`.
+    pub updated_by: Option<String>,
 }
 
 /// What happened to a note: one entry of the changes log, in commit order.
@@ -171,6 +176,10 @@ pub struct NewNote {
     /// `None`: a new note (version 1, made now). `Some`: a note moved from another store by
     /// import, which keeps its version and times.
     pub stamp: Option<NoteStamp>,
+    /// Who creates the note (`with_author` sets both). They differ only for a note moved from
+    /// another store by import, which keeps who created it and who last changed it there.
+    pub created_by: Option<String>,
+    pub updated_by: Option<String>,
 }
 
 /// The version and times a note already had, kept when it moves between stores.
@@ -223,7 +232,19 @@ impl NewNote {
             key,
             content: NoteContent::new(title, body)?,
             stamp: None,
+            created_by: None,
+            updated_by: None,
         })
+    }
+
+    /// The note as written by `author` (`None`: nobody named): its creator and the author of
+    /// its first version. The store records the name as given; callers validate it.
+    pub fn with_author(self, author: Option<String>) -> Self {
+        Self {
+            created_by: author.clone(),
+            updated_by: author,
+            ..self
+        }
     }
 }
 

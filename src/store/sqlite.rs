@@ -81,7 +81,7 @@ impl From<r2d2::Error> for StoreError {
 /// The columns `note_from_row` reads, in its order (a macro, so `concat!` can build literals).
 macro_rules! note_columns {
     () => {
-        "key, title, body, version, created_at, updated_at"
+        "key, title, body, version, created_at, updated_at, created_by, updated_by"
     };
 }
 const NOTE_COLUMNS: &str = note_columns!();
@@ -377,7 +377,8 @@ pub(super) fn update_note(
     }
     let version = current.version + 1;
     tx.prepare_cached(
-        "UPDATE notes SET title = ?2, body = ?3, version = ?4, updated_at = ?5 WHERE key = ?1",
+        "UPDATE notes SET title = ?2, body = ?3, version = ?4, updated_at = ?5, updated_by = ?6
+         WHERE key = ?1",
     )?
     .execute((
         key,
@@ -385,6 +386,7 @@ pub(super) fn update_note(
         update.content.body(),
         version,
         now,
+        update.author.as_deref(),
     ))?;
     log_change(
         tx,
@@ -399,6 +401,7 @@ pub(super) fn update_note(
         body: update.content.body().to_owned(),
         version,
         updated_at: now,
+        updated_by: update.author.clone(),
         ..current
     })
 }
@@ -506,8 +509,9 @@ pub(super) fn insert_note(tx: &Connection, note: &NewNote, now: i64) -> Result<N
     let stamp = note.stamp_or_first(now);
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO notes (key, title, body, version, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO notes (key, title, body, version, created_at, updated_at, created_by,
+                                updated_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute((
             &key,
@@ -516,6 +520,8 @@ pub(super) fn insert_note(tx: &Connection, note: &NewNote, now: i64) -> Result<N
             stamp.version,
             stamp.created_at,
             stamp.updated_at,
+            note.created_by.as_deref(),
+            note.updated_by.as_deref(),
         ));
     match inserted {
         Ok(_) => {}
@@ -537,6 +543,8 @@ pub(super) fn insert_note(tx: &Connection, note: &NewNote, now: i64) -> Result<N
         version: stamp.version,
         created_at: stamp.created_at,
         updated_at: stamp.updated_at,
+        created_by: note.created_by.clone(),
+        updated_by: note.updated_by.clone(),
     })
 }
 
@@ -614,6 +622,8 @@ fn note_from_row(row: &Row<'_>) -> rusqlite::Result<Note> {
         version: row.get(3)?,
         created_at: row.get(4)?,
         updated_at: row.get(5)?,
+        created_by: row.get(6)?,
+        updated_by: row.get(7)?,
     })
 }
 
@@ -649,7 +659,7 @@ impl SqliteStore {
                 let mut stmt = conn.prepare_cached(sql)?;
                 let mut q = stmt.query((limit, cursor))?;
                 while let Some(row) = q.next()? {
-                    rows.push((row.get::<_, i64>(6)?, note_from_row(row)?));
+                    rows.push((row.get::<_, i64>(8)?, note_from_row(row)?));
                 }
                 Ok(())
             };

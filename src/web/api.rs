@@ -101,7 +101,8 @@ async fn create(
     let format = body::format_of(&headers)?;
     let input: CreateBody = body::parse(format, &body::bytes(raw)?)?;
     let note = NewNote::parse(input.key.as_deref(), &input.title, &input.body)
-        .map_err(StoreError::from)?;
+        .map_err(StoreError::from)?
+        .with_author(writer.author());
     let created = state.store.write(NoteWrite::Create(note)).await?;
     let location = format!("/api/notes/{}", encode_component(&created.key));
     Ok((
@@ -146,6 +147,8 @@ async fn update(
     let update = NoteUpdate {
         content: NoteContent::new(&input.title, &input.body).map_err(StoreError::from)?,
         expected_version: input.version,
+        // The API names no author yet: the version is recorded as nobody's.
+        author: writer.author(),
     };
     Ok(Json(
         state.store.write(NoteWrite::Update(key, update)).await?,

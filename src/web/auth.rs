@@ -268,7 +268,8 @@ pub fn session_cookie_header(id: Option<&str>, max_age: Duration, secure: bool) 
         None => ("", 0),
     };
     let secure = if secure { "; Secure" } else { "" };
-    let text = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={age}{secure}");
+    let text =
+        format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={age}{secure}");
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
@@ -389,9 +390,15 @@ mod tests {
     #[test]
     fn the_session_cookie_and_bearer_token_are_found_among_others() {
         let mut headers = HeaderMap::new();
-        headers.append(header::COOKIE, HeaderValue::from_static("a=1; notes_session=abc ; b=2"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; notes_session=abc ; b=2"),
+        );
         assert_eq!(session_cookie(&headers), Some("abc"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer nct_x"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer nct_x"),
+        );
         assert_eq!(bearer_token(&headers), Some("nct_x"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer_token(&headers), None);

@@ -92,7 +92,14 @@ pub async fn login(
         Err(e) => return e.into_response(),
     };
     let next = safe_next(form.next.as_deref());
-    let typed: String = form.username.as_deref().unwrap_or("").trim().chars().take(64).collect();
+    let typed: String = form
+        .username
+        .as_deref()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(64)
+        .collect();
     let again = |status: StatusCode, message: String| {
         let page = LoginPage {
             nav: nav_html(Some(&Viewer::Anonymous), "Log in"),
@@ -102,7 +109,15 @@ pub async fn login(
         };
         render(status, &page)
     };
-    match attempt(&state, &headers, peer, &typed, form.password.as_deref().unwrap_or("")).await {
+    match attempt(
+        &state,
+        &headers,
+        peer,
+        &typed,
+        form.password.as_deref().unwrap_or(""),
+    )
+    .await
+    {
         Ok(id) => {
             let secure = state.auth.came_over_https(peer, &headers);
             let cookie = session_cookie_header(Some(&id), state.auth.config.session_ttl, secure);

@@ -120,7 +120,10 @@ fn routes() -> Router<AppState> {
             "/notes/destroy/confirm",
             post(pages::destroy_confirm).layer(body_limit()),
         )
-        .route("/users/login", get(login::form).merge(post(login::login).layer(body_limit())))
+        .route(
+            "/users/login",
+            get(login::form).merge(post(login::login).layer(body_limit())),
+        )
         .route("/users/logout", get(login::logout))
         .route("/healthz", get(pages::healthz))
         .route(LIVENESS_PATH, get(pages::livez))

@@ -47,8 +47,8 @@ impl From<Note> for NoteView {
             key_q: encode_component(&n.key),
             updated: timefmt::human(n.updated_at),
             updated_at: timefmt::rfc3339(n.updated_at),
-            created_by: None,
-            updated_by: None,
+            created_by: n.created_by,
+            updated_by: n.updated_by,
             key: n.key,
             title: n.title,
             body: n.body,
@@ -431,7 +431,10 @@ pub async fn edit_form(
     query: KeyQuery,
 ) -> Result<Response, AppError> {
     let (note, events_after) = note_from_query(&state, query).await?;
-    Ok(render(StatusCode::OK, &edit_page(&note, events_after, &viewer)))
+    Ok(render(
+        StatusCode::OK,
+        &edit_page(&note, events_after, &viewer),
+    ))
 }
 
 fn edit_page(note: &Note, events_after: i64, viewer: &Viewer) -> FormPage {
@@ -530,7 +533,8 @@ async fn save_form(
     match docreate {
         "create" => {
             let note = NewNote::parse(form.notekey.as_deref(), title, body_text)
-                .map_err(StoreError::from)?;
+                .map_err(StoreError::from)?
+                .with_author(author);
             let created = state.store.write(NoteWrite::Create(note)).await?;
             Ok(created.key)
         }
@@ -543,6 +547,7 @@ async fn save_form(
             let update = NoteUpdate {
                 content: NoteContent::new(title, body_text).map_err(StoreError::from)?,
                 expected_version: body::optional_version(form.version.as_deref())?,
+                author,
             };
             let updated = state.store.write(NoteWrite::Update(key, update)).await?;
             Ok(updated.key)

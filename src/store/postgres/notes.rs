@@ -16,7 +16,7 @@ const EXPORT_BATCH: i32 = 500;
 /// The columns `note_from_row` reads, in its order.
 macro_rules! note_columns {
     () => {
-        "key, title, body, version, created_at, updated_at"
+        "key, title, body, version, created_at, updated_at, created_by, updated_by"
     };
 }
 
@@ -33,6 +33,8 @@ pub(super) fn note_from_row_at(row: &Row, first: usize) -> Note {
         version: row.get(first + 3),
         created_at: row.get(first + 4),
         updated_at: row.get(first + 5),
+        created_by: row.get(first + 6),
+        updated_by: row.get(first + 7),
     }
 }
 
@@ -110,7 +112,7 @@ pub(super) async fn list(conn: &mut ClientWrapper, query: ListQuery) -> Result<N
         tx.query(&stmt, &[&limit, &cursor])
             .await?
             .iter()
-            .map(|row| (row.get::<_, i64>(6), note_from_row(row)))
+            .map(|row| (row.get::<_, i64>(8), note_from_row(row)))
             .collect()
     };
     if ascending {

@@ -160,6 +160,11 @@ const STEPS: &[&str] = &[
     CREATE INDEX login_failures_by_scope ON login_failures (scope, at);
     CREATE INDEX login_failures_by_time ON login_failures (at);
     "#,
+    // 5: who created each note and who made its current version (NULL for notes written
+    // before, and by writers that name nobody).
+    r#"
+    ALTER TABLE notes ADD COLUMN created_by text, ADD COLUMN updated_by text;
+    "#,
 ];
 
 /// The schema version this build writes.

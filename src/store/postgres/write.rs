@@ -118,6 +118,14 @@ async fn insert_many(
     let keys: Vec<&str> = sent.iter().map(|&i| proposed[i].as_ref()).collect();
     let titles: Vec<&str> = sent.iter().map(|&i| notes[i].content.title()).collect();
     let bodies: Vec<&str> = sent.iter().map(|&i| notes[i].content.body()).collect();
+    let created_by: Vec<Option<&str>> = sent
+        .iter()
+        .map(|&i| notes[i].created_by.as_deref())
+        .collect();
+    let updated_by: Vec<Option<&str>> = sent
+        .iter()
+        .map(|&i| notes[i].updated_by.as_deref())
+        .collect();
     let (versions, created, updated) = (
         column(&|s| s.version),
         column(&|s| s.created_at),
@@ -125,16 +133,26 @@ async fn insert_many(
     );
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO notes (key, title, body, version, created_at, updated_at)
+            "INSERT INTO notes (key, title, body, version, created_at, updated_at, created_by,
+                                updated_by)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
-                                  $6::int8[])
+                                  $6::int8[], $7::text[], $8::text[])
              ON CONFLICT (key) DO NOTHING RETURNING key",
         )
         .await?;
     let inserted: std::collections::HashSet<String> = tx
         .query(
             &stmt,
-            &[&keys, &titles, &bodies, &versions, &created, &updated],
+            &[
+                &keys,
+                &titles,
+                &bodies,
+                &versions,
+                &created,
+                &updated,
+                &created_by,
+                &updated_by,
+            ],
         )
         .await?
         .iter()
@@ -153,6 +171,8 @@ async fn insert_many(
                 version: stamps[i].version,
                 created_at: stamps[i].created_at,
                 updated_at: stamps[i].updated_at,
+                created_by: note.created_by.clone(),
+                updated_by: note.updated_by.clone(),
             })
         } else if note.key.is_some() {
             Err(StoreError::KeyExists(key.to_owned()))
@@ -209,8 +229,10 @@ async fn insert(
     let stmt = client
         .prepare_cached(
             "WITH added AS (
-                 INSERT INTO notes (key, title, body, version, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING RETURNING key),
+                 INSERT INTO notes (key, title, body, version, created_at, updated_at,
+                                    created_by, updated_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $9, $10)
+                 ON CONFLICT (key) DO NOTHING RETURNING key),
              queued AS (
                  INSERT INTO change_queue (kind, key, title, version, at)
                  SELECT 'created', key, $2, $4, $7 FROM added WHERE $8)
@@ -218,9 +240,10 @@ async fn insert(
         )
         .await?;
     let queue_now = queue == Queue::Now;
+    let (created_by, updated_by) = (note.created_by.as_deref(), note.updated_by.as_deref());
     // True when the note went in under `key`.
     let try_key = async |key: &str| -> Result<bool, Failure> {
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
             &key,
             &title,
             &body,
@@ -229,6 +252,8 @@ async fn insert(
             &stamp.updated_at,
             &now,
             &queue_now,
+            &created_by,
+            &updated_by,
         ];
         Ok(client.query_one(&stmt, &params).await?.get::<_, i64>(0) == 1)
     };
@@ -275,6 +300,8 @@ async fn insert(
         version: stamp.version,
         created_at: stamp.created_at,
         updated_at: stamp.updated_at,
+        created_by: note.created_by.clone(),
+        updated_by: note.updated_by.clone(),
     })
 }
 
@@ -313,10 +340,12 @@ async fn update_note(
     let (title, body) = (update.content.title(), update.content.body());
     let stmt = tx
         .prepare_cached(
-            "UPDATE notes SET title = $2, body = $3, version = $4, updated_at = $5 WHERE key = $1",
+            "UPDATE notes SET title = $2, body = $3, version = $4, updated_at = $5, updated_by = $6
+             WHERE key = $1",
         )
         .await?;
-    tx.execute(&stmt, &[&key, &title, &body, &version, &now])
+    let author = update.author.as_deref();
+    tx.execute(&stmt, &[&key, &title, &body, &version, &now, &author])
         .await?;
     queue(tx, ChangeKind::Updated, key, title, version, now).await?;
     Ok(Note {
@@ -324,6 +353,7 @@ async fn update_note(
         body: body.to_owned(),
         version,
         updated_at: now,
+        updated_by: update.author.clone(),
         ..current
     })
 }
