@@ -55,7 +55,7 @@ fn number<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, AppError> {
 
 async fn list(
     State(state): State<AppState>,
-    _reader: Reader,
+    _reader: Reader<true>,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<ListBody>, ApiError> {
     let Query(p) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
@@ -94,7 +94,7 @@ struct CreateBody {
 
 async fn create(
     State(state): State<AppState>,
-    writer: Writer,
+    writer: Writer<true>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -120,7 +120,7 @@ fn key_from(path: Result<Path<String>, PathRejection>) -> Result<String, AppErro
 
 async fn show(
     State(state): State<AppState>,
-    _reader: Reader,
+    _reader: Reader<true>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Note>, ApiError> {
     let key = key_from(path)?;
@@ -136,7 +136,7 @@ struct UpdateBody {
 
 async fn update(
     State(state): State<AppState>,
-    writer: Writer,
+    writer: Writer<true>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
@@ -157,7 +157,7 @@ async fn update(
 
 async fn remove(
     State(state): State<AppState>,
-    _writer: Writer,
+    _writer: Writer<true>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let key = key_from(path)?;

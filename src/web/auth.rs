@@ -292,9 +292,9 @@ pub fn safe_next(next: Option<&str>) -> String {
 
 /// The refusal of a request that needs a login: a page request goes to the login page (and
 /// back here afterwards), the API and the event stream get 401 JSON.
-fn login_needed(parts: &Parts, what: &str) -> Response {
-    let path = parts.uri.path();
-    if path.starts_with("/api/") || path == "/events" {
+fn login_needed(parts: &Parts, api: bool, what: &str) -> Response {
+    // Under `/api` the router has taken the prefix off the path: the extractor says so.
+    if api || parts.uri.path() == "/events" {
         let mut response = AppError::Unauthorized(format!(
             "{what} needs a login: send a session cookie or an API token \
              (`Authorization: Bearer ...`, from `notesctl users token NAME`)"
@@ -320,50 +320,53 @@ fn login_needed(parts: &Parts, what: &str) -> Response {
 }
 
 /// The viewer of a request that reads: refused when `[auth] read = "users"` and nobody is
-/// logged in.
-pub struct Reader(pub Viewer);
+/// logged in. `API`: refused with 401 JSON rather than sent to the login page.
+pub struct Reader<const API: bool = false>(pub Viewer);
 
-impl FromRequestParts<AppState> for Reader {
+impl<const API: bool> FromRequestParts<AppState> for Reader<API> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let viewer = resolve(parts, state).await?;
+        let viewer = resolve(parts, state, API).await?;
         if viewer == Viewer::Anonymous && state.auth.config.read == ReadAccess::Users {
-            return Err(login_needed(parts, "reading notes"));
+            return Err(login_needed(parts, API, "reading notes"));
         }
         Ok(Self(viewer))
     }
 }
 
 /// The viewer of a request that changes notes: refused unless writing is open (no users) or
-/// someone is logged in.
-pub struct Writer(pub Viewer);
+/// someone is logged in. `API` as for `Reader`.
+pub struct Writer<const API: bool = false>(pub Viewer);
 
-impl Writer {
+impl<const API: bool> Writer<API> {
     /// Who is recorded as the author of the change.
     pub fn author(&self) -> Option<String> {
         self.0.name().map(str::to_owned)
     }
 }
 
-impl FromRequestParts<AppState> for Writer {
+impl<const API: bool> FromRequestParts<AppState> for Writer<API> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let viewer = resolve(parts, state).await?;
+        let viewer = resolve(parts, state, API).await?;
         if !viewer.can_write() {
-            return Err(login_needed(parts, "changing notes"));
+            return Err(login_needed(parts, API, "changing notes"));
         }
         Ok(Self(viewer))
     }
 }
 
-async fn resolve(parts: &Parts, state: &AppState) -> Result<Viewer, Response> {
-    state
-        .auth
-        .viewer(&parts.headers)
-        .await
-        .map_err(|e| AppError::from(e).respond_for_path(parts.uri.path()))
+async fn resolve(parts: &Parts, state: &AppState, api: bool) -> Result<Viewer, Response> {
+    state.auth.viewer(&parts.headers).await.map_err(|e| {
+        let e = AppError::from(e);
+        if api {
+            e.into_json_response()
+        } else {
+            e.into_response()
+        }
+    })
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::auth::{Reader, Viewer, safe_next, session_cookie, session_cookie_header};
+use super::auth::{Viewer, safe_next, session_cookie, session_cookie_header};
 use super::body;
 use super::pages::{nav_html, render};
 use super::{AppError, AppState};
@@ -49,10 +49,18 @@ pub struct NextParam {
 }
 
 pub async fn form(
-    Reader(viewer): Reader,
+    State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<Query<NextParam>, QueryRejection>,
 ) -> Response {
     let next = safe_next(query.as_ref().ok().and_then(|q| q.next.as_deref()));
+    // Open to all, also when reading needs a login; a store that cannot be asked now only
+    // leaves the header's links plain.
+    let viewer = state
+        .auth
+        .viewer(&headers)
+        .await
+        .unwrap_or(Viewer::Anonymous);
     let page = LoginPage {
         nav: nav_html(Some(&viewer), "Log in"),
         next,
