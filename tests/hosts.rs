@@ -319,7 +319,7 @@ fn a_request_without_host_is_served_only_in_http_1_0() {
 
 #[test]
 fn an_instance_reachable_from_other_machines_warns_once_at_start() {
-    const WARNING: &str = "anyone who can reach this address can read and change every note";
+    const WARNING: &str = "anyone who can reach this address can read every note";
     let (_dir, exposed) = fresh(&["--host", "0.0.0.0"]);
     wait_for_output(&exposed, WARNING);
     assert_eq!(get(exposed.port, "/").status, 200);

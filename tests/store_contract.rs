@@ -442,7 +442,7 @@ async fn sessions_last_until_they_expire_or_end(store: Store) {
     let (a1, a2, b1) = (new_hash(), new_hash(), new_hash());
     for (name, hash) in [("alice", &a1), ("alice", &a2), ("bob", &b1)] {
         store
-            .create_session(&user(name), hash, now + 60_000)
+            .create_session(&user(name), hash, now + 60_000, "h")
             .await
             .expect("create a session");
     }
@@ -464,17 +464,17 @@ async fn sessions_last_until_they_expire_or_end(store: Store) {
         None
     );
     assert!(matches!(
-        store.create_session(&user("carol"), &new_hash(), now + 60_000).await,
+        store.create_session(&user("carol"), &new_hash(), now + 60_000, "h").await,
         Err(StoreError::NoSuchUser(n)) if n == "carol"
     ));
     // Creating a session deletes expired ones: this one is gone even at a time before it.
     let expired = new_hash();
     store
-        .create_session(&user("bob"), &expired, now - 1)
+        .create_session(&user("bob"), &expired, now - 1, "h")
         .await
         .expect("create an expired session");
     store
-        .create_session(&user("bob"), &new_hash(), now + 60_000)
+        .create_session(&user("bob"), &new_hash(), now + 60_000, "h")
         .await
         .expect("create a session");
     assert_eq!(
@@ -516,11 +516,11 @@ async fn removing_a_user_or_changing_a_password_ends_sessions(store: Store) {
     }
     let (alice_session, bob_session) = (new_hash(), new_hash());
     store
-        .create_session(&user("alice"), &alice_session, now + 60_000)
+        .create_session(&user("alice"), &alice_session, now + 60_000, "h")
         .await
         .expect("session");
     store
-        .create_session(&user("bob"), &bob_session, now + 60_000)
+        .create_session(&user("bob"), &bob_session, now + 60_000, "h")
         .await
         .expect("session");
     let (alice_token, bob_token) = (new_hash(), new_hash());
@@ -546,6 +546,17 @@ async fn removing_a_user_or_changing_a_password_ends_sessions(store: Store) {
         store.token_user(&alice_token).await.expect("read"),
         Some("alice".into())
     );
+    // A login that checked the old password cannot start a session after the change.
+    assert!(matches!(
+        store
+            .create_session(&user("alice"), &new_hash(), now + 60_000, "h")
+            .await,
+        Err(StoreError::NoSuchUser(_))
+    ));
+    store
+        .create_session(&user("alice"), &new_hash(), now + 60_000, "h2")
+        .await
+        .expect("a session for the current password");
     assert_eq!(
         store.session_user(&bob_session, now).await.expect("read"),
         Some("bob".into())

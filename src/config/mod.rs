@@ -533,7 +533,7 @@ mod tests {
             .expect_err("a name is not an address");
         let shown = e.to_string();
         assert!(
-            shown.contains("line 2, column 32") && shown.contains("proxy.lan"),
+            shown.contains("line 2, column 33") && shown.contains("proxy.lan"),
             "{shown}"
         );
     }

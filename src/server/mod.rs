@@ -239,13 +239,13 @@ async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<(
 }
 
 /// Says once, at start, when the instance can be reached from other machines: every note can
-/// be read and changed by anyone who reaches the address (there are no accounts yet).
+/// be read by anyone who reaches the address, and changed while no user exists.
 fn warn_if_exposed(addr: std::net::SocketAddr) {
     if !addr.ip().to_canonical().is_loopback() {
         tracing::warn!(
-            "listening on {addr}: anyone who can reach this address can read and change every \
-             note (there are no accounts yet); bind to 127.0.0.1 or put it behind a proxy that \
-             authenticates"
+            "listening on {addr}: anyone who can reach this address can read every note, and \
+             change them while no user exists (add one with `notesctl users add NAME`, and set \
+             [auth] read = \"users\" to keep reading to them too)"
         );
     }
 }

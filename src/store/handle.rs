@@ -218,20 +218,27 @@ impl Store {
     }
 
     /// Starts a session of `name` until `expires_at` (Unix milliseconds), kept by the hash of
-    /// its secret (`crate::secrets::secret_hash`); `NoSuchUser` if there is no such user, read
-    /// in the same transaction. Deletes expired sessions on the way.
+    /// its secret (`crate::secrets::secret_hash`), if `name`'s password hash is still
+    /// `checked_hash` (the one the login checked): `NoSuchUser` if there is no such user any
+    /// more or the password changed since, read in the same transaction, so a login racing a
+    /// password change never outlives it. Deletes expired sessions on the way.
     pub async fn create_session(
         &self,
         name: &UserName,
         id_hash: &str,
         expires_at: i64,
+        checked_hash: &str,
     ) -> Result<(), StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => {
                 let (s, name, id_hash) = (Arc::clone(s), name.clone(), id_hash.to_owned());
-                off_thread(move || s.create_session(&name, &id_hash, expires_at)).await
+                let checked = checked_hash.to_owned();
+                off_thread(move || s.create_session(&name, &id_hash, expires_at, &checked)).await
             }
-            Backend::Postgres(s) => s.create_session(name, id_hash, expires_at).await,
+            Backend::Postgres(s) => {
+                s.create_session(name, id_hash, expires_at, checked_hash)
+                    .await
+            }
         }
     }
 

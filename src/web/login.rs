@@ -216,9 +216,17 @@ async fn attempt(
     let id = new_secret(SESSION_PREFIX)
         .map_err(|e| Refused::Store(StoreError::Internal(e.to_string())))?;
     let ttl = i64::try_from(auth.config.session_ttl.as_millis()).unwrap_or(i64::MAX / 2);
-    store
-        .create_session(&name, &secret_hash(&id), now.saturating_add(ttl))
-        .await?;
+    let expires = now.saturating_add(ttl);
+    let checked = stored.unwrap_or_default();
+    match store
+        .create_session(&name, &secret_hash(&id), expires, &checked)
+        .await
+    {
+        // Removed, or given a new password, since the check: the password checked is no
+        // longer the user's.
+        Err(StoreError::NoSuchUser(_)) => return Err(Refused::Wrong),
+        other => other?,
+    }
     if let Some(old) = session_cookie(headers) {
         auth.forget(old);
         store.end_session(&secret_hash(old)).await?;

@@ -98,6 +98,7 @@ pub(super) async fn create_session(
     name: &UserName,
     id_hash: &str,
     expires_at: i64,
+    checked_hash: &str,
 ) -> Result<(), Failure> {
     let now = now_millis();
     let tx = conn.transaction().await?;
@@ -109,11 +110,19 @@ pub(super) async fn create_session(
     let insert = tx
         .prepare_cached(
             "INSERT INTO sessions (id_hash, user_name, created_at, expires_at)
-             VALUES ($1, $2, $3, $4)",
+             SELECT $1, name, $3, $4 FROM users WHERE name = $2 AND password_hash = $5",
         )
         .await?;
-    tx.execute(&insert, &[&id_hash, &name.as_str(), &now, &expires_at])
+    let added = tx
+        .execute(
+            &insert,
+            &[&id_hash, &name.as_str(), &now, &expires_at, &checked_hash],
+        )
         .await?;
+    if added == 0 {
+        // The password changed after the login checked it.
+        return Err(StoreError::NoSuchUser(name.to_string()).into());
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -341,9 +341,11 @@ impl PgStore {
         name: &UserName,
         id_hash: &str,
         expires_at: i64,
+        checked_hash: &str,
     ) -> Result<(), StoreError> {
         self.run_retrying(|| async move {
-            accounts::create_session(&mut *self.conn().await?, name, id_hash, expires_at).await
+            let conn = &mut *self.conn().await?;
+            accounts::create_session(conn, name, id_hash, expires_at, checked_hash).await
         })
         .await
     }

@@ -72,16 +72,21 @@ impl SqliteStore {
         name: &UserName,
         id_hash: &str,
         expires_at: i64,
+        checked_hash: &str,
     ) -> Result<(), StoreError> {
         let now = now_millis();
         self.change_users(|tx| {
             require_user(tx, name)?;
             tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
-            tx.execute(
+            let added = tx.execute(
                 "INSERT INTO sessions (id_hash, user_name, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![id_hash, name.as_str(), now, expires_at],
+                 SELECT ?1, name, ?3, ?4 FROM users WHERE name = ?2 AND password_hash = ?5",
+                params![id_hash, name.as_str(), now, expires_at, checked_hash],
             )?;
+            if added == 0 {
+                // The password changed after the login checked it.
+                return Err(StoreError::NoSuchUser(name.to_string()));
+            }
             Ok(())
         })
     }
