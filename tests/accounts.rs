@@ -384,7 +384,7 @@ fn sessions_expire_reading_can_need_a_login_and_proxies_are_believed_when_truste
     let db = dir.path().join("notes.db");
     std::fs::write(
         dir.path().join("notes.toml"),
-        "[auth]\nread = \"users\"\nsession_ttl = \"2s\"\n[serve]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        "[auth]\nread = \"users\"\nsession_ttl = \"5s\"\n[serve]\ntrusted_proxies = [\"127.0.0.1\"]\n",
     )
     .expect("write notes.toml");
     add_user(&db, "alice");
@@ -416,9 +416,14 @@ fn sessions_expire_reading_can_need_a_login_and_proxies_are_believed_when_truste
             .is_some_and(|c| c.contains("; Secure")),
         "{r}"
     );
+    // The session ends 5 s after the server read the login, before this instant.
+    let logged_in_at = Instant::now();
     let id = session_of(&r);
     assert_eq!(get_as(a.port, "/", &id).status, 200);
-    std::thread::sleep(Duration::from_millis(2600));
+    // Past the session's 5 s (and the half second an instance remembers a session).
+    std::thread::sleep(
+        (logged_in_at + Duration::from_millis(5600)).saturating_duration_since(Instant::now()),
+    );
     let r = get_as(a.port, "/", &id);
     assert_eq!(r.status, 302, "an expired session is refused: {r}");
 }
