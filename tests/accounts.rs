@@ -130,11 +130,14 @@ fn a_login_on_one_instance_counts_on_every_instance_until_logout() {
 
     add_user(&db, "alice");
     holds_within(EVERYWHERE_WITHIN, "writes need a login", || {
-        let r = save_as(b.port, None, "", "anonymous");
-        match (r.status, r.header("location")) {
-            (302, Some(l)) if l.starts_with("/users/login") => Ok(()),
-            _ => Err(format!("{}", r.status)),
+        for port in [a.port, b.port] {
+            let r = save_as(port, None, "", "anonymous");
+            match (r.status, r.header("location")) {
+                (302, Some(l)) if l.starts_with("/users/login") => {}
+                _ => return Err(format!("port {port}: {}", r.status)),
+            }
         }
+        Ok(())
     });
     let page = get(a.port, "/").text();
     assert!(
