@@ -7,12 +7,11 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Instance, Response, describe, get, post_form_with, request, run_in, stdout_of};
-
-const PASSWORD: &str = "correct horse battery";
-
-/// How long a logout, a revoked token or a new user may take to reach every instance.
-const EVERYWHERE_WITHIN: Duration = Duration::from_millis(1500);
+use common::accounts::{
+    EVERYWHERE_WITHIN, PASSWORD, cookie, get_as, holds_within, logged_in_as, logged_out, login,
+    needs_login, save_as, session_of,
+};
+use common::{Instance, describe, get, post_form_with, request, run_in, stdout_of};
 
 fn users(db: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     let db_text = db.to_str().expect("temp paths are UTF-8");
@@ -31,92 +30,6 @@ fn add_user(db: &Path, name: &str) {
     );
 }
 
-fn login(port: u16, name: &str, password: &str, next: &str) -> Response {
-    post_form_with(
-        port,
-        "/users/login",
-        &[("username", name), ("password", password), ("next", next)],
-        &[],
-    )
-}
-
-/// The session id a login answered with.
-fn session_of(r: &Response) -> String {
-    let cookie = r
-        .header("set-cookie")
-        .unwrap_or_else(|| panic!("no session cookie:\n{r}"));
-    let value = cookie
-        .strip_prefix("notes_session=")
-        .and_then(|rest| rest.split(';').next())
-        .unwrap_or_else(|| panic!("not a session cookie: {cookie}"));
-    assert!(!value.is_empty(), "{cookie}");
-    value.to_owned()
-}
-
-fn cookie(id: &str) -> String {
-    format!("notes_session={id}")
-}
-
-fn get_as(port: u16, path: &str, id: &str) -> Response {
-    request(port, "GET", path, &[("Cookie", &cookie(id))], b"")
-}
-
-fn save_as(port: u16, id: Option<&str>, key: &str, title: &str) -> Response {
-    let session = id.map(cookie);
-    let mut headers = Vec::new();
-    if let Some(c) = &session {
-        headers.push(("Cookie", c.as_str()));
-    }
-    post_form_with(
-        port,
-        "/notes/save",
-        &[
-            ("docreate", "create"),
-            ("notekey", key),
-            ("title", title),
-            ("body", "b"),
-        ],
-        &headers,
-    )
-}
-
-/// Polls `check` until it holds, for at most `within`.
-fn holds_within(within: Duration, what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let started = Instant::now();
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if started.elapsed() > within => panic!("{what} after {within:?}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-fn logged_in_as(port: u16, id: &str, name: &str) -> Result<(), String> {
-    let page = get_as(port, "/", id).text();
-    let shown = format!("Log Out <span class=\"badge\">{name}</span>");
-    if page.contains(&shown) {
-        Ok(())
-    } else {
-        Err(format!("port {port} does not show {name} logged in"))
-    }
-}
-
-fn logged_out(port: u16, id: &str) -> Result<(), String> {
-    let r = save_as(port, Some(id), "", "after logout");
-    if r.status == 302
-        && r.header("location")
-            .is_some_and(|l| l.starts_with("/users/login"))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "port {port} still accepts the session: {}",
-            r.status
-        ))
-    }
-}
-
 #[test]
 fn a_login_on_one_instance_counts_on_every_instance_until_logout() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -130,14 +43,8 @@ fn a_login_on_one_instance_counts_on_every_instance_until_logout() {
 
     add_user(&db, "alice");
     holds_within(EVERYWHERE_WITHIN, "writes need a login", || {
-        for port in [a.port, b.port] {
-            let r = save_as(port, None, "", "anonymous");
-            match (r.status, r.header("location")) {
-                (302, Some(l)) if l.starts_with("/users/login") => {}
-                _ => return Err(format!("port {port}: {}", r.status)),
-            }
-        }
-        Ok(())
+        needs_login(a.port)?;
+        needs_login(b.port)
     });
     let page = get(a.port, "/").text();
     assert!(
@@ -349,6 +256,20 @@ fn logins_send_back_only_to_this_site_and_change_the_session_id() {
             "{next}: {r}"
         );
     }
+    // Without `next`, back to the page the login link was on (this site's pages only).
+    let came_from = |referer: &str| {
+        let host = format!("127.0.0.1:{}", a.port);
+        let referer = referer.replace("HOST", &host);
+        let page = request(a.port, "GET", "/users/login", &[("Referer", &referer)], b"").text();
+        common::field_value(&page, "next").unwrap_or_default()
+    };
+    assert_eq!(
+        came_from("http://HOST/notes/view?key=x"),
+        "/notes/view?key=x"
+    );
+    assert_eq!(came_from("http://evil.example/notes"), "/");
+    assert_eq!(came_from("http://HOST.evil.example/x"), "/");
+    assert_eq!(came_from("http://HOST//evil.example/x"), "/");
     let form = get(a.port, "/users/login?next=%2F%2Fevil.example").text();
     assert!(form.contains("name=\"next\" value=\"/\""), "{form}");
     assert!(

@@ -18,13 +18,13 @@ mod webdriver;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
+use common::accounts::PASSWORD;
 use common::cluster::Cluster;
 use common::{describe, run_in};
 use serde_json::{Value, json};
 use webdriver::{Browser, poll};
 
 const DEADLINE: Duration = Duration::from_secs(15);
-const PASSWORD: &str = "correct horse battery";
 
 #[test]
 fn a_login_holds_on_every_instance_and_through_a_rolling_reload_in_a_real_browser() {
@@ -75,15 +75,22 @@ fn wait_logged_in(browser: &Browser, name: &str, page: &str) {
     });
 }
 
+/// Waits until the page has an element matching `css`.
+fn wait_for(browser: &Browser, css: &str, what: &str) {
+    poll(what, DEADLINE, || {
+        browser
+            .first(css)
+            .map_err(|e| e.to_string())?
+            .map(|_| ())
+            .ok_or_else(|| format!("no {css}"))
+    });
+}
+
 fn wait_logged_out(browser: &Browser, page: &str) {
-    poll(
+    wait_for(
+        browser,
+        r#"a.nav-item[href="/users/login"]"#,
         &format!("{page} offers to log in"),
-        DEADLINE,
-        || match browser.first(r#"a.nav-item[href="/users/login"]"#) {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err("no login link".into()),
-            Err(e) => Err(e.to_string()),
-        },
     );
 }
 
@@ -100,13 +107,7 @@ fn scenario(browser: &Browser, cluster: &Cluster) {
         }
     });
     browser.click(r#"a.nav-item[href="/users/login"]"#);
-    poll("the login form", DEADLINE, || {
-        browser
-            .first(r#"form[action="/users/login"]"#)
-            .map_err(|e| e.to_string())?
-            .map(|_| ())
-            .ok_or_else(|| "no form".to_owned())
-    });
+    wait_for(browser, r#"form[action="/users/login"]"#, "the login form");
     browser.fill("[name=username]", "alice");
     browser.fill("[name=password]", PASSWORD);
     browser.click(r#"button[type="submit"]"#);
@@ -114,13 +115,7 @@ fn scenario(browser: &Browser, cluster: &Cluster) {
 
     // Add a note on A, through the book's hooks.
     browser.click(r#"a[href="/notes/add"]"#);
-    poll("the add form", DEADLINE, || {
-        browser
-            .first(r#"form[action="/notes/save"]"#)
-            .map_err(|e| e.to_string())?
-            .map(|_| ())
-            .ok_or_else(|| "no form".to_owned())
-    });
+    wait_for(browser, r#"form[action="/notes/save"]"#, "the add form");
     browser.fill("[name=notekey]", "testkey");
     browser.fill("[name=title]", "Test Note Subject");
     browser.fill("[name=body]", "Lorem ipsum dolor sit amet");

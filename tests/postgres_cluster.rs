@@ -11,6 +11,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::accounts::{
+    EVERYWHERE_WITHIN, PASSWORD as PASSWORD_OF_ALICE, holds_within, logged_in_as, logged_out,
+    login, needs_login, save_as, session_of,
+};
 use common::cluster::{Cluster, Options, Writes, assert_all_present, free_ports};
 use common::postgres::{PASSWORD_USER, PgServer, database_of, fresh_database, sql};
 use common::{PROCESS_DEADLINE, create_via_form, get, notesctl, post_json};
@@ -138,6 +142,62 @@ fn two_hosts_share_one_database_live_and_survive_each_other() {
             "host {name}'s output shows the password:\n{output}"
         );
     }
+}
+
+/// Two hosts on one PostgreSQL database: a login on host A holds on host B (its writes are
+/// recorded as the user's), failed logins on either host count towards one limit, and
+/// `users logout` ends the session on both.
+#[test]
+fn a_login_on_one_host_holds_on_the_other_until_users_logout() {
+    let url = fresh_database();
+    let config = database_table(&url);
+    let a = start_cluster(&free_ports(1), &config);
+    let b = start_cluster(&free_ports(1), &config);
+    let users = |args: &[&str], stdin: Option<&str>| {
+        let mut full = vec!["--config", "notes.toml", "users"];
+        full.extend_from_slice(args);
+        let out = common::run_in(a.dir.path(), &full, stdin);
+        assert!(
+            out.status.success(),
+            "users {args:?}: {}",
+            common::describe(&out)
+        );
+    };
+    users(
+        &["add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD_OF_ALICE}\n")),
+    );
+    let (on_a, on_b) = (a.ports[0], b.ports[0]);
+    holds_within(EVERYWHERE_WITHIN, "both hosts need a login", || {
+        needs_login(on_a)?;
+        needs_login(on_b)
+    });
+
+    let id = session_of(&login(on_a, "alice", PASSWORD_OF_ALICE, "/"));
+    logged_in_as(on_b, &id, "alice").expect("logged in on host B");
+    let saved = save_as(on_b, Some(&id), "by-alice", "Written on host B");
+    assert_eq!(saved.status, 302, "{saved}");
+    let note = common::api_note(on_a, "by-alice").expect("host A sees the note");
+    assert_eq!(note["created_by"], "alice", "{note}");
+
+    for i in 0..10 {
+        let port = if i % 2 == 0 { on_a } else { on_b };
+        assert_eq!(
+            login(port, "alice", "wrong", "/").status,
+            401,
+            "attempt {i}"
+        );
+    }
+    for port in [on_a, on_b] {
+        let r = login(port, "alice", PASSWORD_OF_ALICE, "/");
+        assert_eq!(r.status, 429, "host at {port}: {r}");
+    }
+
+    users(&["logout", "alice"], None);
+    holds_within(EVERYWHERE_WITHIN, "logged out on both hosts", || {
+        logged_out(on_a, &id)?;
+        logged_out(on_b, &id)
+    });
 }
 
 /// The restart count of each instance, by port.

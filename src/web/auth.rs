@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -67,7 +68,11 @@ pub struct Auth {
     store: Store,
     pub config: AuthConfig,
     trusted_proxies: Vec<IpAddr>,
-    users_exist: Mutex<Option<(bool, Instant)>>,
+    /// What the store last said about users existing, and when: `0` for never asked, else
+    /// `(milliseconds since `started` + 1) << 1 | exist`. One atomic, since every request
+    /// reads it.
+    users_exist: AtomicU64,
+    started: Instant,
     remembered: Mutex<HashMap<Box<str>, Remembered>>,
 }
 
@@ -92,22 +97,29 @@ impl Auth {
             store,
             config,
             trusted_proxies,
-            users_exist: Mutex::new(None),
+            users_exist: AtomicU64::new(0),
+            started: Instant::now(),
             remembered: Mutex::new(HashMap::new()),
         }
     }
 
     /// Whether any user exists, as the store said at most `REMEMBER` ago.
     pub async fn users_exist(&self) -> Result<bool, StoreError> {
-        let known = *self.users_exist.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((exist, at)) = known
-            && at.elapsed() < REMEMBER
-        {
-            return Ok(exist);
+        let known = self.users_exist.load(Ordering::Acquire);
+        let now = self.millis();
+        if known != 0 && now.saturating_sub((known >> 1) - 1) < REMEMBER.as_millis() as u64 {
+            return Ok(known & 1 == 1);
         }
         let exist = self.store.users_exist().await?;
-        *self.users_exist.lock().unwrap_or_else(|p| p.into_inner()) = Some((exist, Instant::now()));
+        self.users_exist.store(
+            ((self.millis() + 1) << 1) | u64::from(exist),
+            Ordering::Release,
+        );
         Ok(exist)
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX >> 2)
     }
 
     /// Who sent a request with these headers.
@@ -178,11 +190,6 @@ impl Auth {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(secret);
-    }
-
-    /// Forgets whether users exist (a login found none, say): the next request asks.
-    pub fn forget_users(&self) {
-        *self.users_exist.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// The client's address: the peer's, or, when the peer is a trusted proxy, the last

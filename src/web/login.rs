@@ -53,7 +53,11 @@ pub async fn form(
     headers: HeaderMap,
     query: Result<Query<NextParam>, QueryRejection>,
 ) -> Response {
-    let next = safe_next(query.as_ref().ok().and_then(|q| q.next.as_deref()));
+    // The header's "Log in" link is the book's bare `/users/login` (its tests look for that
+    // exact link), so without `next` the page the user came from is the Referer's path when
+    // that is this site.
+    let given = query.as_ref().ok().and_then(|q| q.next.as_deref());
+    let next = safe_next(given.or_else(|| referer_path(&headers)));
     // Open to all, also when reading needs a login; a store that cannot be asked now only
     // leaves the header's links plain.
     let viewer = state
@@ -68,6 +72,18 @@ pub async fn form(
         error: None,
     };
     render(StatusCode::OK, &page)
+}
+
+/// The path of the `Referer` when it is a page of this site (same `Host`), else `None`.
+fn referer_path(headers: &HeaderMap) -> Option<&str> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let rest = referer
+        .strip_prefix("http://")
+        .or_else(|| referer.strip_prefix("https://"))?;
+    let path = rest.strip_prefix(host)?;
+    // The login page itself is no place to come back to.
+    (path.starts_with('/') && !path.starts_with("/users/")).then_some(path)
 }
 
 #[derive(Deserialize, Default)]

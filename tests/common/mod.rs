@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+pub mod accounts;
 pub mod cluster;
 pub mod postgres;
 
