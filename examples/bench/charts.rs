@@ -159,8 +159,9 @@ fn pages_chart(pages: &[PageFigure]) -> Chart {
         let ratio = p
             .ceiling
             .filter(|c| *c > 0.0)
-            .map(|c| format!(" ({:.0}% of the ceiling)", (p.rps / c * 100.0).floor()))
-            .unwrap_or_default();
+            .map_or(" (no ceiling run)".into(), |c| {
+                format!(" ({:.0}% of the ceiling)", (p.rps / c * 100.0).floor())
+            });
         panel.bar(
             row,
             0,
@@ -823,6 +824,7 @@ mod tests {
                     "GET / · 1 instance · 1k notes",
                     "30.0k (60% of the ceiling)",
                     "GET / · 2 instances · 1k notes · PostgreSQL",
+                    "20.0k (no ceiling run)",
                 ],
             ),
             (
