@@ -19,8 +19,13 @@
 //! building target/release/notesctl, e.g. to compare two builds), `BENCH_ONLY=streams` (only
 //! the open-event-streams step, on the small database), `BENCH_ONLY=list` (only the paired
 //! later-pages step), `BENCH_ONLY=postgres` (2 instances on SQLite, then on PostgreSQL),
-//! `BENCH_ONLY=login` (only the paired logged-in vs anonymous pages).
+//! `BENCH_ONLY=login` (only the paired logged-in vs anonymous pages), `BENCH_ONLY=recovery`
+//! (only cold starts, crash recovery and a reload), `BENCH_CHARTS` (the folder for the SVG
+//! charts of the run's figures, `charts.rs`; a full run writes them to `bench-charts/`
+//! without it, the `list`, `postgres` and `recovery` parts only with it).
 
+#[path = "bench/charts.rs"]
+mod charts;
 #[path = "bench/http.rs"]
 mod http;
 /// A throwaway PostgreSQL server, as the tests start one.
@@ -816,14 +821,20 @@ fn stream_step(bench: &mut Bench, server: &Server) -> anyhow::Result<StreamFigur
 /// The list's later pages at 100,000 notes against 1,000: one instance on each, side by side,
 /// their runs alternated (`LIST_PAIRS` pairs per page, which side goes first alternating too).
 /// The ratio is the median of the pairs' p50 ratios: a drift of the machine's speed moves
-/// both sides of a pair alike, where runs minutes apart (different steps) do not.
-fn list_pages_step(bench: &Bench, small_db: &Path, large_db: &Path) -> anyhow::Result<Vec<Row>> {
+/// both sides of a pair alike, where runs minutes apart (different steps) do not. Also
+/// answers each page's median p50 and p99 on both sides, for the charts.
+fn list_pages_step(
+    bench: &Bench,
+    small_db: &Path,
+    large_db: &Path,
+) -> anyhow::Result<(Vec<Row>, Vec<charts::NotesPair>)> {
     println!("later pages of the list: {SMALL} vs {LARGE} notes, paired runs ...");
     let small = bench.start_serve(small_db, "list-1k")?;
     let large = bench.start_serve(large_db, "list-100k")?;
-    let mut rows = Vec::new();
+    let (mut rows, mut pairs) = (Vec::new(), Vec::new());
     for path in LATER_PAGES {
         let (mut ratios, mut small_p50, mut large_p50) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut small_p99, mut large_p99) = (Vec::new(), Vec::new());
         let (mut small_rps, mut large_rps, mut errors) = (Vec::new(), Vec::new(), 0);
         for pair in 0..LIST_PAIRS {
             let run = |server: &Server| bench.load(server.targets(), Workload::Get(path.into()));
@@ -838,12 +849,25 @@ fn list_pages_step(bench: &Bench, small_db: &Path, large_db: &Path) -> anyhow::R
             ratios.push(l.p50_ms() / s.p50_ms());
             small_p50.push(s.p50_ms());
             large_p50.push(l.p50_ms());
+            small_p99.push(s.p99_ms());
+            large_p99.push(l.p99_ms());
             small_rps.push(s.rps());
             large_rps.push(l.rps());
         }
         let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!("  {path}: p50 100k/1k per pair {}", each.join(", "));
         let ratio = median(ratios);
+        pairs.push(charts::NotesPair {
+            page: format!("GET {path} · 1 instance (median of {LIST_PAIRS} runs)"),
+            small: charts::Latency {
+                p50_ms: median(small_p50.clone()),
+                p99_ms: median(small_p99),
+            },
+            large: charts::Latency {
+                p50_ms: median(large_p50.clone()),
+                p99_ms: median(large_p99),
+            },
+        });
         rows.push(Row {
             figure: format!(
                 "GET {path} p50 at {LARGE} vs {SMALL} notes · 1 instance (median of {LIST_PAIRS} paired runs)"
@@ -863,7 +887,7 @@ fn list_pages_step(bench: &Bench, small_db: &Path, large_db: &Path) -> anyhow::R
     }
     small.stop();
     large.stop();
-    Ok(rows)
+    Ok((rows, pairs))
 }
 
 /// Paired runs of a logged-in user's pages against the same pages for a visitor who is not
@@ -1232,6 +1256,81 @@ impl Drop for StreamCrowd {
 
 // ---- crash recovery --------------------------------------------------------------------------
 
+/// Cold starts, crashes and a reload of 2-instance clusters.
+struct RecoveryFigures {
+    colds_ms: Vec<f64>,
+    crashes: Vec<charts::CrashTimeline>,
+    reload: Option<charts::ReloadTimeline>,
+}
+
+/// Cold start and crash recovery, 5 times each (a fresh cluster on `db` each time, so every
+/// crash is the first of its streak: restarted at once by the policy); then one reload of the
+/// last cluster, for the recovery chart's timeline. A reload that fails is reported, not
+/// fatal: the chart is drawn without it.
+fn recovery_step(bench: &Bench, db: &Path) -> anyhow::Result<RecoveryFigures> {
+    println!("cold start and crash recovery, 5 times; one reload ...");
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut figures = RecoveryFigures {
+        colds_ms: Vec::new(),
+        crashes: Vec::new(),
+        reload: None,
+    };
+    for i in 0..5 {
+        let (mut cluster, cold) = bench.start_cluster(db, &format!("cold-{i}"))?;
+        std::thread::sleep(Duration::from_millis(200));
+        let which = i % 2;
+        let (pid, port) = (cluster.instance_pids[which], cluster.ports[which]);
+        let socket = cluster
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .context("a cluster has a notes.toml")?
+            .join(".notesctl.sock");
+        let crash = bench.rt.block_on(crash_to_ready(pid, port, &socket))?;
+        bench.refresh_pids(&mut cluster)?;
+        println!(
+            "  run {}: cold start {:.1} ms; kill -9 pid {pid} -> gone after {:.1} ms, port {port} answers 200 after {:.1} ms, the instance is ready again after {:.1} ms (new pid {})",
+            i + 1,
+            ms(cold),
+            ms(crash.gone),
+            ms(crash.port_answers),
+            ms(crash.instance_ready),
+            cluster.instance_pids[which]
+        );
+        figures.colds_ms.push(ms(cold));
+        figures.crashes.push(charts::CrashTimeline {
+            gone_ms: ms(crash.gone),
+            port_answers_ms: ms(crash.port_answers),
+            ready_ms: ms(crash.instance_ready),
+        });
+        if i == 4 {
+            match bench.rt.block_on(reload_timeline(&socket)) {
+                Ok(r) => {
+                    let each: Vec<String> = r
+                        .instances
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "port {} replaced from {:.1} to {:.1} ms",
+                                s.port, s.began_ms, s.ready_ms
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "  reload: {}; answered after {:.1} ms",
+                        each.join(", "),
+                        r.done_ms
+                    );
+                    figures.reload = Some(r);
+                }
+                Err(e) => println!("  reload: not measured: {e:#}"),
+            }
+        }
+        cluster.stop();
+    }
+    Ok(figures)
+}
+
 fn is_dead(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
@@ -1246,6 +1345,8 @@ fn is_dead(pid: u32) -> bool {
 /// again (a sibling serves it meanwhile), and how long until the killed instance itself is
 /// ready again (a new pid, asked of the supervisor's control socket).
 struct Recovery {
+    /// The killed process is gone (until then it could still answer).
+    gone: Duration,
     port_answers: Duration,
     instance_ready: Duration,
 }
@@ -1263,6 +1364,7 @@ async fn crash_to_ready(pid: u32, port: u16, socket: &Path) -> anyhow::Result<Re
         );
         tokio::task::yield_now().await;
     }
+    let gone = began.elapsed();
     let target = addr(port);
     let port_answers = loop {
         let attempt = tokio::time::timeout(Duration::from_secs(5), async {
@@ -1289,6 +1391,7 @@ async fn crash_to_ready(pid: u32, port: u16, socket: &Path) -> anyhow::Result<Re
     loop {
         if ready_again(socket, port, pid).await? {
             return Ok(Recovery {
+                gone,
                 port_answers,
                 instance_ready: began.elapsed(),
             });
@@ -1324,6 +1427,91 @@ async fn ready_again(socket: &Path, port: u16, old: u32) -> anyhow::Result<bool>
                 && i["state"] == "ready"
                 && i["pid"].as_u64().is_some_and(|p| p != u64::from(old))
         }))
+}
+
+/// Asks the supervisor on `socket` for its status, as JSON.
+async fn supervisor_status(socket: &Path) -> anyhow::Result<serde_json::Value> {
+    control_request(socket, "status").await
+}
+
+/// Sends `{"command": command}` on the control socket and reads the one-line answer.
+async fn control_request(socket: &Path, command: &str) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream
+        .write_all(format!("{{\"command\":\"{command}\"}}\n").as_bytes())
+        .await?;
+    let mut reply = String::new();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut reply)
+        .await?;
+    Ok(serde_json::from_str(&reply)?)
+}
+
+/// A reload of the cluster on `socket` (each instance replaced in turn), timed from the
+/// request: when each instance was first seen being replaced and first seen ready with a new
+/// process, and when the supervisor answered. The status is asked every 2 ms meanwhile, on the
+/// control socket, which answers while a reload runs.
+async fn reload_timeline(socket: &Path) -> anyhow::Result<charts::ReloadTimeline> {
+    struct Seen {
+        port: u16,
+        old_pid: u64,
+        began: Option<Duration>,
+        ready: Option<Duration>,
+    }
+    let mut seen: Vec<Seen> = supervisor_status(socket).await?["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| {
+            Some(Seen {
+                port: u16::try_from(i["port"].as_u64()?).ok()?,
+                old_pid: i["pid"].as_u64()?,
+                began: None,
+                ready: None,
+            })
+        })
+        .collect();
+    let began = Instant::now();
+    let request = control_request(socket, "reload");
+    tokio::pin!(request);
+    let (answer, done) = loop {
+        tokio::select! {
+            answer = &mut request => break (answer?, began.elapsed()),
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
+        let status = supervisor_status(socket).await?;
+        let at = began.elapsed();
+        for i in status["instances"].as_array().into_iter().flatten() {
+            let Some(s) = seen.iter_mut().find(|s| i["port"] == s.port) else {
+                continue;
+            };
+            let new_pid = i["pid"].as_u64().is_some_and(|p| p != s.old_pid);
+            if s.began.is_none() && (i["state"] == "reloading" || new_pid) {
+                s.began = Some(at);
+            }
+            if s.ready.is_none() && new_pid && i["state"] == "ready" {
+                s.ready = Some(at);
+            }
+        }
+    };
+    anyhow::ensure!(answer["ok"] == true, "the reload failed: {answer}");
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let done_ms = ms(done);
+    Ok(charts::ReloadTimeline {
+        instances: seen
+            .iter()
+            .map(|s| charts::ReloadStep {
+                port: s.port,
+                // Not seen between two polls: within the last poll before the answer.
+                began_ms: s.began.map_or(done_ms, ms),
+                ready_ms: s.ready.map_or(done_ms, ms),
+            })
+            .collect(),
+        done_ms,
+    })
 }
 
 /// A ratio as a whole percentage, rounded down: 49.9% shows as 49%, not as a failing 50%.
@@ -1412,7 +1600,7 @@ fn run() -> anyhow::Result<()> {
     let mut import_secs = 0.0;
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let only_streams = only == "streams";
-    let sizes: &[usize] = if only_streams || only == "postgres" {
+    let sizes: &[usize] = if only_streams || only == "postgres" || only == "recovery" {
         &[SMALL]
     } else {
         &[SMALL, LARGE]
@@ -1465,6 +1653,10 @@ fn run() -> anyhow::Result<()> {
         )?;
         println!();
         print_table(&postgres_rows(&pg, &bench.runs));
+        if let Some(dir) = charts_dir(root, false) {
+            let data = chart_data(&bench.runs, Vec::new(), Vec::new(), None);
+            report_charts(&data, &dir)?;
+        }
         return Ok(());
     }
     if only == "login" {
@@ -1473,10 +1665,22 @@ fn run() -> anyhow::Result<()> {
         print_table(&rows);
         return Ok(());
     }
+    if only == "recovery" {
+        let recovery = recovery_step(&bench, &bases[&SMALL])?;
+        if let Some(dir) = charts_dir(root, false) {
+            let data = chart_data(&bench.runs, Vec::new(), recovery.crashes, recovery.reload);
+            report_charts(&data, &dir)?;
+        }
+        return Ok(());
+    }
     if only == "list" {
-        let rows = list_pages_step(&bench, &bases[&SMALL], &bases[&LARGE])?;
+        let (rows, pairs) = list_pages_step(&bench, &bases[&SMALL], &bases[&LARGE])?;
         println!();
         print_table(&rows);
+        if let Some(dir) = charts_dir(root, false) {
+            let data = chart_data(&bench.runs, pairs, Vec::new(), None);
+            report_charts(&data, &dir)?;
+        }
         return Ok(());
     }
     let keys_large: Arc<Vec<String>> = Arc::new((0..LARGE).map(seed::key).collect());
@@ -1560,7 +1764,7 @@ fn run() -> anyhow::Result<()> {
 
     let streams = stream_step(&mut bench, &server)?;
     server.stop();
-    let list_rows = list_pages_step(
+    let (list_rows, list_pairs) = list_pages_step(
         &bench,
         &db_copy(SMALL, "list-1k")?,
         &db_copy(LARGE, "list-100k")?,
@@ -1627,42 +1831,11 @@ fn run() -> anyhow::Result<()> {
     cluster.stop();
     ceiling_server.stop();
 
-    // 5. Cold start and crash recovery, 5 times each (a fresh cluster each time, so every crash
-    // is the first of its streak: restarted at once by the policy).
-    println!("cold start and crash recovery, 5 times ...");
-    let cold_db = db_copy(SMALL, "cold")?;
-    let mut colds = Vec::new();
-    let mut crashes = Vec::new();
-    let mut port_answers = Vec::new();
-    for i in 0..5 {
-        let (mut cluster, cold) = bench.start_cluster(&cold_db, &format!("cold-{i}"))?;
-        std::thread::sleep(Duration::from_millis(200));
-        let which = i % 2;
-        let (pid, port) = (cluster.instance_pids[which], cluster.ports[which]);
-        let socket = cluster
-            .config
-            .as_deref()
-            .and_then(Path::parent)
-            .context("a cluster has a notes.toml")?
-            .join(".notesctl.sock");
-        let crash = bench.rt.block_on(crash_to_ready(pid, port, &socket))?;
-        bench.refresh_pids(&mut cluster)?;
-        println!(
-            "  run {}: cold start {:.1} ms; kill -9 pid {pid} -> port {port} answers 200 after {:.1} ms, the instance is ready again after {:.1} ms (new pid {})",
-            i + 1,
-            cold.as_secs_f64() * 1000.0,
-            crash.port_answers.as_secs_f64() * 1000.0,
-            crash.instance_ready.as_secs_f64() * 1000.0,
-            cluster.instance_pids[which]
-        );
-        colds.push(cold.as_secs_f64() * 1000.0);
-        crashes.push(crash.instance_ready.as_secs_f64() * 1000.0);
-        port_answers.push(crash.port_answers.as_secs_f64() * 1000.0);
-        cluster.stop();
-    }
-    let cold_ms = median(colds);
-    let crash_ms = median(crashes);
-    let port_ms = median(port_answers);
+    // 5. Cold start and crash recovery, 5 times each; one reload.
+    let recovery = recovery_step(&bench, &db_copy(SMALL, "cold")?)?;
+    let cold_ms = median(recovery.colds_ms.clone());
+    let crash_ms = median(recovery.crashes.iter().map(|c| c.ready_ms).collect());
+    let port_ms = median(recovery.crashes.iter().map(|c| c.port_answers_ms).collect());
 
     // ---- the table ---------------------------------------------------------------------------
     let runs = &bench.runs;
@@ -1904,6 +2077,119 @@ fn run() -> anyhow::Result<()> {
     );
     println!();
     print_markdown(&rows);
+    if let Some(dir) = charts_dir(root, true) {
+        println!();
+        let data = chart_data(&bench.runs, list_pairs, recovery.crashes, recovery.reload);
+        report_charts(&data, &dir)?;
+    }
     drop(tmp);
+    Ok(())
+}
+
+// ---- the charts ------------------------------------------------------------------------------
+
+/// Where the charts go: `BENCH_CHARTS`, else `bench-charts/` at the repository root after a
+/// full run; a partial run draws none unless `BENCH_CHARTS` names a folder (its few charts
+/// would replace a full run's).
+fn charts_dir(root: &Path, full_run: bool) -> Option<PathBuf> {
+    match std::env::var_os("BENCH_CHARTS") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ if full_run => Some(root.join("bench-charts")),
+        _ => None,
+    }
+}
+
+/// This run's figures for the charts: the pages from the load runs (those that exist: a
+/// partial run has few), the list step's pairs, the crash and reload timelines.
+fn chart_data(
+    runs: &HashMap<String, Measured>,
+    list_pairs: Vec<charts::NotesPair>,
+    crashes: Vec<charts::CrashTimeline>,
+    reload: Option<charts::ReloadTimeline>,
+) -> charts::ChartData {
+    let mut pages = Vec::new();
+    for suffix in ["", " · PostgreSQL"] {
+        for size in ["1k", "100k"] {
+            for label in ["1 instance", "2 instances"] {
+                for path in ["GET /", "GET /notes/view", "POST /notes/save"] {
+                    let Some(m) = runs.get(&format!("{path} · {label} · {size}{suffix}")) else {
+                        continue;
+                    };
+                    pages.push(charts::PageFigure {
+                        label: format!("{path} · {label} · {size} notes{suffix}"),
+                        rps: m.load.rps(),
+                        ceiling: m.ceiling,
+                        p50_ms: m.load.p50_ms(),
+                        p99_ms: m.load.p99_ms(),
+                    });
+                }
+            }
+        }
+    }
+    let latency = |name: &str| {
+        runs.get(name).map(|m| charts::Latency {
+            p50_ms: m.load.p50_ms(),
+            p99_ms: m.load.p99_ms(),
+        })
+    };
+    let mut notes = Vec::new();
+    for (path, page) in [("GET /", "GET /"), ("GET /notes/view", "note page")] {
+        for label in ["1 instance", "2 instances"] {
+            let small = latency(&format!("{path} · {label} · 1k"));
+            let large = latency(&format!("{path} · {label} · 100k"));
+            if let (Some(small), Some(large)) = (small, large) {
+                notes.push(charts::NotesPair {
+                    page: format!("{page} · {label}"),
+                    small,
+                    large,
+                });
+            }
+        }
+    }
+    notes.extend(list_pairs);
+    charts::ChartData {
+        machine: procs::machine(),
+        run: run_description(),
+        pages,
+        notes,
+        crashes,
+        reload,
+    }
+}
+
+/// "run of 2026-11-30 16:05 UTC at commit 1a2b3c4 (cargo run --release --example bench)".
+fn run_description() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // Changes not committed make the commit name only approximate.
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let when = now.get(..16).unwrap_or(&now).replace('T', " ");
+    format!(
+        "run of {when} UTC at commit {commit}{} ({COMMAND})",
+        if dirty { " with local changes" } else { "" }
+    )
+}
+
+fn report_charts(data: &charts::ChartData, dir: &Path) -> anyhow::Result<()> {
+    let written = charts::draw(data, dir)?;
+    println!(
+        "charts: {}",
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
