@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod exit;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod notes_cmd;
 pub mod passwords;

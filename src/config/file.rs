@@ -126,6 +126,7 @@ pub struct ServeFile {
     /// Addresses of reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are
     /// believed; checked entry by entry, as `allowed_hosts`.
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub metrics: Option<bool>,
 }
 
 /// `[auth]`

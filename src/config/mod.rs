@@ -146,6 +146,9 @@ pub struct ServeConfig {
     /// Reverse proxies whose `X-Forwarded-For` (the client's address, for login limits) and
     /// `X-Forwarded-Proto` (`https`: session cookies get `Secure`) are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Record metrics and answer `GET /metrics` (on by default; off answers 404 there and
+    /// records nothing, to measure what recording costs).
+    pub metrics: bool,
 }
 
 /// The supervisor's settings; see the README for what each policy value does.
@@ -318,6 +321,7 @@ impl Config {
             .collect::<Result<_, _>>()?;
         let serve = ServeConfig {
             trusted_proxies,
+            metrics: serve_file.metrics.unwrap_or(true),
             header_read_timeout: serve_file
                 .header_read_timeout
                 .unwrap_or(Duration::from_secs(10)),
@@ -548,6 +552,19 @@ mod tests {
         assert_eq!(c.serve.max_event_streams, 10_000);
         let c = load("[serve]\nmax_event_streams = 3\n").expect("valid");
         assert_eq!(c.serve.max_event_streams, 3);
+    }
+
+    #[test]
+    fn metrics_are_on_unless_switched_off() {
+        assert!(load("").expect("valid").serve.metrics);
+        assert!(
+            !load("[serve]\nmetrics = false\n")
+                .expect("valid")
+                .serve
+                .metrics
+        );
+        let wrong = load("[serve]\nmetrics = \"no\"\n").expect_err("not a boolean");
+        assert!(wrong.to_string().contains("line 2"), "{wrong}");
     }
 
     #[test]

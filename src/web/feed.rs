@@ -90,6 +90,14 @@ impl Batch {
         Some(self.bytes.slice(*from..))
     }
 
+    /// How many events `after(after)` gives: a burst is one.
+    pub fn events_after(&self, after: i64) -> u64 {
+        if self.starts.is_empty() {
+            return 1;
+        }
+        self.starts.iter().filter(|(id, _)| *id > after).count() as u64
+    }
+
     /// One `burst` event for the changes after `after` up to `newest`.
     fn burst(after: i64, newest: i64) -> Self {
         Self {

@@ -1,7 +1,7 @@
 //! The guard every request passes through: refusal of requests for a host the instance does
 //! not answer for (DNS rebinding) and of cross-site form posts, a panic turned into the 500
 //! page, security headers on every response, one log line per request except the liveness
-//! probe.
+//! probe, and the request's count and duration in the metrics (when they are on).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,7 +25,8 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// In order: refuse a request for a foreign host (421), then a cross-site form post (403); run
 /// the handler, turning a panic (our bug) into the generic 500 page instead of a dropped
 /// connection; add the security headers to whatever came out; log one line,
-/// `GET /notes/view 200 1.2ms` (not for `/livez`).
+/// `GET /notes/view 200 1.2ms` (not for `/livez`); count it in the metrics: by route and
+/// status, and its duration.
 pub async fn guard(State(hosts): State<Arc<HostPolicy>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
@@ -37,13 +38,18 @@ pub async fn guard(State(hosts): State<Arc<HostPolicy>>, request: Request, next:
         Ok(()) => run_catching_panics(request, next, uri.path()).await,
     };
     add_security_headers(response.headers_mut());
+    let took = started.elapsed();
+    if let Some(metrics) = crate::metrics::get() {
+        let route = crate::metrics::route_slot(uri.path());
+        metrics.record_request(route, response.status().as_u16(), took);
+    }
     // The supervisor's probe, every second on every instance, would drown the log.
     if uri.path() != super::LIVENESS_PATH {
         crate::logging::access(
             method.as_str(),
             uri.path(),
             response.status().as_u16(),
-            started.elapsed(),
+            took,
         );
     }
     response
