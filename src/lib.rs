@@ -18,6 +18,7 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod timefmt;
+pub mod top_cmd;
 pub mod transfer;
 pub mod units;
 pub mod users_cmd;
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Status { .. }
+        | Command::Top { .. }
         | Command::Reload { .. }
         | Command::Restart { .. }
         | Command::Scale { .. }
@@ -106,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(cluster::client::status_code(&report)))
         }
+        Command::Top { json } => top_cmd::run(&socket, json),
         Command::Reload { json } => print_op(cluster::client::reload(&socket, roll_timeout)?, json),
         Command::Restart { ports, json } => print_op(
             cluster::client::restart(&socket, ports, roll_timeout)?,

@@ -174,7 +174,12 @@ pub struct ClusterConfig {
     /// Where `status` and `reload` reach the supervisor [default: .notesctl.sock beside
     /// notes.toml].
     pub control_socket: Option<PathBuf>,
+    /// Where the supervisor serves `GET /metrics` for the whole cluster; `None`: nowhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
+
+/// Where `[cluster] metrics = true` serves (Prometheus' port for exporters of this kind).
+pub const DEFAULT_CLUSTER_METRICS: &str = "127.0.0.1:9464";
 
 impl Default for ClusterConfig {
     fn default() -> Self {
@@ -192,6 +197,7 @@ impl Default for ClusterConfig {
             liveness_timeout: Duration::from_secs(3),
             max_memory: None,
             control_socket: None,
+            metrics: None,
         }
     }
 }
@@ -367,6 +373,10 @@ impl Config {
             liveness_timeout: value(&c.liveness_timeout, d.liveness_timeout),
             max_memory: c.max_memory.or(d.max_memory),
             control_socket: c.control_socket.map(|p| base.join(p)),
+            metrics: match &c.metrics {
+                None => None,
+                Some(setting) => cluster_metrics(setting, source)?,
+            },
         };
         // Checks across two values point at the one given in the file (defaults are valid
         // together, so at least one of the two was given).
@@ -412,6 +422,39 @@ impl Config {
             auth,
         })
     }
+}
+
+/// `[cluster] metrics`: `false` is off, `true` the default address, a string an address. A
+/// non-loopback address is the operator's explicit choice: allowed, with a warning, since the
+/// page has no login.
+fn cluster_metrics(
+    setting: &toml::Spanned<file::MetricsSetting>,
+    source: Option<&Source>,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let text = match setting.get_ref() {
+        file::MetricsSetting::On(false) => return Ok(None),
+        file::MetricsSetting::On(true) => DEFAULT_CLUSTER_METRICS,
+        file::MetricsSetting::At(text) => text.as_str(),
+    };
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+        let m = format!(
+            "{text:?} is not an address with a port (for example \"{DEFAULT_CLUSTER_METRICS}\")"
+        );
+        match source {
+            Some(source) => source.error_at(setting.span(), m),
+            None => ConfigError::Invalid {
+                origin: "notes.toml".into(),
+                message: m,
+            },
+        }
+    })?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "[cluster] metrics = {text:?}: the cluster's metrics can be read by anyone who \
+             reaches this address (they have no login)"
+        );
+    }
+    Ok(Some(addr))
 }
 
 /// A command that reads or changes notes found no SQLite file: it does not create one, since
@@ -552,6 +595,31 @@ mod tests {
         assert_eq!(c.serve.max_event_streams, 10_000);
         let c = load("[serve]\nmax_event_streams = 3\n").expect("valid");
         assert_eq!(c.serve.max_event_streams, 3);
+    }
+
+    #[test]
+    fn the_cluster_metrics_address_is_off_by_default_and_checked() {
+        assert_eq!(load("").expect("valid").cluster.metrics, None);
+        let on = load("[cluster]\nmetrics = true\n").expect("valid");
+        assert_eq!(
+            on.cluster.metrics,
+            Some(DEFAULT_CLUSTER_METRICS.parse().expect("addr"))
+        );
+        let at = load("[cluster]\nmetrics = \"127.0.0.1:9500\"\n").expect("valid");
+        assert_eq!(
+            at.cluster.metrics,
+            Some("127.0.0.1:9500".parse().expect("addr"))
+        );
+        let off = load("[cluster]\nmetrics = false\n").expect("valid");
+        assert_eq!(off.cluster.metrics, None);
+        // Explicit, so allowed (with a warning).
+        let open = load("[cluster]\nmetrics = \"0.0.0.0:9464\"\n").expect("valid");
+        assert_eq!(
+            open.cluster.metrics,
+            Some("0.0.0.0:9464".parse().expect("addr"))
+        );
+        let wrong = load("[cluster]\nmetrics = \"localhost\"\n").expect_err("no port");
+        assert!(wrong.to_string().contains("line 2"), "{wrong}");
     }
 
     #[test]
