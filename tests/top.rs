@@ -177,7 +177,7 @@ fn top_without_a_cluster_fails_as_status_does() {
 fn slow_event_readers_do_not_hold_up_the_metrics_or_the_pages() {
     let ports = free_ports(3);
     let (instances, metrics) = (&ports[..2], ports[2]);
-    let cluster = Cluster::start_on(instances, &format!("metrics = \"127.0.0.1:{metrics}\"\n"));
+    let _cluster = Cluster::start_on(instances, &format!("metrics = \"127.0.0.1:{metrics}\"\n"));
     // Readers that open the stream and never read a byte of it, on both instances.
     let readers: Vec<TcpStream> = (0..20)
         .map(|i| {
