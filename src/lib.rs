@@ -2,7 +2,8 @@
 //! binary, the tests and the examples share.
 //!
 //! Layout: `config` resolves settings; `store` owns the data rules; `web` serves pages and the
-//! JSON API; `server` binds and runs one instance; `notes_cmd` is the `notes` subcommand.
+//! JSON API; `server` binds and runs one instance; `metrics` records what an instance does for
+//! `GET /metrics`; `notes_cmd` is the `notes` subcommand, `top_cmd` is `notesctl top`.
 
 pub mod author;
 pub mod cli;

@@ -8,8 +8,10 @@
 //! (`watcher`: unresponsive, over `max_memory`). Rolling restarts, reloads and scaling are
 //! `ops`. When no instance serves at all, the supervisor answers 503 itself (`fallback`). Its
 //! output never blocks (`output`). A unix control socket (`control`, and `client` for the
-//! commands) answers `status`, `reload`, `restart`, `scale`, `stop` and `logs`; systemd hears
-//! about start-up, reloads and stops (`systemd`).
+//! commands) answers `status`, `reload`, `restart`, `scale`, `stop`, `logs` and `top` (`top`:
+//! rates and latencies from the instances' metrics, which the supervisor scrapes once a second
+//! and serves on `[cluster] metrics`, see `metrics`); systemd hears about start-up, reloads and
+//! stops (`systemd`).
 
 pub mod client;
 pub mod control;
