@@ -178,3 +178,26 @@ fn metrics_switched_off_answer_404_and_record_nothing() {
     assert_eq!(response.status, 404, "{response}");
     assert!(!response.text().contains("notes_http_requests_total"));
 }
+
+#[test]
+fn metrics_ask_for_no_login_when_reading_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notes.db");
+    let db_text = db.to_str().expect("UTF-8 temp path");
+    let added = run_in(
+        dir.path(),
+        &["--db", db_text, "users", "add", "ann", "--password-stdin"],
+        Some("a long enough password\n"),
+    );
+    assert!(added.status.success(), "{}", describe(&added));
+    let config = dir.path().join("notes.toml");
+    std::fs::write(&config, "[auth]\nread = \"users\"\n").expect("write notes.toml");
+    let mut cmd = notesctl(dir.path());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["serve", "--port", "0", "--db"])
+        .arg(&db);
+    let instance = Instance::start_command(cmd);
+    assert_ne!(get(instance.port, "/").status, 200, "reading needs a login");
+    assert_eq!(get(instance.port, "/metrics").status, 200);
+}

@@ -210,6 +210,12 @@ async fn supervise(
     let metrics_task = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             out.event(&format!("metrics of the cluster at http://{addr}/metrics"));
+            if !addr.ip().is_loopback() {
+                out.event(&format!(
+                    "warning: [cluster] metrics = \"{addr}\" can be read by anyone who reaches \
+                     that address (the page has no login)"
+                ));
+            }
         }
         tokio::spawn(metrics::serve(listener, Arc::clone(&supervisor)))
     });

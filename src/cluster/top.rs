@@ -120,7 +120,7 @@ fn fill(row: &mut TopInstance, previous: Option<&Scrape>, latest: &Scrape) {
 }
 
 /// The supervisor's own requests (its liveness probe and these scrapes), left out of the
-/// rates: `top` shows what clients ask.
+/// rates and latencies: `top` shows what clients ask.
 fn supervisors_own(labels: &str) -> bool {
     matches!(label(labels, "route"), Some("/livez" | "/metrics"))
 }
@@ -155,11 +155,15 @@ fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-/// Cumulative request-duration buckets over every route, between two scrapes: (le, count).
+/// Cumulative request-duration buckets over every route but the supervisor's own, between two
+/// scrapes: (le, count).
 fn bucket_deltas(now: &str, then: &str) -> Vec<(f64, f64)> {
     let gather = |text: &str| {
         let mut buckets: Vec<(f64, f64)> = Vec::new();
         for (labels, value) in samples(text, "notes_http_request_duration_seconds_bucket") {
+            if supervisors_own(labels) {
+                continue;
+            }
             let Some(le) = label(labels, "le").and_then(|le| le.parse::<f64>().ok()) else {
                 continue;
             };
@@ -283,6 +287,21 @@ mod tests {
         let p99 = quantile(&buckets, 0.99).expect("some");
         assert!((p99 - 0.01).abs() < 1e-9, "{p99}");
         assert_eq!(quantile(&[(0.001, 0.0), (f64::INFINITY, 0.0)], 0.5), None);
+    }
+
+    #[test]
+    fn the_supervisors_own_requests_are_left_out_of_latencies() {
+        let then = "d_bucket{route=\"/\",le=\"0.001\"} 0\nd_bucket{route=\"/\",le=\"+Inf\"} 0\n";
+        let now = "d_bucket{route=\"/\",le=\"0.001\"} 4\nd_bucket{route=\"/\",le=\"+Inf\"} 4\n\
+                   d_bucket{route=\"/livez\",le=\"0.001\"} 0\nd_bucket{route=\"/livez\",le=\"+Inf\"} 9\n";
+        let (then, now) = (
+            then.replace("d_bucket", "notes_http_request_duration_seconds_bucket"),
+            now.replace("d_bucket", "notes_http_request_duration_seconds_bucket"),
+        );
+        assert_eq!(
+            bucket_deltas(&now, &then),
+            vec![(0.001, 4.0), (f64::INFINITY, 4.0)]
+        );
     }
 
     #[test]

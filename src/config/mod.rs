@@ -425,8 +425,8 @@ impl Config {
 }
 
 /// `[cluster] metrics`: `false` is off, `true` the default address, a string an address. A
-/// non-loopback address is the operator's explicit choice: allowed, with a warning, since the
-/// page has no login.
+/// non-loopback address is the operator's explicit choice: allowed (the supervisor warns, the
+/// page having no login).
 fn cluster_metrics(
     setting: &toml::Spanned<file::MetricsSetting>,
     source: Option<&Source>,
@@ -448,12 +448,6 @@ fn cluster_metrics(
             },
         }
     })?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(
-            "[cluster] metrics = {text:?}: the cluster's metrics can be read by anyone who \
-             reaches this address (they have no login)"
-        );
-    }
     Ok(Some(addr))
 }
 
