@@ -236,3 +236,77 @@ fn the_example_prometheus_configuration_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn top_on_a_terminal_quits_on_q_and_gives_the_terminal_back() {
+    use nix::sys::termios::{LocalFlags, tcgetattr};
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    use std::sync::mpsc;
+
+    let cluster = Cluster::start(2, "");
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let terminal: OwnedFd = pty.slave;
+    let before = tcgetattr(&terminal).expect("terminal modes");
+    assert!(
+        before.local_flags.contains(LocalFlags::ICANON),
+        "a new terminal is cooked"
+    );
+    let mut cmd = notesctl(cluster.dir.path());
+    cmd.args(["--config", "status.toml", "top"])
+        .env("TERM", "xterm-256color")
+        .stdin(Stdio::from(terminal.try_clone().expect("dup")))
+        .stdout(Stdio::from(terminal.try_clone().expect("dup")))
+        .stderr(Stdio::from(terminal.try_clone().expect("dup")));
+    let mut child = cmd.spawn().expect("run top");
+    drop(cmd);
+    let mut screen = std::fs::File::from(pty.master);
+    let mut keys = screen.try_clone().expect("dup");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = screen.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + PROCESS_DEADLINE;
+    let mut seen = Vec::new();
+    let shown = |seen: &[u8]| {
+        let text = String::from_utf8_lossy(seen);
+        cluster.ports.iter().all(|p| text.contains(&p.to_string())) && text.contains("REQ/S")
+    };
+    while !shown(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.max(Duration::from_millis(1))) {
+            Ok(bytes) => seen.extend(bytes),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("top showed no table: {:?}", String::from_utf8_lossy(&seen));
+            }
+        }
+    }
+    keys.write_all(b"q").expect("press q");
+    let status = wait_until(&mut child, Instant::now() + Duration::from_secs(10));
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("top did not quit on q");
+    };
+    assert!(status.success(), "{status}");
+    while let Ok(bytes) = rx.recv_timeout(Duration::from_millis(200)) {
+        seen.extend(bytes);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.contains("\x1b[?1049l"),
+        "the alternate screen is left: {text:?}"
+    );
+    let after = tcgetattr(&terminal).expect("terminal modes");
+    let cooked = LocalFlags::ICANON | LocalFlags::ECHO;
+    assert_eq!(
+        after.local_flags & cooked,
+        before.local_flags & cooked,
+        "raw mode is turned off again"
+    );
+}
