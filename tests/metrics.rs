@@ -162,6 +162,35 @@ fn an_instance_exports_valid_metrics_that_follow_requests_writes_and_streams() {
 }
 
 #[test]
+fn a_scrape_is_logged_unless_it_is_the_supervisors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let instance = Instance::start(&dir.path().join("notes.db"));
+    let lines = |instance: &Instance| instance.output().matches("GET /metrics 200").count();
+    let scraped = request(
+        instance.port,
+        "GET",
+        "/metrics",
+        &[("notes-supervisor-scrape", "1")],
+        b"",
+    );
+    assert_eq!(scraped.status, 200, "{scraped}");
+    assert_eq!(get(instance.port, "/metrics").status, 200);
+    // The log line is written once the answer is made: wait for the one expected.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines(&instance) < 1 {
+        assert!(Instant::now() < deadline, "{}", instance.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One more page after both: its line comes after theirs.
+    assert_eq!(get(instance.port, "/").status, 200);
+    while !instance.output().contains("GET / 200") {
+        assert!(Instant::now() < deadline, "{}", instance.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lines(&instance), 1, "{}", instance.output());
+}
+
+#[test]
 fn metrics_switched_off_answer_404_and_record_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("notes.db");

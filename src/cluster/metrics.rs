@@ -99,7 +99,13 @@ async fn fetch(port: u16) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
         // HTTP/1.0: the instance closes the connection after the answer, which ends the read.
         stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .write_all(
+                format!(
+                    "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n{}: 1\r\n\r\n",
+                    crate::web::SUPERVISOR_SCRAPE_HEADER
+                )
+                .as_bytes(),
+            )
             .await
             .ok()?;
         let mut raw = Vec::new();

@@ -49,6 +49,10 @@ pub const LIVENESS_PATH: &str = "/livez";
 /// how busy the instance is, not what the notes say, but it should not be exposed publicly.
 pub const METRICS_PATH: &str = "/metrics";
 
+/// The header of the supervisor's own scrape of `/metrics`, every second on every instance:
+/// left out of the request log, as its liveness probe is. Any other reader is logged.
+pub const SUPERVISOR_SCRAPE_HEADER: &str = "notes-supervisor-scrape";
+
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
