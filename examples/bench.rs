@@ -19,7 +19,8 @@
 //! building target/release/notesctl, e.g. to compare two builds), `BENCH_ONLY=streams` (only
 //! the open-event-streams step, on the small database), `BENCH_ONLY=list` (only the paired
 //! later-pages step), `BENCH_ONLY=postgres` (2 instances on SQLite, then on PostgreSQL),
-//! `BENCH_ONLY=login` (only the paired logged-in vs anonymous pages), `BENCH_ONLY=recovery`
+//! `BENCH_ONLY=login` (only the paired logged-in vs anonymous pages), `BENCH_ONLY=metrics`
+//! (only the paired metrics-on vs metrics-off pages), `BENCH_ONLY=recovery`
 //! (only cold starts, crash recovery and a reload), `BENCH_CHARTS` (the folder for the SVG
 //! charts of the run's figures, `charts.rs`; a full run writes them to `bench-charts/`
 //! without it, the `list`, `postgres` and `recovery` parts only with it).
@@ -285,8 +286,23 @@ impl Bench {
     }
 
     fn start_serve(&self, db: &Path, name: &str) -> anyhow::Result<Server> {
+        self.start_serve_configured(db, name, None)
+    }
+
+    /// `start_serve` with a notes.toml of `config`'s text, when given.
+    fn start_serve_configured(
+        &self,
+        db: &Path,
+        name: &str,
+        config: Option<&str>,
+    ) -> anyhow::Result<Server> {
         let port = free_port();
         let mut cmd = notesctl(&self.exe, &self.dir);
+        if let Some(text) = config {
+            let path = self.dir.join(format!("{name}.toml"));
+            std::fs::write(&path, text)?;
+            cmd.arg("--config").arg(path);
+        }
         cmd.arg("--db")
             .arg(db)
             .args(["serve", "--port", &port.to_string()]);
@@ -954,6 +970,59 @@ fn login_step(bench: &Bench, db: &Path, keys: &Arc<Vec<String>>) -> anyhow::Resu
         });
     }
     server.stop();
+    Ok(rows)
+}
+
+/// What recording metrics costs: one instance with `[serve] metrics = true` and one with
+/// `false`, on the same database, measured in turns (which goes first alternates) for `GET /`
+/// and the note page. The cost is 1 - on/off, the median of `LIST_PAIRS` pairs.
+fn metrics_step(bench: &Bench, db: &Path, keys: &Arc<Vec<String>>) -> anyhow::Result<Vec<Row>> {
+    println!("metrics on vs off, paired runs ...");
+    let on = bench.start_serve_configured(db, "metrics-on", Some("[serve]\nmetrics = true\n"))?;
+    let off =
+        bench.start_serve_configured(db, "metrics-off", Some("[serve]\nmetrics = false\n"))?;
+    let (on_target, off_target) = (on.targets()[0], off.targets()[0]);
+    let mut rows = Vec::new();
+    let view = Workload::View {
+        path: "/notes/view".into(),
+        keys: Arc::clone(keys),
+    };
+    for (name, workload) in [("GET /", Workload::Get("/".into())), ("note page", view)] {
+        let (mut ratios, mut on_rps, mut off_rps, mut errors) = (vec![], vec![], vec![], 0);
+        for pair in 0..LIST_PAIRS {
+            let run = |target: SocketAddr| bench.load(vec![target], workload.clone());
+            let (with, without) = if pair % 2 == 0 {
+                let with = run(on_target);
+                (with, run(off_target))
+            } else {
+                let without = run(off_target);
+                (run(on_target), without)
+            };
+            errors += with.errors + without.errors;
+            ratios.push(with.rps() / without.rps());
+            on_rps.push(with.rps());
+            off_rps.push(without.rps());
+        }
+        let each: Vec<String> = ratios.iter().map(|r| percent(*r)).collect();
+        println!("  {name}: metrics on/off per pair {}", each.join(", "));
+        let cost = 1.0 - median(ratios);
+        rows.push(Row {
+            figure: format!(
+                "{name}, metrics on vs off · 1 instance, {SMALL} notes (median of {LIST_PAIRS} paired runs)"
+            ),
+            value: format!(
+                "{:.0} vs {:.0} req/s · {errors} err",
+                median(on_rps),
+                median(off_rps)
+            ),
+            ceiling: "metrics off".into(),
+            ratio: format!("cost {:.1}%", cost * 100.0),
+            target: "< 3%".into(),
+            pass: Some(cost < 0.03 && errors == 0),
+        });
+    }
+    on.stop();
+    off.stop();
     Ok(rows)
 }
 
@@ -1673,6 +1742,12 @@ fn run() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if only == "metrics" {
+        let rows = metrics_step(&bench, &bases[&SMALL], &keys_small)?;
+        println!();
+        print_table(&rows);
+        return Ok(());
+    }
     if only == "list" {
         let (rows, pairs) = list_pages_step(&bench, &bases[&SMALL], &bases[&LARGE])?;
         println!();
@@ -1770,6 +1845,7 @@ fn run() -> anyhow::Result<()> {
         &db_copy(LARGE, "list-100k")?,
     )?;
     let login_rows = login_step(&bench, &db_copy(SMALL, "login-1k")?, &keys_small)?;
+    let metrics_rows = metrics_step(&bench, &db_copy(SMALL, "metrics-1k")?, &keys_small)?;
 
     // 3. Two instances, 1,000 notes; live-update latency from A to B.
     println!("2 instances, {SMALL} notes ...");
@@ -2027,6 +2103,7 @@ fn run() -> anyhow::Result<()> {
     rows.extend(stream_rows(&streams, runs));
     rows.extend(list_rows);
     rows.extend(login_rows);
+    rows.extend(metrics_rows);
     rows.extend(postgres_rows(&pg, runs));
     rows.push(Row::info(
         "Largest SQLite WAL file after a load run",

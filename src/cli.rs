@@ -66,6 +66,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the running cluster, refreshed every second: requests, latency, errors,
+    /// memory, CPU and streams per instance, and the last supervisor events (q or Ctrl-C quits;
+    /// exit code 1: no cluster)
+    Top {
+        /// Print one snapshot as JSON and exit
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-read notes.toml and replace the running cluster's instances one at a time, without
     /// dropping requests (also SIGHUP to the cluster)
     Reload {

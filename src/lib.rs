@@ -2,7 +2,8 @@
 //! binary, the tests and the examples share.
 //!
 //! Layout: `config` resolves settings; `store` owns the data rules; `web` serves pages and the
-//! JSON API; `server` binds and runs one instance; `notes_cmd` is the `notes` subcommand.
+//! JSON API; `server` binds and runs one instance; `metrics` records what an instance does for
+//! `GET /metrics`; `notes_cmd` is the `notes` subcommand, `top_cmd` is `notesctl top`.
 
 pub mod author;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod exit;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod notes_cmd;
 pub mod passwords;
@@ -17,6 +19,7 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod timefmt;
+pub mod top_cmd;
 pub mod transfer;
 pub mod units;
 pub mod users_cmd;
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Status { .. }
+        | Command::Top { .. }
         | Command::Reload { .. }
         | Command::Restart { .. }
         | Command::Scale { .. }
@@ -105,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(cluster::client::status_code(&report)))
         }
+        Command::Top { json } => top_cmd::run(&socket, json),
         Command::Reload { json } => print_op(cluster::client::reload(&socket, roll_timeout)?, json),
         Command::Restart { ports, json } => print_op(
             cluster::client::restart(&socket, ports, roll_timeout)?,

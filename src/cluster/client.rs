@@ -65,6 +65,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The figures of `notesctl top`, as the supervisor computed them at its last scrape.
+pub fn request_top(path: &Path) -> anyhow::Result<super::top::TopReport> {
+    let reply = runtime()?.block_on(ask(path, &Request::Top, Duration::from_secs(5)))?;
+    serde_json::from_str(&reply).context("the cluster's answer was not understood")
+}
+
 pub fn request_status(path: &Path) -> anyhow::Result<StatusReport> {
     let reply = runtime()?.block_on(ask(path, &Request::Status, Duration::from_secs(10)))?;
     serde_json::from_str(&reply).context("the cluster's answer was not understood")

@@ -36,6 +36,8 @@ pub(crate) enum Request {
         instances: usize,
     },
     Stop,
+    /// The figures of `notesctl top` (`top::TopReport`).
+    Top,
     Logs {
         lines: usize,
         port: Option<u16>,
@@ -141,6 +143,7 @@ async fn answer(stream: UnixStream, supervisor: &Supervisor) -> std::io::Result<
     };
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => serde_json::to_string(&status_report(supervisor)),
+        Ok(Request::Top) => serde_json::to_string(&super::top::report(supervisor)),
         Ok(Request::Reload) => op(supervisor.reload().await),
         Ok(Request::Restart { ports }) => op(supervisor.restart(&ports).await),
         Ok(Request::Scale { instances }) => op(supervisor.scale(instances).await),

@@ -94,6 +94,8 @@ pub struct Settings {
 pub struct Status {
     pub port: u16,
     pub pid: Option<u32>,
+    /// The private port of the process serving now (its probes and metrics answer there).
+    pub health_port: Option<u16>,
     pub state: State,
     pub started: Option<Instant>,
     pub restarts: u32,
@@ -179,6 +181,7 @@ pub struct Instance {
 struct Running {
     child: Child,
     pid: u32,
+    health_port: u16,
     started: Instant,
     ready_at: Instant,
     /// Liveness and memory findings of the watcher task.
@@ -230,6 +233,7 @@ pub fn new_status(port: u16) -> SharedStatus {
     Arc::new(Mutex::new(Status {
         port,
         pid: None,
+        health_port: None,
         state: State::Starting,
         started: None,
         restarts: 0,
@@ -330,6 +334,7 @@ impl Instance {
     fn running(&self, r: Running) -> Phase {
         self.update(|s| {
             s.pid = Some(r.pid);
+            s.health_port = Some(r.health_port);
             s.started = Some(r.started);
             s.state = State::Ready;
             s.failure = None;
@@ -375,6 +380,7 @@ impl Instance {
                         "{} pid {} unresponsive for {silent}: it did not answer /livez; killing it",
                         self.port, r.pid
                     ));
+                    super::metrics::LIVENESS_KILLS.fetch_add(1, Ordering::Relaxed);
                     kill_group(r.pid, Signal::SIGKILL);
                     let _ = r.child.wait().await;
                     let ready_for = r.ready_at.elapsed();
@@ -610,6 +616,7 @@ impl Instance {
                 Ok(Running {
                     child,
                     pid: spawned.pid,
+                    health_port: spawned.health_port,
                     started: began,
                     ready_at: Instant::now(),
                     alarms,
@@ -651,6 +658,7 @@ impl Instance {
                 let message = format!("{}: pid {} replaced by pid {}", self.port, old.pid, new.pid);
                 self.update(|s| {
                     s.pid = Some(new.pid);
+                    s.health_port = Some(new.health_port);
                     s.started = Some(new.started);
                 });
                 self.stop_process(old).await;

@@ -8,13 +8,16 @@
 //! (`watcher`: unresponsive, over `max_memory`). Rolling restarts, reloads and scaling are
 //! `ops`. When no instance serves at all, the supervisor answers 503 itself (`fallback`). Its
 //! output never blocks (`output`). A unix control socket (`control`, and `client` for the
-//! commands) answers `status`, `reload`, `restart`, `scale`, `stop` and `logs`; systemd hears
-//! about start-up, reloads and stops (`systemd`).
+//! commands) answers `status`, `reload`, `restart`, `scale`, `stop`, `logs` and `top` (`top`:
+//! rates and latencies from the instances' metrics, which the supervisor scrapes once a second
+//! and serves on `[cluster] metrics`, see `metrics`); systemd hears about start-up, reloads and
+//! stops (`systemd`).
 
 pub mod client;
 pub mod control;
 mod fallback;
 mod instance;
+mod metrics;
 mod ops;
 mod output;
 mod policy;
@@ -22,6 +25,7 @@ mod ports;
 mod probe;
 mod spawn;
 mod systemd;
+pub mod top;
 mod watcher;
 
 use std::path::PathBuf;
@@ -84,6 +88,8 @@ pub(crate) struct Supervisor {
     spawned: Mutex<usize>,
     /// One operation (reload, restart, scale) at a time.
     ops: AsyncMutex<()>,
+    /// The last two scrapes of every instance's metrics (`metrics`, `top`).
+    scrapes: Mutex<metrics::Scrapes>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -149,6 +155,15 @@ async fn supervise(
         );
     }
     let control_listener = control::bind(&socket_path)?;
+    let metrics_listener = match config.cluster.metrics {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "serving the cluster's metrics on {addr}; change [cluster] metrics in \
+                         notes.toml or stop what uses that port"
+            )
+        })?),
+        None => None,
+    };
 
     let settings = Arc::new(Settings {
         launch: launch_for(&config, &origin, &database, ports.len())?,
@@ -179,6 +194,7 @@ async fn supervise(
         wanted: Mutex::new(instances),
         spawned: Mutex::new(0),
         ops: AsyncMutex::new(()),
+        scrapes: Mutex::new(metrics::Scrapes::default()),
     });
     for port in &ports {
         supervisor.add_instance(*port);
@@ -189,6 +205,20 @@ async fn supervise(
     systemd::ready(&supervisor.summary());
     let fallback_task = tokio::spawn(fallback::guard_ports(Arc::clone(&supervisor)));
     let watchdog_task = tokio::spawn(systemd::keep_watchdog_fed());
+    // Scraped even without [cluster] metrics: `notesctl top` reads the same figures.
+    let scrape_task = tokio::spawn(metrics::scrape_forever(Arc::clone(&supervisor)));
+    let metrics_task = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            out.event(&format!("metrics of the cluster at http://{addr}/metrics"));
+            if !addr.ip().is_loopback() {
+                out.event(&format!(
+                    "warning: [cluster] metrics = \"{addr}\" can be read by anyone who reaches \
+                     that address (the page has no login)"
+                ));
+            }
+        }
+        tokio::spawn(metrics::serve(listener, Arc::clone(&supervisor)))
+    });
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -235,6 +265,10 @@ async fn supervise(
     control_task.abort();
     fallback_task.abort();
     watchdog_task.abort();
+    scrape_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     let _ = std::fs::remove_file(&socket_path);
     out.event(&format!(
         "stopped after {}",

@@ -111,6 +111,7 @@ impl Supervisor {
     /// and replaces every instance with the new settings, and the binary now at the path the
     /// cluster was started from. A configuration that does not load changes nothing.
     pub(crate) async fn reload(&self) -> Outcome {
+        super::metrics::RELOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _one_at_a_time = self.ops.lock().await;
         systemd::reloading();
         let outcome = self.reload_locked().await;

@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use indicatif::MultiProgress;
@@ -46,7 +47,12 @@ pub struct Output {
     writer: Arc<Writer>,
     ring: Mutex<Ring>,
     follow: broadcast::Sender<Arc<LogBlock>>,
+    /// The last `RECENT_EVENTS` supervisor events, for `notesctl top`.
+    events: Mutex<VecDeque<String>>,
 }
+
+/// Supervisor events kept for `notesctl top`.
+pub const RECENT_EVENTS: usize = 10;
 
 /// The last `RING_LINES` lines (or a little more: blocks are kept whole).
 #[derive(Default)]
@@ -60,6 +66,8 @@ struct Writer {
     queue: Mutex<Queue>,
     wake: Condvar,
     progress: Mutex<Option<MultiProgress>>,
+    /// Lines dropped since the start (`notesctl_log_lines_dropped_total`).
+    dropped_total: AtomicU64,
 }
 
 #[derive(Default)]
@@ -83,6 +91,7 @@ impl Output {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             progress: Mutex::new(None),
+            dropped_total: AtomicU64::new(0),
         });
         let thread_writer = Arc::clone(&writer);
         // Without the thread, lines stay queued (and then dropped): the service is unaffected.
@@ -94,6 +103,7 @@ impl Output {
             writer,
             ring: Mutex::new(Ring::default()),
             follow: broadcast::channel(FOLLOW_BACKLOG).0,
+            events: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
         }
     }
 
@@ -119,7 +129,27 @@ impl Output {
 
     /// A supervisor event.
     pub fn event(&self, text: &str) {
+        {
+            let mut events = lock(&self.events);
+            if events.len() == RECENT_EVENTS {
+                events.pop_front();
+            }
+            events.push_back(format!(
+                "{} {text}",
+                crate::timefmt::rfc3339(crate::timefmt::now_millis())
+            ));
+        }
         self.emit_all(None, "cluster", "1", &[text]);
+    }
+
+    /// The last few supervisor events, oldest first, each with its time of day.
+    pub fn recent_events(&self) -> Vec<String> {
+        lock(&self.events).iter().cloned().collect()
+    }
+
+    /// Lines of output dropped since the start because the output was blocked.
+    pub fn dropped_lines(&self) -> u64 {
+        self.writer.dropped_total.load(Ordering::Relaxed)
     }
 
     /// The last `n` lines (of one port's instance, or all), oldest first, each ending in a
@@ -207,6 +237,7 @@ impl Writer {
         let mut q = lock(&self.queue);
         if q.bytes.len() + block.len() > QUEUE_BYTES {
             q.dropped += lines;
+            self.dropped_total.fetch_add(lines, Ordering::Relaxed);
             return;
         }
         if q.dropped > 0 {
@@ -293,6 +324,7 @@ mod tests {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             progress: Mutex::new(None),
+            dropped_total: AtomicU64::new(0),
         };
         let line = vec![b'x'; 1000];
         let mut pushed = 0;
@@ -309,5 +341,7 @@ mod tests {
             text.starts_with("cluster | ... 2 line(s) dropped") && text.ends_with("next\n"),
             "{text}"
         );
+        // The total is kept for the metrics after the notice has been written.
+        assert_eq!(w.dropped_total.load(Ordering::Relaxed), 2);
     }
 }

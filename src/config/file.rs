@@ -126,6 +126,7 @@ pub struct ServeFile {
     /// Addresses of reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are
     /// believed; checked entry by entry, as `allowed_hosts`.
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub metrics: Option<bool>,
 }
 
 /// `[auth]`
@@ -179,6 +180,16 @@ pub struct ClusterFile {
     #[serde(default, deserialize_with = "memory")]
     pub max_memory: Option<u64>,
     pub control_socket: Option<String>,
+    /// `true` (the default address) or an address such as `"127.0.0.1:9464"`.
+    pub metrics: Option<Spanned<MetricsSetting>>,
+}
+
+/// `[cluster] metrics`: on at the default address, off, or at an address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MetricsSetting {
+    On(bool),
+    At(String),
 }
 
 fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {

@@ -146,6 +146,9 @@ pub struct ServeConfig {
     /// Reverse proxies whose `X-Forwarded-For` (the client's address, for login limits) and
     /// `X-Forwarded-Proto` (`https`: session cookies get `Secure`) are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Record metrics and answer `GET /metrics` (on by default; off answers 404 there and
+    /// records nothing, to measure what recording costs).
+    pub metrics: bool,
 }
 
 /// The supervisor's settings; see the README for what each policy value does.
@@ -171,7 +174,12 @@ pub struct ClusterConfig {
     /// Where `status` and `reload` reach the supervisor [default: .notesctl.sock beside
     /// notes.toml].
     pub control_socket: Option<PathBuf>,
+    /// Where the supervisor serves `GET /metrics` for the whole cluster; `None`: nowhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
+
+/// Where `[cluster] metrics = true` serves (Prometheus' port for exporters of this kind).
+pub const DEFAULT_CLUSTER_METRICS: &str = "127.0.0.1:9464";
 
 impl Default for ClusterConfig {
     fn default() -> Self {
@@ -189,6 +197,7 @@ impl Default for ClusterConfig {
             liveness_timeout: Duration::from_secs(3),
             max_memory: None,
             control_socket: None,
+            metrics: None,
         }
     }
 }
@@ -318,6 +327,7 @@ impl Config {
             .collect::<Result<_, _>>()?;
         let serve = ServeConfig {
             trusted_proxies,
+            metrics: serve_file.metrics.unwrap_or(true),
             header_read_timeout: serve_file
                 .header_read_timeout
                 .unwrap_or(Duration::from_secs(10)),
@@ -363,6 +373,10 @@ impl Config {
             liveness_timeout: value(&c.liveness_timeout, d.liveness_timeout),
             max_memory: c.max_memory.or(d.max_memory),
             control_socket: c.control_socket.map(|p| base.join(p)),
+            metrics: match &c.metrics {
+                None => None,
+                Some(setting) => cluster_metrics(setting, source)?,
+            },
         };
         // Checks across two values point at the one given in the file (defaults are valid
         // together, so at least one of the two was given).
@@ -408,6 +422,33 @@ impl Config {
             auth,
         })
     }
+}
+
+/// `[cluster] metrics`: `false` is off, `true` the default address, a string an address. A
+/// non-loopback address is the operator's explicit choice: allowed (the supervisor warns, the
+/// page having no login).
+fn cluster_metrics(
+    setting: &toml::Spanned<file::MetricsSetting>,
+    source: Option<&Source>,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let text = match setting.get_ref() {
+        file::MetricsSetting::On(false) => return Ok(None),
+        file::MetricsSetting::On(true) => DEFAULT_CLUSTER_METRICS,
+        file::MetricsSetting::At(text) => text.as_str(),
+    };
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+        let m = format!(
+            "{text:?} is not an address with a port (for example \"{DEFAULT_CLUSTER_METRICS}\")"
+        );
+        match source {
+            Some(source) => source.error_at(setting.span(), m),
+            None => ConfigError::Invalid {
+                origin: "notes.toml".into(),
+                message: m,
+            },
+        }
+    })?;
+    Ok(Some(addr))
 }
 
 /// A command that reads or changes notes found no SQLite file: it does not create one, since
@@ -548,6 +589,44 @@ mod tests {
         assert_eq!(c.serve.max_event_streams, 10_000);
         let c = load("[serve]\nmax_event_streams = 3\n").expect("valid");
         assert_eq!(c.serve.max_event_streams, 3);
+    }
+
+    #[test]
+    fn the_cluster_metrics_address_is_off_by_default_and_checked() {
+        assert_eq!(load("").expect("valid").cluster.metrics, None);
+        let on = load("[cluster]\nmetrics = true\n").expect("valid");
+        assert_eq!(
+            on.cluster.metrics,
+            Some(DEFAULT_CLUSTER_METRICS.parse().expect("addr"))
+        );
+        let at = load("[cluster]\nmetrics = \"127.0.0.1:9500\"\n").expect("valid");
+        assert_eq!(
+            at.cluster.metrics,
+            Some("127.0.0.1:9500".parse().expect("addr"))
+        );
+        let off = load("[cluster]\nmetrics = false\n").expect("valid");
+        assert_eq!(off.cluster.metrics, None);
+        // Explicit, so allowed (with a warning).
+        let open = load("[cluster]\nmetrics = \"0.0.0.0:9464\"\n").expect("valid");
+        assert_eq!(
+            open.cluster.metrics,
+            Some("0.0.0.0:9464".parse().expect("addr"))
+        );
+        let wrong = load("[cluster]\nmetrics = \"localhost\"\n").expect_err("no port");
+        assert!(wrong.to_string().contains("line 2"), "{wrong}");
+    }
+
+    #[test]
+    fn metrics_are_on_unless_switched_off() {
+        assert!(load("").expect("valid").serve.metrics);
+        assert!(
+            !load("[serve]\nmetrics = false\n")
+                .expect("valid")
+                .serve
+                .metrics
+        );
+        let wrong = load("[serve]\nmetrics = \"no\"\n").expect_err("not a boolean");
+        assert!(wrong.to_string().contains("line 2"), "{wrong}");
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config, inherited: Option<Inherited>) -> anyhow::Result<()> {
     let from_supervisor = inherited.is_some();
+    if config.serve.metrics {
+        crate::metrics::install().context("setting up the metrics")?;
+    }
     let (std_listener, health, others) = match inherited {
         Some(i) => (i.public, i.health, i.others),
         None => (
@@ -338,9 +341,16 @@ async fn accept_and_serve<S>(
             continue;
         };
         let connection = conn::serve(&builder, &graceful, stream, app.clone(), timeouts);
+        let metrics = crate::metrics::get();
+        if let Some(m) = metrics {
+            m.connections_open.inc();
+        }
         tokio::spawn(async move {
             connection.await;
             drop(place);
+            if let Some(m) = metrics {
+                m.connections_open.dec();
+            }
         });
     }
     graceful.shutdown().await;

@@ -7,6 +7,9 @@
 //! the one writer thread and awaited. An arm that never yields costs nothing over a direct call,
 //! and no operation allocates to dispatch.
 //!
+//! While metrics are on, each operation is timed and a failure of the store counted
+//! (`timed`): the operation's future awaited in place, two clock reads, no allocation.
+//!
 //! The PostgreSQL arm awaits `PgStore`, whose every operation is bounded by its deadline, so
 //! an outage answers `StoreError::Unavailable` instead of a hang.
 //!
@@ -18,7 +21,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::accounts::check_token_label;
 use super::postgres::{PgSettings, PgStore};
@@ -27,6 +30,7 @@ use super::{
     Change, ListQuery, Location, NewNote, Note, NotePage, NoteWrite, Settings, StoreError, Token,
     User, UserName,
 };
+use crate::metrics::StoreOp;
 
 /// An open store. Cheap to clone: clones share the backend's connections.
 #[derive(Clone)]
@@ -58,36 +62,45 @@ impl Store {
     /// One note. The note page's read: on SQLite, a lookup on the calling thread's own
     /// connection.
     pub async fn get(&self, key: &str) -> Result<Note, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => s.get(key),
-            Backend::Postgres(s) => s.get(key).await,
-        }
+        timed(StoreOp::Get, async {
+            match &self.0 {
+                Backend::Sqlite(s) => s.get(key),
+                Backend::Postgres(s) => s.get(key).await,
+            }
+        })
+        .await
     }
 
     /// A slice of the list, newest first. On SQLite a quick query (`ListQuery::is_quick`)
     /// runs on the calling thread, a deep page on the blocking pool.
     pub async fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) if query.is_quick() => s.list(query),
-            Backend::Sqlite(s) => {
-                let s = Arc::clone(s);
-                off_thread(move || s.list(query)).await
+        timed(StoreOp::List, async {
+            match &self.0 {
+                Backend::Sqlite(s) if query.is_quick() => s.list(query),
+                Backend::Sqlite(s) => {
+                    let s = Arc::clone(s);
+                    off_thread(move || s.list(query)).await
+                }
+                Backend::Postgres(s) => s.list(query).await,
             }
-            Backend::Postgres(s) => s.list(query).await,
-        }
+        })
+        .await
     }
 
     /// Creates, updates or deletes one note; answers once it is committed, with the note
     /// written (or deleted). Holds no thread while the write waits its turn.
     pub async fn write(&self, write: NoteWrite) -> Result<Note, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => s.write(write).await,
-            Backend::Postgres(s) => match write {
-                NoteWrite::Create(note) => s.create(note).await,
-                NoteWrite::Update(key, update) => s.update(&key, update).await,
-                NoteWrite::Delete(key) => s.delete(&key).await,
-            },
-        }
+        timed(StoreOp::Write, async {
+            match &self.0 {
+                Backend::Sqlite(s) => s.write(write).await,
+                Backend::Postgres(s) => match write {
+                    NoteWrite::Create(note) => s.create(note).await,
+                    NoteWrite::Update(key, update) => s.update(&key, update).await,
+                    NoteWrite::Delete(key) => s.delete(&key).await,
+                },
+            }
+        })
+        .await
     }
 
     /// Creates many notes in as few transactions as is efficient. One result per note, in
@@ -96,10 +109,13 @@ impl Store {
         &self,
         notes: Vec<NewNote>,
     ) -> Result<Vec<Result<Note, StoreError>>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => s.create_many(notes).await,
-            Backend::Postgres(s) => s.create_many(notes).await,
-        }
+        timed(StoreOp::CreateMany, async {
+            match &self.0 {
+                Backend::Sqlite(s) => s.create_many(notes).await,
+                Backend::Postgres(s) => s.create_many(notes).await,
+            }
+        })
+        .await
     }
 
     /// Calls `visit` for every note, oldest first, from one consistent snapshot. On SQLite it
@@ -108,51 +124,66 @@ impl Store {
         &self,
         visit: &mut dyn FnMut(Note) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => s.for_each_note(visit),
-            Backend::Postgres(s) => s.for_each_note(visit).await,
-        }
+        timed(StoreOp::ForEachNote, async {
+            match &self.0 {
+                Backend::Sqlite(s) => s.for_each_note(visit),
+                Backend::Postgres(s) => s.for_each_note(visit).await,
+            }
+        })
+        .await
     }
 
     /// Changes with an id above `after`, oldest first, at most `limit` (on SQLite, read on
     /// the blocking pool: a client catching up may ask for many).
     pub async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let s = Arc::clone(s);
-                off_thread(move || s.changes_after(after, limit)).await
+        timed(StoreOp::ChangesAfter, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let s = Arc::clone(s);
+                    off_thread(move || s.changes_after(after, limit)).await
+                }
+                Backend::Postgres(s) => s.changes_after(after, limit).await,
             }
-            Backend::Postgres(s) => s.changes_after(after, limit).await,
-        }
+        })
+        .await
     }
 
     /// The id of the newest change (0 when there is none).
     pub async fn last_change_id(&self) -> Result<i64, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => s.last_change_id(),
-            Backend::Postgres(s) => s.last_change_id().await,
-        }
+        timed(StoreOp::LastChangeId, async {
+            match &self.0 {
+                Backend::Sqlite(s) => s.last_change_id(),
+                Backend::Postgres(s) => s.last_change_id().await,
+            }
+        })
+        .await
     }
 
     /// The id of the oldest change still kept (0 when there is none): a client that resumes
     /// from before it has missed changes the log cannot give it.
     pub async fn oldest_change_id(&self) -> Result<i64, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => s.oldest_change_id(),
-            Backend::Postgres(s) => s.oldest_change_id().await,
-        }
+        timed(StoreOp::OldestChangeId, async {
+            match &self.0 {
+                Backend::Sqlite(s) => s.oldest_change_id(),
+                Backend::Postgres(s) => s.oldest_change_id().await,
+            }
+        })
+        .await
     }
 
     /// Adds a user with the hash of a password (`UserExists` if the name is taken); answers
     /// the user as listed.
     pub async fn add_user(&self, name: &UserName, password_hash: &str) -> Result<User, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, name, hash) = (Arc::clone(s), name.clone(), password_hash.to_owned());
-                off_thread(move || s.add_user(&name, &hash)).await
+        timed(StoreOp::Accounts, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, name, hash) = (Arc::clone(s), name.clone(), password_hash.to_owned());
+                    off_thread(move || s.add_user(&name, &hash)).await
+                }
+                Backend::Postgres(s) => s.add_user(name, password_hash).await,
             }
-            Backend::Postgres(s) => s.add_user(name, password_hash).await,
-        }
+        })
+        .await
     }
 
     /// Replaces a user's password hash (`NoSuchUser` if there is none by that name), and ends
@@ -163,58 +194,73 @@ impl Store {
         name: &UserName,
         password_hash: &str,
     ) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, name, hash) = (Arc::clone(s), name.clone(), password_hash.to_owned());
-                off_thread(move || s.set_password(&name, &hash)).await
+        timed(StoreOp::Accounts, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, name, hash) = (Arc::clone(s), name.clone(), password_hash.to_owned());
+                    off_thread(move || s.set_password(&name, &hash)).await
+                }
+                Backend::Postgres(s) => s.set_password(name, password_hash).await,
             }
-            Backend::Postgres(s) => s.set_password(name, password_hash).await,
-        }
+        })
+        .await
     }
 
     /// Removes a user (`NoSuchUser` if there is none by that name) with the user's sessions
     /// and API tokens, in one transaction.
     pub async fn remove_user(&self, name: &UserName) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, name) = (Arc::clone(s), name.clone());
-                off_thread(move || s.remove_user(&name)).await
+        timed(StoreOp::Accounts, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, name) = (Arc::clone(s), name.clone());
+                    off_thread(move || s.remove_user(&name)).await
+                }
+                Backend::Postgres(s) => s.remove_user(name).await,
             }
-            Backend::Postgres(s) => s.remove_user(name).await,
-        }
+        })
+        .await
     }
 
     /// Every user, by name; no hashes.
     pub async fn users(&self) -> Result<Vec<User>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let s = Arc::clone(s);
-                off_thread(move || s.users()).await
+        timed(StoreOp::Accounts, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let s = Arc::clone(s);
+                    off_thread(move || s.users()).await
+                }
+                Backend::Postgres(s) => s.users().await,
             }
-            Backend::Postgres(s) => s.users().await,
-        }
+        })
+        .await
     }
 
     /// The stored hash of a user's password, for checking a login (`None`: no such user).
     pub async fn password_hash(&self, name: &UserName) -> Result<Option<String>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, name) = (Arc::clone(s), name.clone());
-                off_thread(move || s.password_hash(&name)).await
+        timed(StoreOp::Accounts, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, name) = (Arc::clone(s), name.clone());
+                    off_thread(move || s.password_hash(&name)).await
+                }
+                Backend::Postgres(s) => s.password_hash(name).await,
             }
-            Backend::Postgres(s) => s.password_hash(name).await,
-        }
+        })
+        .await
     }
 
     /// Whether any user exists.
     pub async fn users_exist(&self) -> Result<bool, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let s = Arc::clone(s);
-                off_thread(move || s.users_exist()).await
+        timed(StoreOp::Accounts, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let s = Arc::clone(s);
+                    off_thread(move || s.users_exist()).await
+                }
+                Backend::Postgres(s) => s.users_exist().await,
             }
-            Backend::Postgres(s) => s.users_exist().await,
-        }
+        })
+        .await
     }
 
     /// Starts a session of `name` until `expires_at` (Unix milliseconds), kept by the hash of
@@ -229,17 +275,21 @@ impl Store {
         expires_at: i64,
         checked_hash: &str,
     ) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, name, id_hash) = (Arc::clone(s), name.clone(), id_hash.to_owned());
-                let checked = checked_hash.to_owned();
-                off_thread(move || s.create_session(&name, &id_hash, expires_at, &checked)).await
+        timed(StoreOp::Session, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, name, id_hash) = (Arc::clone(s), name.clone(), id_hash.to_owned());
+                    let checked = checked_hash.to_owned();
+                    off_thread(move || s.create_session(&name, &id_hash, expires_at, &checked))
+                        .await
+                }
+                Backend::Postgres(s) => {
+                    s.create_session(name, id_hash, expires_at, checked_hash)
+                        .await
+                }
             }
-            Backend::Postgres(s) => {
-                s.create_session(name, id_hash, expires_at, checked_hash)
-                    .await
-            }
-        }
+        })
+        .await
     }
 
     /// The user whose session has this hash, if it has not expired by `now` (Unix
@@ -250,33 +300,42 @@ impl Store {
         id_hash: &str,
         now: i64,
     ) -> Result<Option<String>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => s.session_user(id_hash, now),
-            Backend::Postgres(s) => s.session_user(id_hash, now).await,
-        }
+        timed(StoreOp::Session, async {
+            match &self.0 {
+                Backend::Sqlite(s) => s.session_user(id_hash, now),
+                Backend::Postgres(s) => s.session_user(id_hash, now).await,
+            }
+        })
+        .await
     }
 
     /// Ends one session (a logout); a session that is not there is no error.
     pub async fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, id_hash) = (Arc::clone(s), id_hash.to_owned());
-                off_thread(move || s.end_session(&id_hash)).await
+        timed(StoreOp::Session, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, id_hash) = (Arc::clone(s), id_hash.to_owned());
+                    off_thread(move || s.end_session(&id_hash)).await
+                }
+                Backend::Postgres(s) => s.end_session(id_hash).await,
             }
-            Backend::Postgres(s) => s.end_session(id_hash).await,
-        }
+        })
+        .await
     }
 
     /// Ends every session of `name` (`NoSuchUser` if there is no such user); answers how many
     /// there were.
     pub async fn end_sessions_of(&self, name: &UserName) -> Result<u64, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, name) = (Arc::clone(s), name.clone());
-                off_thread(move || s.end_sessions_of(&name)).await
+        timed(StoreOp::Session, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, name) = (Arc::clone(s), name.clone());
+                    off_thread(move || s.end_sessions_of(&name)).await
+                }
+                Backend::Postgres(s) => s.end_sessions_of(name).await,
             }
-            Backend::Postgres(s) => s.end_sessions_of(name).await,
-        }
+        })
+        .await
     }
 
     /// Adds an API token of `name` under `label`, kept by the hash of its secret; `Invalid`
@@ -289,61 +348,76 @@ impl Store {
         id_hash: &str,
     ) -> Result<Token, StoreError> {
         check_token_label(label)?;
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, name) = (Arc::clone(s), name.clone());
-                let (label, id_hash) = (label.to_owned(), id_hash.to_owned());
-                off_thread(move || s.add_token(&name, &label, &id_hash)).await
+        timed(StoreOp::Token, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, name) = (Arc::clone(s), name.clone());
+                    let (label, id_hash) = (label.to_owned(), id_hash.to_owned());
+                    off_thread(move || s.add_token(&name, &label, &id_hash)).await
+                }
+                Backend::Postgres(s) => s.add_token(name, label, id_hash).await,
             }
-            Backend::Postgres(s) => s.add_token(name, label, id_hash).await,
-        }
+        })
+        .await
     }
 
     /// `name`'s API tokens by label, without their hashes (`NoSuchUser` if there is no such
     /// user).
     pub async fn tokens(&self, name: &UserName) -> Result<Vec<Token>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, name) = (Arc::clone(s), name.clone());
-                off_thread(move || s.tokens(&name)).await
+        timed(StoreOp::Token, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, name) = (Arc::clone(s), name.clone());
+                    off_thread(move || s.tokens(&name)).await
+                }
+                Backend::Postgres(s) => s.tokens(name).await,
             }
-            Backend::Postgres(s) => s.tokens(name).await,
-        }
+        })
+        .await
     }
 
     /// Deletes `name`'s token labelled `label` (`NoSuchToken`, or `NoSuchUser` if there is no
     /// such user).
     pub async fn revoke_token(&self, name: &UserName, label: &str) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, name, label) = (Arc::clone(s), name.clone(), label.to_owned());
-                off_thread(move || s.revoke_token(&name, &label)).await
+        timed(StoreOp::Token, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, name, label) = (Arc::clone(s), name.clone(), label.to_owned());
+                    off_thread(move || s.revoke_token(&name, &label)).await
+                }
+                Backend::Postgres(s) => s.revoke_token(name, label).await,
             }
-            Backend::Postgres(s) => s.revoke_token(name, label).await,
-        }
+        })
+        .await
     }
 
     /// The user whose API token has this hash. A read only, on SQLite on the calling thread's
     /// own connection: noting the use is `touch_token`'s, which callers need not do on every
     /// request.
     pub async fn token_user(&self, id_hash: &str) -> Result<Option<String>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => s.token_user(id_hash),
-            Backend::Postgres(s) => s.token_user(id_hash).await,
-        }
+        timed(StoreOp::Token, async {
+            match &self.0 {
+                Backend::Sqlite(s) => s.token_user(id_hash),
+                Backend::Postgres(s) => s.token_user(id_hash).await,
+            }
+        })
+        .await
     }
 
     /// Notes that the token with this hash was used at `at` (Unix milliseconds). A write: call
     /// it at most about once a minute per token, not on every request (the listing shows the
     /// time to the minute anyway). A token that is not there is no error.
     pub async fn touch_token(&self, id_hash: &str, at: i64) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, id_hash) = (Arc::clone(s), id_hash.to_owned());
-                off_thread(move || s.touch_token(&id_hash, at)).await
+        timed(StoreOp::Token, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, id_hash) = (Arc::clone(s), id_hash.to_owned());
+                    off_thread(move || s.touch_token(&id_hash, at)).await
+                }
+                Backend::Postgres(s) => s.touch_token(id_hash, at).await,
             }
-            Backend::Postgres(s) => s.touch_token(id_hash, at).await,
-        }
+        })
+        .await
     }
 
     /// Notes a failed login at `at` under each of `scopes` (say the user name and the client's
@@ -355,13 +429,16 @@ impl Store {
         at: i64,
         window_ms: i64,
     ) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, scopes) = (Arc::clone(s), scopes.to_vec());
-                off_thread(move || s.record_login_failure(&scopes, at, window_ms)).await
+        timed(StoreOp::LoginFailures, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, scopes) = (Arc::clone(s), scopes.to_vec());
+                    off_thread(move || s.record_login_failure(&scopes, at, window_ms)).await
+                }
+                Backend::Postgres(s) => s.record_login_failure(scopes, at, window_ms).await,
             }
-            Backend::Postgres(s) => s.record_login_failure(scopes, at, window_ms).await,
-        }
+        })
+        .await
     }
 
     /// How many failed logins `scope` has had at or after `since`, and when the oldest of
@@ -372,32 +449,50 @@ impl Store {
         scope: &str,
         since: i64,
     ) -> Result<(u32, Option<i64>), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, scope) = (Arc::clone(s), scope.to_owned());
-                off_thread(move || s.login_failures(&scope, since)).await
+        timed(StoreOp::LoginFailures, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, scope) = (Arc::clone(s), scope.to_owned());
+                    off_thread(move || s.login_failures(&scope, since)).await
+                }
+                Backend::Postgres(s) => s.login_failures(scope, since).await,
             }
-            Backend::Postgres(s) => s.login_failures(scope, since).await,
-        }
+        })
+        .await
     }
 
     /// Forgets the failed logins of `scope` (after a successful login).
     pub async fn clear_login_failures(&self, scope: &str) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => {
-                let (s, scope) = (Arc::clone(s), scope.to_owned());
-                off_thread(move || s.clear_login_failures(&scope)).await
+        timed(StoreOp::LoginFailures, async {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let (s, scope) = (Arc::clone(s), scope.to_owned());
+                    off_thread(move || s.clear_login_failures(&scope)).await
+                }
+                Backend::Postgres(s) => s.clear_login_failures(scope).await,
             }
-            Backend::Postgres(s) => s.clear_login_failures(scope).await,
+        })
+        .await
+    }
+
+    /// Writes waiting their turn: queued for the SQLite writer thread, or (on PostgreSQL)
+    /// operations waiting for a pool connection, reads included, since they share the pool.
+    pub fn writes_waiting(&self) -> usize {
+        match &self.0 {
+            Backend::Sqlite(s) => s.writes_waiting(),
+            Backend::Postgres(s) => s.writes_waiting(),
         }
     }
 
     /// Succeeds when the store can be read and written: what `/healthz` reports.
     pub async fn check_health(&self) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(s) => s.check_health(),
-            Backend::Postgres(s) => s.check_health().await,
-        }
+        timed(StoreOp::Health, async {
+            match &self.0 {
+                Backend::Sqlite(s) => s.check_health(),
+                Backend::Postgres(s) => s.check_health().await,
+            }
+        })
+        .await
     }
 
     /// How the change feed learns of writes by any process: see `ChangeWatcher`.
@@ -584,6 +679,22 @@ const SWEEP: Duration = Duration::from_secs(2);
 const READ_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs blocking store work on the blocking pool, so that it never holds an async worker.
+/// Runs one store operation, timing it and counting a failure of the store itself, while
+/// metrics are on. The future is awaited in place: no box, no allocation.
+async fn timed<T>(
+    op: StoreOp,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let Some(metrics) = crate::metrics::get() else {
+        return work.await;
+    };
+    let started = Instant::now();
+    let result = work.await;
+    let failure = result.as_ref().err().and_then(StoreError::kind);
+    metrics.record_store(op, started.elapsed(), failure);
+    result
+}
+
 async fn off_thread<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {

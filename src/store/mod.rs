@@ -169,6 +169,27 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The `kind` label of `notes_store_errors_total` for a failure of the store itself;
+    /// `None` for the user's own mistakes (`is_users`), which are not the store's errors.
+    pub fn kind(&self) -> Option<&'static str> {
+        Some(match self {
+            _ if self.is_users() => return None,
+            Self::Unavailable(_) => "unavailable",
+            Self::Busy(_) => "busy",
+            Self::DiskFull => "disk_full",
+            Self::FileGone(_) => "file_gone",
+            Self::Damaged(_) => "damaged",
+            Self::Unusable(_) => "unusable",
+            Self::Write(_) => "write",
+            Self::Backend(_) => "backend",
+            Self::Open { .. } => "open",
+            Self::SchemaTooNew { .. } => "schema_too_new",
+            _ => "internal",
+        })
+    }
+}
+
 // The messages above already include the inner error, so it is not also a `source()`:
 // printing the chain would repeat it.
 impl From<ValidationError> for StoreError {

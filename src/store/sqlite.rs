@@ -810,6 +810,11 @@ impl SqliteStore {
         Ok(watcher)
     }
 
+    /// Writes queued for the writer thread.
+    pub fn writes_waiting(&self) -> usize {
+        self.writer.waiting()
+    }
+
     pub fn check_health(&self) -> Result<(), StoreError> {
         if let Some(gone) = self.file_problem() {
             return Err(StoreError::FileGone(gone));

@@ -22,6 +22,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,6 +119,8 @@ pub struct Writer {
     /// Disconnected when the thread ends (see `Drop`). In a mutex only because a receiver
     /// cannot be shared between threads; only `drop` uses it.
     finished: Mutex<Receiver<()>>,
+    /// Writes queued and not yet taken by the thread (`notes_store_writes_waiting`).
+    waiting: Arc<AtomicUsize>,
 }
 
 /// How long dropping the writer waits for its thread (see `Drop`).
@@ -158,6 +161,8 @@ impl Writer {
         let wal = sibling(db, "-wal");
         let turn_file = sibling(db, "-writer");
         let (done, finished) = mpsc::channel::<()>();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::clone(&waiting);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
@@ -170,11 +175,27 @@ impl Writer {
                     patience,
                     trouble,
                 };
-                run(conn, &rx, &wal, turn.as_mut(), &checks);
+                run(conn, &rx, &taken, &wal, turn.as_mut(), &checks);
             })?;
         Ok(Self {
             queue,
             finished: Mutex::new(finished),
+            waiting,
+        })
+    }
+
+    /// Writes queued and not yet taken by the writer thread.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Sends `request` to the thread, counted as waiting until the thread takes it. The error
+    /// is the channel's own, handing the request back as `send` does.
+    #[allow(clippy::result_large_err)]
+    fn queue(&self, request: Request) -> Result<(), mpsc::SendError<Request>> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.queue.send(request).inspect_err(|_| {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
         })
     }
 
@@ -182,7 +203,7 @@ impl Writer {
     pub fn submit(&self, op: WriteOp) -> Outcome {
         let (reply, answer) = mpsc::sync_channel(1);
         let many = matches!(op, WriteOp::CreateMany(_));
-        match self.queue.send(Request {
+        match self.queue(Request {
             op,
             reply: Reply::Blocking(reply),
         }) {
@@ -194,7 +215,7 @@ impl Writer {
     /// Queues `op`; the outcome arrives on the returned channel once committed (or failed).
     pub fn submit_async(&self, op: WriteOp) -> oneshot::Receiver<Outcome> {
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::SendError(request)) = self.queue.send(Request {
+        if let Err(mpsc::SendError(request)) = self.queue(Request {
             op,
             reply: Reply::Async(reply),
         }) {
@@ -449,6 +470,7 @@ struct Checks {
 fn run(
     mut conn: Connection,
     rx: &Receiver<Request>,
+    waiting: &AtomicUsize,
     wal: &Path,
     mut turn: Option<&mut TurnLock>,
     checks: &Checks,
@@ -468,6 +490,7 @@ fn run(
                 Err(_) => break,
             }
         }
+        waiting.fetch_sub(batch.len(), Ordering::Relaxed);
         let (releases, batch): (Vec<Request>, Vec<Request>) = batch
             .into_iter()
             .partition(|r| matches!(r.op, WriteOp::ReleaseFile));

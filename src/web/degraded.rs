@@ -9,7 +9,7 @@
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{AppError, LIVENESS_PATH};
+use super::{AppError, LIVENESS_PATH, METRICS_PATH};
 
 /// The header of a `/healthz` answer from an instance that runs but cannot reach the database.
 pub const DEGRADED_HEADER: &str = "notes-degraded";
@@ -35,6 +35,7 @@ pub fn respond(path: &str, problem: &str) -> Response {
     match path {
         LIVENESS_PATH => (StatusCode::OK, "ok\n").into_response(),
         "/healthz" => health(problem),
+        METRICS_PATH => super::scrape::metrics(None, path),
         _ => AppError::Unavailable(format!("{problem}; try again in a few seconds"))
             .respond_for_path(path),
     }

@@ -111,6 +111,8 @@ struct Cursor {
     opening: Option<Bytes>,
     /// Freed when the stream ends, however it ends.
     _slot: OwnedSemaphorePermit,
+    /// Counted in `notes_event_streams_open` while the stream lives (when metrics are on).
+    _open: Option<crate::metrics::StreamOpen>,
 }
 
 pub async fn events(
@@ -162,6 +164,7 @@ pub async fn events(
         catching_up,
         opening: Some(Bytes::from(opening)),
         _slot: slot,
+        _open: crate::metrics::StreamOpen::new(),
     };
     let body = stream::unfold(cursor, |mut c| async move {
         let bytes = c.next().await?;
@@ -210,6 +213,7 @@ impl Cursor {
             if let Some(change) = self.pending.pop_front() {
                 if change.id > self.last {
                     self.last = change.id;
+                    count_sent(1);
                     return Some(sse::change_event(&change));
                 }
                 continue;
@@ -235,17 +239,30 @@ impl Cursor {
                 received = self.live.recv() => match received {
                     Ok(Message::Changes(batch)) => {
                         if let Some(bytes) = batch.after(self.last) {
+                            count_sent(batch.events_after(self.last));
                             self.last = batch.last;
                             return Some(bytes);
                         }
                     }
                     Ok(Message::KeepAlive) => return Some(Bytes::from_static(sse::KEEP_ALIVE)),
                     // Fell behind the buffer: the log has everything after `last`.
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        if let Some(metrics) = crate::metrics::get() {
+                            metrics.events_dropped.inc_by(missed);
+                        }
+                        self.catching_up = true;
+                    }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
                 _ = self.closing.wait_for(|c| *c) => return None,
             }
         }
+    }
+}
+
+/// Counts `events` change events written to a stream (when metrics are on).
+fn count_sent(events: u64) {
+    if let Some(metrics) = crate::metrics::get() {
+        metrics.events_sent.inc_by(events);
     }
 }

@@ -90,6 +90,16 @@ impl Batch {
         Some(self.bytes.slice(*from..))
     }
 
+    /// How many events `after(after)` gives: a burst is one.
+    pub fn events_after(&self, after: i64) -> u64 {
+        if self.starts.is_empty() {
+            return 1;
+        }
+        // Ids ascend: a binary search, as every stream asks on every delivery.
+        let sent_already = self.starts.partition_point(|(id, _)| *id <= after);
+        (self.starts.len() - sent_already) as u64
+    }
+
     /// One `burst` event for the changes after `after` up to `newest`.
     fn burst(after: i64, newest: i64) -> Self {
         Self {

@@ -1,7 +1,7 @@
 //! The guard every request passes through: refusal of requests for a host the instance does
 //! not answer for (DNS rebinding) and of cross-site form posts, a panic turned into the 500
 //! page, security headers on every response, one log line per request except the liveness
-//! probe.
+//! probe, and the request's count and duration in the metrics (when they are on).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,25 +25,36 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// In order: refuse a request for a foreign host (421), then a cross-site form post (403); run
 /// the handler, turning a panic (our bug) into the generic 500 page instead of a dropped
 /// connection; add the security headers to whatever came out; log one line,
-/// `GET /notes/view 200 1.2ms` (not for `/livez`).
+/// `GET /notes/view 200 1.2ms` (not for `/livez` nor the supervisor's scrape); count it in the metrics: by route and
+/// status, and its duration.
 pub async fn guard(State(hosts): State<Arc<HostPolicy>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     // A Uri clone shares its bytes: no copy of the path on every request.
     let uri = request.uri().clone();
+    // The supervisor's probe and its scrape, every second on every instance, would drown the log.
+    let logged = uri.path() != super::LIVENESS_PATH
+        && !(uri.path() == super::METRICS_PATH
+            && request
+                .headers()
+                .contains_key(super::SUPERVISOR_SCRAPE_HEADER));
     let checked = refuse_foreign_host(&request, &hosts).and_then(|()| refuse_cross_site(&request));
     let mut response = match checked {
         Err(refused) => refused.respond_for_path(uri.path()),
         Ok(()) => run_catching_panics(request, next, uri.path()).await,
     };
     add_security_headers(response.headers_mut());
-    // The supervisor's probe, every second on every instance, would drown the log.
-    if uri.path() != super::LIVENESS_PATH {
+    let took = started.elapsed();
+    if let Some(metrics) = crate::metrics::get() {
+        let route = crate::metrics::route_slot(uri.path());
+        metrics.record_request(route, response.status().as_u16(), took);
+    }
+    if logged {
         crate::logging::access(
             method.as_str(),
             uri.path(),
             response.status().as_u16(),
-            started.elapsed(),
+            took,
         );
     }
     response

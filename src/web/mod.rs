@@ -18,6 +18,7 @@ mod hosts;
 mod html_escape;
 pub mod login;
 mod pages;
+mod scrape;
 mod sse;
 
 use std::convert::Infallible;
@@ -43,6 +44,14 @@ use crate::store::{Store, StoreError};
 /// The liveness probe: answers while the process serves requests, touching nothing else. The
 /// supervisor asks every second, so it is left out of the request log.
 pub const LIVENESS_PATH: &str = "/livez";
+
+/// The Prometheus metrics (`crate::metrics`). No login is asked, as for `/healthz`: it says
+/// how busy the instance is, not what the notes say, but it should not be exposed publicly.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The header of the supervisor's own scrape of `/metrics`, every second on every instance:
+/// left out of the request log, as its liveness probe is. Any other reader is logged.
+pub const SUPERVISOR_SCRAPE_HEADER: &str = "notes-supervisor-scrape";
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -127,6 +136,7 @@ fn routes() -> Router<AppState> {
         .route("/users/logout", get(login::logout))
         .route("/healthz", get(pages::healthz))
         .route(LIVENESS_PATH, get(pages::livez))
+        .route(METRICS_PATH, get(pages::metrics))
         .route("/events", get(events::events))
         .route("/static/{file}", get(assets::serve))
         .nest("/api", api::router())

@@ -657,6 +657,12 @@ pub async fn livez() -> &'static str {
     "ok\n"
 }
 
+/// `GET /metrics`: the instance's metrics in the Prometheus text format; 404 while
+/// `[serve] metrics` is off, as if the page did not exist.
+pub async fn metrics(State(state): State<AppState>, uri: Uri) -> Response {
+    super::scrape::metrics(Some(state.store.writes_waiting()), uri.path())
+}
+
 pub async fn not_found(uri: Uri) -> Response {
     let error = AppError::NotFound(format!("there is no page at {}", uri.path()));
     error.respond_for_path(uri.path())

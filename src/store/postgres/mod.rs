@@ -429,6 +429,11 @@ impl PgStore {
             .await
     }
 
+    /// Operations waiting for a connection of the pool.
+    pub fn writes_waiting(&self) -> usize {
+        self.pool.status().waiting
+    }
+
     /// Succeeds when the database can be read and written: one statement that reads the note
     /// count and commits a write to a row of its own.
     pub async fn check_health(&self) -> Result<(), StoreError> {
