@@ -166,7 +166,9 @@ fn with_store(
     };
     runtime.block_on(async {
         let store = config.open_store(missing).await?;
-        command(store).await
+        let done = command(store.clone()).await;
+        store.settle().await;
+        done
     })
 }
 

@@ -528,6 +528,18 @@ impl Store {
         }
     }
 
+    /// Copies the SQLite WAL into the database file, waiting for nobody (trouble is logged at
+    /// debug level: the WAL keeps every commit anyway). What a command of the command line does
+    /// before it exits; a server store has nothing to do.
+    pub async fn settle(&self) {
+        if let Backend::Sqlite(s) = &self.0 {
+            let s = Arc::clone(s);
+            if let Err(e) = off_thread(move || s.settle()).await {
+                tracing::debug!("checkpoint before exit: {e}");
+            }
+        }
+    }
+
     /// Leaves the database tidy as this process stops (`after_lost`: `lost` completed). For
     /// SQLite: normally the WAL is copied into the file, so that after the last process stops
     /// the file alone holds every note; after the file was lost, the WAL beside the path (still

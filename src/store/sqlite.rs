@@ -170,6 +170,19 @@ impl SqliteStore {
     /// if no other connection (of any process) is in the way within a second. Called by a
     /// stopping instance: after the last one stops, `notes.db` alone holds every note, so a
     /// copy of it is complete. Returns whether the WAL was emptied.
+    /// Copies what the WAL holds into the database file now, without waiting for anyone (a
+    /// PASSIVE checkpoint): after a command of the command line, the file alone then holds
+    /// what it wrote, even if some connection of the process were still open at exit (SQLite
+    /// copies the WAL back when the last connection closes, and only then).
+    pub fn settle(&self) -> Result<(), StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     pub fn checkpoint(&self) -> Result<bool, StoreError> {
         let conn = Connection::open_with_flags(
             &self.path,
