@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -26,30 +25,6 @@ fn scrape(port: u16) -> String {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     response.text()
-}
-
-/// Runs `promtool check metrics` on `text`: no parse error and no lint problem.
-pub fn assert_promtool_accepts(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (tests/run installs the Debian package prometheus)");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(text.as_bytes())
-        .expect("promtool reads the metrics");
-    let out = child.wait_with_output().expect("promtool ends");
-    assert!(
-        out.status.success(),
-        "promtool check metrics refused the exposition:\n{}{}\n---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Waits until `series` of the instance's metrics satisfies `pred`; panics with the last
@@ -98,7 +73,7 @@ fn an_instance_exports_valid_metrics_that_follow_requests_writes_and_streams() {
     assert_eq!(get(port, "/no/such/page").status, 404);
     assert_eq!(create_via_form(port, "m1", "One", "first").status, 302);
     let text = scrape(port);
-    assert_promtool_accepts(&text);
+    promtool(&["check", "metrics"], &text);
     for series in [
         r#"notes_http_requests_total{route="/",status="200"}"#,
         r#"notes_http_requests_total{route="other",status="404"}"#,
@@ -194,14 +169,10 @@ fn a_scrape_is_logged_unless_it_is_the_supervisors() {
 fn metrics_switched_off_answer_404_and_record_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("notes.db");
-    let config = dir.path().join("notes.toml");
-    std::fs::write(&config, "[serve]\nmetrics = false\n").expect("write notes.toml");
-    let mut cmd = notesctl(dir.path());
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["serve", "--port", "0", "--db"])
-        .arg(&db);
-    let instance = Instance::start_command(cmd);
+    // Found by the instance in its working directory, the database's folder.
+    std::fs::write(dir.path().join("notes.toml"), "[serve]\nmetrics = false\n")
+        .expect("write notes.toml");
+    let instance = Instance::start(&db);
     assert_eq!(get(instance.port, "/").status, 200);
     let response = get(instance.port, "/metrics");
     assert_eq!(response.status, 404, "{response}");
@@ -219,14 +190,9 @@ fn metrics_ask_for_no_login_when_reading_does() {
         Some("a long enough password\n"),
     );
     assert!(added.status.success(), "{}", describe(&added));
-    let config = dir.path().join("notes.toml");
-    std::fs::write(&config, "[auth]\nread = \"users\"\n").expect("write notes.toml");
-    let mut cmd = notesctl(dir.path());
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["serve", "--port", "0", "--db"])
-        .arg(&db);
-    let instance = Instance::start_command(cmd);
+    std::fs::write(dir.path().join("notes.toml"), "[auth]\nread = \"users\"\n")
+        .expect("write notes.toml");
+    let instance = Instance::start(&db);
     assert_ne!(get(instance.port, "/").status, 200, "reading needs a login");
     assert_eq!(get(instance.port, "/metrics").status, 200);
 }

@@ -20,29 +20,6 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn promtool(args: &[&str], input: &str) {
-    let mut child = Command::new("promtool")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (tests/run installs the Debian package prometheus)");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(input.as_bytes())
-        .expect("promtool reads");
-    let out = child.wait_with_output().expect("promtool ends");
-    assert!(
-        out.status.success(),
-        "promtool {args:?} refused:\n{}{}\n---\n{input}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Polls the supervisor's page until `pred` holds for it; fails with the last page.
 fn wait_page(port: u16, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + PROCESS_DEADLINE;

@@ -690,7 +690,6 @@ const SWEEP: Duration = Duration::from_secs(2);
 /// How soon the feed reads again after a read of the PostgreSQL log failed.
 const READ_RETRY: Duration = Duration::from_secs(1);
 
-/// Runs blocking store work on the blocking pool, so that it never holds an async worker.
 /// Runs one store operation, timing it and counting a failure of the store itself, while
 /// metrics are on. The future is awaited in place: no box, no allocation.
 async fn timed<T>(
@@ -707,6 +706,7 @@ async fn timed<T>(
     result
 }
 
+/// Runs blocking store work on the blocking pool, so that it never holds an async worker.
 async fn off_thread<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {

@@ -76,7 +76,6 @@ pub struct Auth {
     remembered: Mutex<HashMap<Box<str>, Remembered>>,
 }
 
-#[derive(Clone)]
 struct Remembered {
     user: Option<String>,
     at: Instant,
@@ -140,23 +139,22 @@ impl Auth {
 
     /// The user a session id or token belongs to, if it is valid.
     async fn owner(&self, secret: &str, kind: Credential) -> Result<Option<String>, StoreError> {
-        let earlier = self
+        // A fresh answer is copied out under the lock: one clone of the name, nothing else.
+        let mut touched = match self
             .remembered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(secret)
-            .cloned();
-        if let Some(known) = &earlier
-            && known.at.elapsed() < REMEMBER
         {
-            return Ok(known.user.clone());
-        }
+            Some(known) if known.at.elapsed() < REMEMBER => return Ok(known.user.clone()),
+            Some(known) => known.touched,
+            None => None,
+        };
         let hash = secret_hash(secret);
         let user = match kind {
             Credential::Session => self.store.session_user(&hash, now_millis()).await?,
             Credential::Token => self.store.token_user(&hash).await?,
         };
-        let mut touched = earlier.and_then(|e| e.touched);
         if kind == Credential::Token
             && user.is_some()
             && touched.is_none_or(|t| t.elapsed() >= TOUCH_EVERY)

@@ -751,3 +751,28 @@ pub fn field_value(html: &str, name: &str) -> Option<String> {
     let len = html[start..].find('"')?;
     Some(html_unescape(&html[start..start + len]))
 }
+
+/// Runs `promtool ARGS` with `input` on its standard input and asserts that it accepts it (no
+/// parse error, no lint problem).
+pub fn promtool(args: &[&str], input: &str) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (tests/run installs the Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())
+        .expect("promtool reads");
+    let out = child.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success(),
+        "promtool {args:?} refused:\n{}{}\n---\n{input}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
