@@ -69,6 +69,7 @@ for_each_backend!(
     create_read_update_delete,
     a_stale_version_is_a_conflict_with_the_current_note,
     a_taken_key_is_refused,
+    creates_at_once_each_get_their_own_answer,
     pages_and_cursors_walk_the_list_newest_first,
     create_many_keeps_going_past_a_duplicate,
     create_many_without_keys_takes_the_first_free_slugs,
@@ -102,6 +103,53 @@ fn update(title: &str, expected_version: Option<i64>) -> NoteUpdate {
         expected_version,
         author: None,
     }
+}
+
+/// Creates sent at once (which a store may commit together): a key given twice is taken once
+/// and refused once, one title gets a key per note, and every note created is in the log once.
+async fn creates_at_once_each_get_their_own_answer(store: Store) {
+    let writes = (0..24).map(|i| {
+        let note = match i % 3 {
+            0 => new(&format!("k{i}"), &format!("Keyed {i}")),
+            1 => NewNote::parse(None, "One Title", "same").expect("a valid note"),
+            _ => new("twice", "Twice"),
+        };
+        let store = store.clone();
+        async move { store.write(NoteWrite::Create(note)).await }
+    });
+    let results = futures_util::future::join_all(writes).await;
+    let mut keys = std::collections::BTreeSet::new();
+    let mut refused = 0;
+    for result in results {
+        match result {
+            Ok(note) => assert!(keys.insert(note.key.clone()), "{} twice", note.key),
+            Err(StoreError::KeyExists(key)) => {
+                assert_eq!(key, "twice");
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(
+        refused, 7,
+        "of 8 creates under one key, all but one are refused"
+    );
+    assert_eq!(keys.len(), 8 + 8 + 1);
+    assert!(keys.contains("one-title") && keys.contains("one-title-8"));
+    let logged: Vec<String> = store
+        .changes_after(0, 100)
+        .await
+        .expect("the log")
+        .into_iter()
+        .map(|c| c.key)
+        .collect();
+    assert_eq!(logged.len(), keys.len());
+    assert_eq!(
+        logged
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+        keys
+    );
 }
 
 async fn create_read_update_delete(store: Store) {

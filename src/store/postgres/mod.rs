@@ -25,6 +25,7 @@ use super::{
 };
 
 mod accounts;
+mod creates;
 mod error;
 mod listen;
 // `note_columns!`, for the writes too.
@@ -92,6 +93,8 @@ pub struct PgStore {
     failures: Arc<Failures>,
     /// The pages' point reads, coalesced.
     lookups: lookups::Lookups,
+    /// Creates, committed in batches.
+    creates: creates::Creates,
     /// For the listener's own connection, outside the pool.
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
@@ -158,11 +161,13 @@ impl PgStore {
             connect_timeout,
         });
         let lookups = lookups::Lookups::start(pool.clone(), Arc::clone(&failures), deadline);
+        let creates = creates::Creates::start(pool.clone(), Arc::clone(&failures), deadline);
         let mut store = Self {
             pool,
             url,
             failures,
             lookups,
+            creates,
             config,
             tls,
             connect_timeout,
@@ -240,7 +245,9 @@ impl PgStore {
     }
 
     pub async fn create(&self, note: NewNote) -> Result<Note, StoreError> {
-        self.write(WriteOp::Create(&note)).await.map(Outcome::one)
+        let note = self.creates.create(note).await?;
+        self.publish().await;
+        Ok(note)
     }
 
     /// Updates a note; with `expected_version`, only if it is still at that version

@@ -14,7 +14,6 @@ use crate::store::{
 use crate::timefmt::now_millis;
 
 pub(super) enum WriteOp<'a> {
-    Create(&'a NewNote),
     CreateMany(&'a [NewNote]),
     Update(&'a str, &'a NoteUpdate),
     Delete(&'a str),
@@ -70,23 +69,132 @@ async fn queue(
     Ok(())
 }
 
-/// Runs one write. A single create is one statement on its own (it commits as it runs); the
-/// others are one transaction, in which a user's mistake abandons a single write, while in
-/// `CreateMany` it is that note's answer alone.
+/// Runs one write (creates from requests go through `creates.rs` and `insert_batch`) in one
+/// transaction, in which a user's mistake abandons a single write, while in `CreateMany` it
+/// is that note's answer alone.
 pub(super) async fn write(conn: &mut Client, op: &WriteOp<'_>) -> Result<Outcome, Failure> {
     let now = now_millis();
-    if let WriteOp::Create(note) = op {
-        return Ok(Outcome::One(insert(&*conn, note, now, Queue::Now).await?));
-    }
     let tx = conn.transaction().await?;
     let outcome = match op {
-        WriteOp::Create(_) => unreachable!("answered above"),
         WriteOp::CreateMany(notes) => Outcome::Many(insert_many(&tx, notes, now).await?),
         WriteOp::Update(key, update) => Outcome::One(update_note(&tx, key, update, now).await?),
         WriteOp::Delete(key) => Outcome::One(delete_note(&tx, key, now).await?),
     };
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// Where `insert_batch` put a note.
+pub(super) enum Placed {
+    Inserted(Note),
+    /// The note's own key was taken (or given twice in the batch).
+    KeyTaken(String),
+    /// The slug of its title was taken: `insert_alone` finds the next free one.
+    SlugTaken,
+}
+
+/// Creates `notes` (from concurrent requests) in one statement that commits as it runs: each
+/// under its own key, or its title's slug when it has none, and queues their changes.
+/// Sent in key order, so two batches on two hosts that propose the same keys wait for each
+/// other in one order and never deadlock.
+pub(super) async fn insert_batch(
+    client: &impl GenericClient,
+    notes: &[&NewNote],
+    now: i64,
+) -> Result<Vec<Placed>, Failure> {
+    let proposed: Vec<std::borrow::Cow<'_, str>> = notes
+        .iter()
+        .map(|n| match &n.key {
+            Some(key) => key.as_str().into(),
+            None => slug_from_title(n.content.title()).into(),
+        })
+        .collect();
+    let mut sent: Vec<usize> = (0..notes.len()).collect();
+    sent.sort_by(|&a, &b| proposed[a].cmp(&proposed[b]).then(a.cmp(&b)));
+    // The first to propose each key is sent; the others are placed below.
+    sent.dedup_by(|later, first| proposed[*later] == proposed[*first]);
+    let stamps: Vec<NoteStamp> = sent.iter().map(|&i| notes[i].stamp_or_first(now)).collect();
+    let keys: Vec<&str> = sent.iter().map(|&i| proposed[i].as_ref()).collect();
+    let titles: Vec<&str> = sent.iter().map(|&i| notes[i].content.title()).collect();
+    let bodies: Vec<&str> = sent.iter().map(|&i| notes[i].content.body()).collect();
+    let author = |f: fn(&NewNote) -> &Option<String>| -> Vec<Option<&str>> {
+        sent.iter().map(|&i| f(notes[i]).as_deref()).collect()
+    };
+    let (created_by, updated_by) = (author(|n| &n.created_by), author(|n| &n.updated_by));
+    let stamp = |f: fn(&NoteStamp) -> i64| -> Vec<i64> { stamps.iter().map(f).collect() };
+    let (versions, created, updated) = (
+        stamp(|s| s.version),
+        stamp(|s| s.created_at),
+        stamp(|s| s.updated_at),
+    );
+    let stmt = client
+        .prepare_cached(
+            "WITH added AS (
+                 INSERT INTO notes (key, title, body, version, created_at, updated_at,
+                                    created_by, updated_by)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
+                                      $5::int8[], $6::int8[], $7::text[], $8::text[])
+                 ON CONFLICT (key) DO NOTHING RETURNING key, title, version),
+             queued AS (
+                 INSERT INTO change_queue (kind, key, title, version, at)
+                 SELECT 'created', key, title, version, $9 FROM added)
+             SELECT key FROM added",
+        )
+        .await?;
+    let inserted: std::collections::HashSet<String> = client
+        .query(
+            &stmt,
+            &[
+                &keys,
+                &titles,
+                &bodies,
+                &versions,
+                &created,
+                &updated,
+                &created_by,
+                &updated_by,
+                &now,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut stamp_of = vec![None; notes.len()];
+    for (position, &i) in sent.iter().enumerate() {
+        if inserted.contains(keys[position]) {
+            stamp_of[i] = Some(stamps[position]);
+        }
+    }
+    Ok(notes
+        .iter()
+        .zip(proposed)
+        .zip(stamp_of)
+        .map(|((note, key), stamp)| match (stamp, &note.key) {
+            (Some(stamp), _) => Placed::Inserted(Note {
+                key: key.into_owned(),
+                title: note.content.title().to_owned(),
+                body: note.content.body().to_owned(),
+                version: stamp.version,
+                created_at: stamp.created_at,
+                updated_at: stamp.updated_at,
+                created_by: note.created_by.clone(),
+                updated_by: note.updated_by.clone(),
+            }),
+            (None, Some(_)) => Placed::KeyTaken(key.into_owned()),
+            (None, None) => Placed::SlugTaken,
+        })
+        .collect())
+}
+
+/// Creates one note on its own, under the first free `slug-N` of its title when it has no key,
+/// and queues its change, committing as it runs.
+pub(super) async fn insert_alone(
+    client: &impl GenericClient,
+    note: &NewNote,
+    now: i64,
+) -> Result<Note, Failure> {
+    insert(client, note, now, Queue::Now).await
 }
 
 /// Inserts a batch in two statements where one at a time took a round trip or two per note
