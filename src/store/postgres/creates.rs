@@ -19,8 +19,9 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::publish::Publisher;
 use super::write::{Placed, insert_alone, insert_batch};
-use super::{Failure, Failures, WRITE_ATTEMPTS, retry_pause};
+use super::{Failure, Failures, WRITE_ATTEMPTS, retry_pause, within};
 use crate::store::{NewNote, Note, StoreError};
 use crate::timefmt::now_millis;
 
@@ -38,13 +39,25 @@ pub(super) struct Creates {
 }
 
 impl Creates {
-    pub(super) fn start(pool: Pool, failures: Arc<Failures>, deadline: Duration) -> Self {
+    pub(super) fn start(
+        pool: Pool,
+        failures: Arc<Failures>,
+        publisher: Arc<Publisher>,
+        deadline: Duration,
+    ) -> Self {
         let (requests, queue) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(queue, pool, failures, deadline));
+        let lane = Lane {
+            pool,
+            failures,
+            publisher,
+            deadline,
+        };
+        tokio::spawn(lane.dispatch(queue));
         Self { requests }
     }
 
-    /// Creates `note` in the next batch; answers once that batch committed.
+    /// Creates `note` in the next batch; answers once that batch committed and its changes
+    /// were published.
     pub(super) async fn create(&self, note: NewNote) -> Result<Note, StoreError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the store is shutting down".into());
@@ -55,73 +68,82 @@ impl Creates {
     }
 }
 
-/// One batch at a time: every request that arrived while the last one ran goes in the next.
-async fn dispatch(
-    mut queue: mpsc::UnboundedReceiver<Request>,
+/// What a batch needs: the connections, how to tell failures, and the publishing steps.
+struct Lane {
     pool: Pool,
     failures: Arc<Failures>,
+    publisher: Arc<Publisher>,
     deadline: Duration,
-) {
-    let mut batch = Vec::with_capacity(MOST_PER_BATCH);
-    while queue.recv_many(&mut batch, MOST_PER_BATCH).await > 0 {
-        // A caller that went away (its request timed out or was dropped) is left out.
-        batch.retain(|r| !r.reply.is_closed());
-        if !batch.is_empty() {
-            answer(&mut batch, &pool, &failures, deadline).await;
-        }
-        batch.clear();
-    }
 }
 
-async fn answer(batch: &mut Vec<Request>, pool: &Pool, failures: &Failures, deadline: Duration) {
-    let notes: Vec<&NewNote> = batch.iter().map(|r| &r.note).collect();
-    let now = now_millis();
-    let mut attempt = 1;
-    let placed = loop {
-        let tried = within(deadline, async {
-            let conn = pool.get().await?;
-            insert_batch(&conn, &notes, now).await
-        })
-        .await;
-        match tried {
-            Err(f) if f.is_retryable() && attempt < WRITE_ATTEMPTS => {
-                tokio::time::sleep(retry_pause(attempt)).await;
-                attempt += 1;
+impl Lane {
+    /// One batch at a time: every request that arrived while the last one ran goes in the
+    /// next.
+    async fn dispatch(self, mut queue: mpsc::UnboundedReceiver<Request>) {
+        let mut batch = Vec::with_capacity(MOST_PER_BATCH);
+        while queue.recv_many(&mut batch, MOST_PER_BATCH).await > 0 {
+            // A caller that went away (its request timed out or was dropped) is left out.
+            batch.retain(|r| !r.reply.is_closed());
+            if !batch.is_empty() {
+                self.answer(&mut batch).await;
             }
-            other => break other,
+            batch.clear();
         }
-    };
-    let placed = match placed {
-        Ok(placed) => placed,
-        Err(failure) => {
-            let error = failures.describe(failure);
-            for request in batch.drain(..) {
-                let _gone = request.reply.send(Err(error.clone()));
+    }
+
+    /// Inserts the batch, publishes its changes, then answers each request.
+    async fn answer(&self, batch: &mut Vec<Request>) {
+        let notes: Vec<&NewNote> = batch.iter().map(|r| &r.note).collect();
+        let now = now_millis();
+        let placed = match self.insert(&notes, now).await {
+            Ok(placed) => placed,
+            Err(failure) => {
+                let error = self.failures.describe(failure);
+                for request in batch.drain(..) {
+                    let _gone = request.reply.send(Err(error.clone()));
+                }
+                return;
             }
-            return;
-        }
-    };
-    for (request, placed) in batch.drain(..).zip(placed) {
-        let result = match placed {
-            Placed::Inserted(note) => Ok(note),
-            Placed::KeyTaken(key) => Err(StoreError::KeyExists(key)),
-            // Rare (two notes of one title): on its own, so the batch's answers wait for none.
-            Placed::SlugTaken => within(deadline, async {
-                let conn = pool.get().await?;
-                insert_alone(&conn, &request.note, now).await
-            })
-            .await
-            .map_err(|f| failures.describe(f)),
         };
-        let _gone = request.reply.send(result);
+        let mut results = Vec::with_capacity(placed.len());
+        for (note, placed) in notes.iter().zip(placed) {
+            results.push(match placed {
+                Placed::Inserted(note) => Ok(note),
+                Placed::KeyTaken(key) => Err(StoreError::KeyExists(key)),
+                // Rare (two notes of one title at once, or a title already taken).
+                Placed::SlugTaken => within(self.deadline, async {
+                    let conn = self.pool.get().await?;
+                    insert_alone(&conn, note, now).await
+                })
+                .await
+                .map_err(|f| self.failures.describe(f)),
+            });
+        }
+        // Answered once published: a writer then sees its change in the log, as with any write.
+        if results.iter().any(Result::is_ok) {
+            self.publisher.publish().await;
+        }
+        for (request, result) in batch.drain(..).zip(results) {
+            let _gone = request.reply.send(result);
+        }
     }
-}
 
-async fn within<T>(
-    deadline: Duration,
-    op: impl Future<Output = Result<T, Failure>>,
-) -> Result<T, Failure> {
-    tokio::time::timeout(deadline, op)
-        .await
-        .unwrap_or(Err(Failure::Timeout(deadline)))
+    /// The batch's statement, tried again when it lost a race (it committed nothing then).
+    async fn insert(&self, notes: &[&NewNote], now: i64) -> Result<Vec<Placed>, Failure> {
+        let mut attempt = 1;
+        loop {
+            let tried = within(self.deadline, async {
+                let conn = self.pool.get().await?;
+                insert_batch(&conn, notes, now).await
+            })
+            .await;
+            match tried {
+                Err(f) if f.is_retryable() && attempt < WRITE_ATTEMPTS => {
+                    tokio::time::sleep(retry_pause(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
 }

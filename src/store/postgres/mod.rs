@@ -103,9 +103,7 @@ pub struct PgStore {
     deadline: Duration,
     migrations_applied: usize,
     /// This process's publishing steps, shared by its writers.
-    turns: publish::Turns,
-    /// Changes published since the queue was last vacuumed.
-    published: std::sync::atomic::AtomicU64,
+    publisher: Arc<publish::Publisher>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -161,7 +159,17 @@ impl PgStore {
             connect_timeout,
         });
         let lookups = lookups::Lookups::start(pool.clone(), Arc::clone(&failures), deadline);
-        let creates = creates::Creates::start(pool.clone(), Arc::clone(&failures), deadline);
+        let publisher = Arc::new(publish::Publisher::new(
+            pool.clone(),
+            Arc::clone(&failures),
+            deadline,
+        ));
+        let creates = creates::Creates::start(
+            pool.clone(),
+            Arc::clone(&failures),
+            Arc::clone(&publisher),
+            deadline,
+        );
         let mut store = Self {
             pool,
             url,
@@ -173,8 +181,7 @@ impl PgStore {
             connect_timeout,
             deadline,
             migrations_applied: 0,
-            turns: publish::Turns::default(),
-            published: std::sync::atomic::AtomicU64::new(0),
+            publisher,
         };
         let applied = store
             .within(async { schema::migrate(&mut *store.conn().await?).await })
@@ -245,9 +252,7 @@ impl PgStore {
     }
 
     pub async fn create(&self, note: NewNote) -> Result<Note, StoreError> {
-        let note = self.creates.create(note).await?;
-        self.publish().await;
-        Ok(note)
+        self.creates.create(note).await
     }
 
     /// Updates a note; with `expected_version`, only if it is still at that version
@@ -448,49 +453,9 @@ impl PgStore {
             .await
     }
 
-    /// Publishes what this process committed (see `publish.rs`). A failure is logged, not
-    /// returned: the write is committed and stays queued for the next step, by any process.
+    /// Publishes what this process committed (see `publish.rs`).
     async fn publish(&self) {
-        let run = || async {
-            let (published, _last) = self
-                .within(async {
-                    let conn = self.conn().await?;
-                    publish::step(&conn).await
-                })
-                .await?;
-            self.vacuum_now_and_then(published.max(0) as u64);
-            Ok(())
-        };
-        if let Err(f) = self.turns.after_commit(self.deadline, run).await {
-            tracing::warn!(
-                "a write is committed but its change is not yet in the live log: {}",
-                self.fail(f)
-            );
-        }
-    }
-
-    /// Vacuums the queue in the background once this process has published
-    /// `publish::VACUUM_EVERY` changes since the last time (see `publish::vacuum`).
-    fn vacuum_now_and_then(&self, published: u64) {
-        use std::sync::atomic::Ordering;
-        let before = self.published.fetch_add(published, Ordering::AcqRel);
-        if before + published < publish::VACUUM_EVERY {
-            return;
-        }
-        self.published.store(0, Ordering::Release);
-        let (pool, failures) = (self.pool.clone(), Arc::clone(&self.failures));
-        tokio::spawn(async move {
-            let vacuumed = async {
-                let conn = pool.get().await?;
-                publish::vacuum(&conn).await
-            };
-            if let Err(f) = vacuumed.await {
-                tracing::warn!(
-                    "could not vacuum the change queue: {}",
-                    failures.describe(f)
-                );
-            }
-        });
+        self.publisher.publish().await;
     }
 
     /// Publishes changes left queued by a writer that stopped between its commit and its
@@ -560,15 +525,23 @@ impl PgStore {
     }
 
     async fn within<T>(&self, op: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-        tokio::time::timeout(self.deadline, op)
-            .await
-            .unwrap_or(Err(Failure::Timeout(self.deadline)))
+        within(self.deadline, op).await
     }
 
     /// The error to show for `failure`, naming the server without its password.
     fn fail(&self, failure: Failure) -> StoreError {
         self.failures.describe(failure)
     }
+}
+
+/// Runs `op`, or fails it with `Failure::Timeout` once `deadline` has passed.
+async fn within<T>(
+    deadline: Duration,
+    op: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(deadline, op)
+        .await
+        .unwrap_or(Err(Failure::Timeout(deadline)))
 }
 
 /// How long to wait before attempt `attempt + 1` of a write that lost a race. A little

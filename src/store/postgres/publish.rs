@@ -24,11 +24,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use deadpool_postgres::ClientWrapper;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{ClientWrapper, Pool};
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
-use super::{CHANNEL, Failure};
+use super::{CHANNEL, Failure, Failures, within};
 
 /// Changes kept in the log, as in the SQLite store: enough for a client that was away for a
 /// while to resume; one away longer reloads its page.
@@ -70,6 +73,72 @@ pub(super) async fn anything_queued(client: &ClientWrapper) -> Result<bool, Fail
         .await?;
     let row = client.query_one(&stmt, &[]).await?;
     Ok(row.get(0))
+}
+
+/// One process's publishing: its steps taken in turns (`Turns`), and the vacuum of the queue
+/// every `VACUUM_EVERY` changes it published.
+pub(super) struct Publisher {
+    pool: Pool,
+    failures: Arc<Failures>,
+    deadline: Duration,
+    turns: Turns,
+    /// Changes published since the queue was last vacuumed.
+    published: AtomicU64,
+}
+
+impl Publisher {
+    pub(super) fn new(pool: Pool, failures: Arc<Failures>, deadline: Duration) -> Self {
+        Self {
+            pool,
+            failures,
+            deadline,
+            turns: Turns::default(),
+            published: AtomicU64::new(0),
+        }
+    }
+
+    /// Publishes what this process committed. A failure is logged, not returned: the write is
+    /// committed and stays queued for the next step, by any process.
+    pub(super) async fn publish(&self) {
+        let run = || async {
+            let (published, _last) = within(self.deadline, async {
+                let conn = self.pool.get().await?;
+                step(&conn).await
+            })
+            .await?;
+            self.vacuum_now_and_then(published.max(0) as u64);
+            Ok(())
+        };
+        if let Err(f) = self.turns.after_commit(self.deadline, run).await {
+            tracing::warn!(
+                "a write is committed but its change is not yet in the live log: {}",
+                self.failures.describe(f)
+            );
+        }
+    }
+
+    /// Vacuums the queue in the background once this process has published `VACUUM_EVERY`
+    /// changes since the last time (see `vacuum`).
+    fn vacuum_now_and_then(&self, published: u64) {
+        let before = self.published.fetch_add(published, Ordering::AcqRel);
+        if before + published < VACUUM_EVERY {
+            return;
+        }
+        self.published.store(0, Ordering::Release);
+        let (pool, failures) = (self.pool.clone(), Arc::clone(&self.failures));
+        tokio::spawn(async move {
+            let vacuumed = async {
+                let conn = pool.get().await?;
+                vacuum(&conn).await
+            };
+            if let Err(f) = vacuumed.await {
+                tracing::warn!(
+                    "could not vacuum the change queue: {}",
+                    failures.describe(f)
+                );
+            }
+        });
+    }
 }
 
 /// One process's turn-taking for steps: writers that committed while a step ran share the
