@@ -19,8 +19,8 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::publish::Publisher;
-use super::write::{Placed, insert_alone, insert_batch};
+use super::publish::{Publisher, step};
+use super::write::{Placed, insert_alone, insert_batch, prepare_batch};
 use super::{Failure, Failures, WRITE_ATTEMPTS, retry_pause, within};
 use crate::store::{NewNote, Note, StoreError};
 use crate::timefmt::now_millis;
@@ -95,7 +95,7 @@ impl Lane {
     async fn answer(&self, batch: &mut Vec<Request>) {
         let notes: Vec<&NewNote> = batch.iter().map(|r| &r.note).collect();
         let now = now_millis();
-        let placed = match self.insert(&notes, now).await {
+        let placed = match self.insert_and_publish(&notes, now).await {
             Ok(placed) => placed,
             Err(failure) => {
                 let error = self.failures.describe(failure);
@@ -106,21 +106,25 @@ impl Lane {
             }
         };
         let mut results = Vec::with_capacity(placed.len());
+        let mut alone = false;
         for (note, placed) in notes.iter().zip(placed) {
             results.push(match placed {
                 Placed::Inserted(note) => Ok(note),
                 Placed::KeyTaken(key) => Err(StoreError::KeyExists(key)),
                 // Rare (two notes of one title at once, or a title already taken).
-                Placed::SlugTaken => within(self.deadline, async {
-                    let conn = self.pool.get().await?;
-                    insert_alone(&conn, note, now).await
-                })
-                .await
-                .map_err(|f| self.failures.describe(f)),
+                Placed::SlugTaken => {
+                    alone = true;
+                    within(self.deadline, async {
+                        let conn = self.pool.get().await?;
+                        insert_alone(&conn, note, now).await
+                    })
+                    .await
+                    .map_err(|f| self.failures.describe(f))
+                }
             });
         }
         // Answered once published: a writer then sees its change in the log, as with any write.
-        if results.iter().any(Result::is_ok) {
+        if alone {
             self.publisher.publish().await;
         }
         for (request, result) in batch.drain(..).zip(results) {
@@ -128,9 +132,42 @@ impl Lane {
         }
     }
 
+    /// The batch's statement, followed on the same connection by a publishing step, sent
+    /// together: one round trip. The step runs once the statement has committed (each is its
+    /// own transaction), so it publishes the batch. A batch that lost a race committed
+    /// nothing and is tried again.
+    async fn insert_and_publish(
+        &self,
+        notes: &[&NewNote],
+        now: i64,
+    ) -> Result<Vec<Placed>, Failure> {
+        let (placed, stepped) = within(self.deadline, async {
+            let conn = self.pool.get().await?;
+            // Prepared first: the step must not reach the server before the batch.
+            prepare_batch(&conn).await?;
+            Ok(futures_util::future::join(insert_batch(&conn, notes, now), step(&conn)).await)
+        })
+        .await?;
+        let placed = match placed {
+            Ok(placed) => placed,
+            Err(f) if f.is_retryable() => {
+                let placed = self.insert(notes, now).await?;
+                self.publisher.publish().await;
+                return Ok(placed);
+            }
+            Err(f) => return Err(f),
+        };
+        match stepped {
+            Ok((published, _last)) => self.publisher.published(published),
+            // Tried again (and told, if it fails again) by the publisher's own step.
+            Err(_) => self.publisher.publish().await,
+        }
+        Ok(placed)
+    }
+
     /// The batch's statement, tried again when it lost a race (it committed nothing then).
     async fn insert(&self, notes: &[&NewNote], now: i64) -> Result<Vec<Placed>, Failure> {
-        let mut attempt = 1;
+        let mut attempt = 2;
         loop {
             let tried = within(self.deadline, async {
                 let conn = self.pool.get().await?;

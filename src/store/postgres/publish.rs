@@ -106,7 +106,7 @@ impl Publisher {
                 step(&conn).await
             })
             .await?;
-            self.vacuum_now_and_then(published.max(0) as u64);
+            self.published(published);
             Ok(())
         };
         if let Err(f) = self.turns.after_commit(self.deadline, run).await {
@@ -117,9 +117,11 @@ impl Publisher {
         }
     }
 
-    /// Vacuums the queue in the background once this process has published `VACUUM_EVERY`
-    /// changes since the last time (see `vacuum`).
-    fn vacuum_now_and_then(&self, published: u64) {
+    /// Counts the changes a step of this process published (one run by `publish`, or by a
+    /// writer itself), and vacuums the queue in the background once they reach `VACUUM_EVERY`
+    /// since the last time (see `vacuum`).
+    pub(super) fn published(&self, published: i64) {
+        let published = published.max(0) as u64;
         let before = self.published.fetch_add(published, Ordering::AcqRel);
         if before + published < VACUUM_EVERY {
             return;

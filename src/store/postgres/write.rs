@@ -5,6 +5,7 @@
 //! Statements are prepared once per connection (`prepare_cached`).
 
 use deadpool_postgres::{Client, GenericClient, Transaction};
+use tokio_postgres::Statement;
 
 use super::Failure;
 use super::notes::note_from_row;
@@ -127,20 +128,7 @@ pub(super) async fn insert_batch(
         stamp(|s| s.created_at),
         stamp(|s| s.updated_at),
     );
-    let stmt = client
-        .prepare_cached(
-            "WITH added AS (
-                 INSERT INTO notes (key, title, body, version, created_at, updated_at,
-                                    created_by, updated_by)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
-                                      $5::int8[], $6::int8[], $7::text[], $8::text[])
-                 ON CONFLICT (key) DO NOTHING RETURNING key, title, version),
-             queued AS (
-                 INSERT INTO change_queue (kind, key, title, version, at)
-                 SELECT 'created', key, title, version, $9 FROM added)
-             SELECT key FROM added",
-        )
-        .await?;
+    let stmt = prepare_batch(client).await?;
     let inserted: std::collections::HashSet<String> = client
         .query(
             &stmt,
@@ -185,6 +173,25 @@ pub(super) async fn insert_batch(
             (None, None) => Placed::SlugTaken,
         })
         .collect())
+}
+
+/// Prepares `insert_batch`'s statement on `client` (once: it is cached), so that a statement
+/// sent after it on the same connection cannot overtake it.
+pub(super) async fn prepare_batch(client: &impl GenericClient) -> Result<Statement, Failure> {
+    Ok(client
+        .prepare_cached(
+            "WITH added AS (
+                 INSERT INTO notes (key, title, body, version, created_at, updated_at,
+                                    created_by, updated_by)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
+                                      $5::int8[], $6::int8[], $7::text[], $8::text[])
+                 ON CONFLICT (key) DO NOTHING RETURNING key, title, version),
+             queued AS (
+                 INSERT INTO change_queue (kind, key, title, version, at)
+                 SELECT 'created', key, title, version, $9 FROM added)
+             SELECT key FROM added",
+        )
+        .await?)
 }
 
 /// Creates one note on its own, under the first free `slug-N` of its title when it has no key,
