@@ -17,15 +17,20 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tracing::{Level, Metadata};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use output::Output;
 
 /// The filter from the environment: `RUST_LOG`, else `DEBUG=notes:*`, else `default`.
-pub fn filter_from_env(default: &str) -> EnvFilter {
+/// `RUST_LOG` takes `level` and `target=level` directives (`info,notesctl::access=warn`):
+/// tracing-subscriber's `Targets`, which needs no regular-expression engine (its `EnvFilter`
+/// does, and compiling one was a tenth of a first build's dependencies).
+pub fn filter_from_env(default: &str) -> Targets {
     if let Ok(spec) = std::env::var("RUST_LOG")
-        && let Ok(filter) = EnvFilter::try_new(&spec)
+        && let Ok(filter) = spec.parse::<Targets>()
     {
         return filter;
     }
@@ -33,11 +38,13 @@ pub fn filter_from_env(default: &str) -> EnvFilter {
         d.split(',')
             .any(|part| part.trim() == "*" || part.trim().starts_with("notes"))
     });
-    EnvFilter::new(if debug {
+    let spec = if debug {
         "notesctl=debug,info"
     } else {
         default
-    })
+    };
+    spec.parse()
+        .unwrap_or_else(|_| Targets::new().with_default(Level::INFO))
 }
 
 /// Whether output to a stream may be coloured: only on a terminal, and not when the user asked
@@ -53,13 +60,15 @@ pub fn colour_allowed(on_terminal: bool) -> bool {
 pub fn init(default: &str) {
     let terminal = std::io::stderr().is_terminal();
     let ansi = colour_allowed(terminal);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter_from_env(default))
-        .with_target(false)
-        .with_ansi(ansi);
+    let filter = filter_from_env(default);
+    let builder = tracing_subscriber::fmt().with_target(false).with_ansi(ansi);
     let Some(output) = start_output(ansi) else {
         // No thread for the writer: write in place rather than lose the log.
-        let _ = builder.with_writer(std::io::stderr).try_init();
+        let _ = builder
+            .with_writer(std::io::stderr)
+            .finish()
+            .with(filter)
+            .try_init();
         return;
     };
     let _ = builder
@@ -67,6 +76,8 @@ pub fn init(default: &str) {
             output: Arc::clone(output),
             all_urgent: terminal,
         })
+        .finish()
+        .with(filter)
         .try_init();
 }
 

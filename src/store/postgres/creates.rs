@@ -10,8 +10,9 @@
 //! Invariants: a note is answered only after the statement that inserted it committed; a
 //! batch that failed committed nothing (one statement, autocommit), so it is retried whole
 //! when it lost a race and otherwise answered with its error; a note whose slug was taken is
-//! then inserted on its own, and its failure is its own answer, never its batch's. Publishing
-//! the changes is the caller's (`PgStore::create`), so writers of one batch share a step.
+//! then inserted on its own, and its failure is its own answer, never its batch's; a batch is
+//! answered after a publishing step that started after it committed (sent right behind it on
+//! the same connection), so its writers see their changes in the log, as with any write.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,30 +81,31 @@ struct Lane {
 
 impl Lane {
     /// One batch at a time: every request that arrived while the last one ran goes in the
-    /// next. Under load (the last batch had more than one), the next waits up to `GATHER`
-    /// for as many as the last had: the requests it answered come back moments later, and a
-    /// batch that left without them would cost a statement and a step for a few notes.
+    /// next. Under load, the next also waits up to `GATHER` for as many requests as were
+    /// waiting at once when the last one ended (its own, which come back moments after their
+    /// answers, and those queued meanwhile). Without that, the requests split into two groups
+    /// that take turns, each batch half as large as it could be, and a batch's statement and
+    /// step are most of its cost.
     async fn dispatch(self, mut queue: mpsc::UnboundedReceiver<Request>) {
         let mut batch = Vec::with_capacity(MOST_PER_BATCH);
-        let mut last_size = 0;
+        let mut at_once = 0;
         while queue.recv_many(&mut batch, MOST_PER_BATCH).await > 0 {
-            if last_size > 1 {
-                let until = tokio::time::Instant::now() + GATHER;
-                while batch.len() < last_size.min(MOST_PER_BATCH) {
-                    let room = MOST_PER_BATCH - batch.len();
-                    match tokio::time::timeout_at(until, queue.recv_many(&mut batch, room)).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
+            let until = tokio::time::Instant::now() + GATHER;
+            while batch.len() < at_once.min(MOST_PER_BATCH) {
+                let room = MOST_PER_BATCH - batch.len();
+                match tokio::time::timeout_at(until, queue.recv_many(&mut batch, room)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
             }
             // A caller that went away (its request timed out or was dropped) is left out.
             batch.retain(|r| !r.reply.is_closed());
-            last_size = batch.len();
-            if !batch.is_empty() {
+            let size = batch.len();
+            if size > 0 {
                 self.answer(&mut batch).await;
             }
             batch.clear();
+            at_once = size + queue.len();
         }
     }
 
