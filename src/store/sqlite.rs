@@ -872,6 +872,14 @@ mod tests {
             options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
             "{options:?}"
         );
+        // The extensions left out to compile faster (see .cargo/config.toml).
+        for left_out in ["ENABLE_FTS5", "ENABLE_FTS3", "ENABLE_RTREE"] {
+            assert!(!options.iter().any(|o| o == left_out), "{options:?}");
+        }
+        assert!(
+            options.iter().any(|o| o == "OMIT_LOAD_EXTENSION"),
+            "{options:?}"
+        );
     }
 
     fn store_with_lookup_connections(dir: &Path, n: usize) -> SqliteStore {
