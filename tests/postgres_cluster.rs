@@ -200,6 +200,65 @@ fn a_login_on_one_host_holds_on_the_other_until_users_logout() {
     });
 }
 
+/// Logins while PostgreSQL is down: a login answers 503 promptly (not "wrong password", which
+/// would count a failure against the user), and a logged-in user is not treated as logged out
+/// (no redirect to the login page) once the instance's memory of the session has lapsed: the
+/// page says the database cannot be reached. When the server is back, the same session works
+/// again, with no new login.
+#[test]
+fn logins_and_sessions_during_an_outage_are_503_not_logged_out() {
+    let mut server = PgServer::start();
+    let url = server.create_database();
+    let cluster = start_cluster(&free_ports(1), &database_table(&url));
+    let port = cluster.ports[0];
+    let out = common::run_in(
+        cluster.dir.path(),
+        &[
+            "--config",
+            "notes.toml",
+            "users",
+            "add",
+            "alice",
+            "--password-stdin",
+        ],
+        Some(&format!("{PASSWORD_OF_ALICE}\n")),
+    );
+    assert!(out.status.success(), "{}", common::describe(&out));
+    holds_within(EVERYWHERE_WITHIN, "the instance needs a login", || {
+        needs_login(port)
+    });
+    let id = session_of(&login(port, "alice", PASSWORD_OF_ALICE, "/"));
+    logged_in_as(port, &id, "alice").expect("logged in");
+
+    server.stop();
+    // Past the half second for which an instance trusts what the store last said.
+    std::thread::sleep(EVERYWHERE_WITHIN);
+    let started = Instant::now();
+    let refused = login(port, "alice", PASSWORD_OF_ALICE, "/");
+    assert_eq!(refused.status, 503, "{refused}");
+    assert!(
+        refused.text().contains("cannot reach the database"),
+        "{refused}"
+    );
+    let form = common::accounts::get_as(port, "/notes/add", &id);
+    assert_eq!(
+        form.status, 503,
+        "a logged-in user was sent to log in: {form}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answers took {:?}",
+        started.elapsed()
+    );
+
+    server.resume();
+    holds_within(Duration::from_secs(15), "the session works again", || {
+        logged_in_as(port, &id, "alice")
+    });
+    let saved = save_as(port, Some(&id), "after-outage", "Written after the outage");
+    assert_eq!(saved.status, 302, "{saved}");
+}
+
 /// The restart count of each instance, by port.
 fn restarts(cluster: &Cluster) -> Vec<(u64, u64)> {
     cluster.status()["instances"]
