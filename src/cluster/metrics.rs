@@ -18,6 +18,8 @@ use prometheus::{Encoder, IntCounter, Opts, Registry, TextEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use std::sync::Mutex;
+
 use super::{Supervisor, instance, lock};
 
 /// Reloads asked for (SIGHUP or `notesctl reload`) since the start.
@@ -50,11 +52,57 @@ pub struct Scrapes {
 }
 
 /// Scrapes every instance once a second, for ever (the task is dropped with the supervisor).
+/// How long scraping goes on after `notesctl top` last asked, without `[cluster] metrics`.
+const WANTED_FOR: Duration = Duration::from_secs(30);
+
+/// Whether the supervisor scrapes its instances. With `[cluster] metrics` it always does; else
+/// only while `notesctl top` reads (until `WANTED_FOR` after its last request), so a cluster
+/// nobody watches spends neither a request per instance a second nor the memory of the
+/// scraped pages.
+pub(crate) struct Demand {
+    always: bool,
+    /// When the last `top` request came.
+    asked: Mutex<Option<Instant>>,
+    /// Wakes an idle scraper at once when `top` asks.
+    woken: tokio::sync::Notify,
+}
+
+impl Demand {
+    pub(crate) fn new(always: bool) -> Self {
+        Self {
+            always,
+            asked: Mutex::new(None),
+            woken: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// `top` asked for figures: scrape from now on, for a while.
+    pub(crate) fn ask(&self) {
+        let idle = !self.wanted();
+        *lock(&self.asked) = Some(Instant::now());
+        if idle {
+            self.woken.notify_one();
+        }
+    }
+
+    fn wanted(&self) -> bool {
+        self.always || lock(&self.asked).is_some_and(|at| at.elapsed() < WANTED_FOR)
+    }
+}
+
 pub(crate) async fn scrape_forever(supervisor: Arc<Supervisor>) {
     let mut ticks = tokio::time::interval(SCRAPE_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        ticks.tick().await;
+        let demand = &supervisor.scrape_demand;
+        if demand.wanted() {
+            ticks.tick().await;
+        } else {
+            // Nobody watches: forget the last scrapes and sleep until somebody does.
+            lock(&supervisor.scrapes).by_port.clear();
+            demand.woken.notified().await;
+            ticks.reset_immediately();
+        }
         let targets: Vec<(u16, Option<u16>, Option<u32>)> = lock(&supervisor.handles)
             .iter()
             .map(|h| {

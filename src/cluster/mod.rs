@@ -90,6 +90,8 @@ pub(crate) struct Supervisor {
     ops: AsyncMutex<()>,
     /// The last two scrapes of every instance's metrics (`metrics`, `top`).
     scrapes: Mutex<metrics::Scrapes>,
+    /// When scraping is needed: always with `[cluster] metrics`, else while `top` reads.
+    scrape_demand: metrics::Demand,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -195,6 +197,7 @@ async fn supervise(
         spawned: Mutex::new(0),
         ops: AsyncMutex::new(()),
         scrapes: Mutex::new(metrics::Scrapes::default()),
+        scrape_demand: metrics::Demand::new(config.cluster.metrics.is_some()),
     });
     for port in &ports {
         supervisor.add_instance(*port);
@@ -205,7 +208,7 @@ async fn supervise(
     systemd::ready(&supervisor.summary());
     let fallback_task = tokio::spawn(fallback::guard_ports(Arc::clone(&supervisor)));
     let watchdog_task = tokio::spawn(systemd::keep_watchdog_fed());
-    // Scraped even without [cluster] metrics: `notesctl top` reads the same figures.
+    // Without [cluster] metrics, only while `notesctl top` reads the same figures.
     let scrape_task = tokio::spawn(metrics::scrape_forever(Arc::clone(&supervisor)));
     let metrics_task = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {

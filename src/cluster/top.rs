@@ -43,6 +43,7 @@ pub struct TopTotals {
 }
 
 pub(crate) fn report(supervisor: &Supervisor) -> TopReport {
+    supervisor.scrape_demand.ask();
     let kept = lock(&supervisor.scrapes);
     let instances: Vec<TopInstance> = lock(&supervisor.handles)
         .iter()
