@@ -18,9 +18,9 @@ mod webdriver;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use common::accounts::PASSWORD;
+use common::accounts::{PASSWORD, add_user_in};
 use common::cluster::Cluster;
-use common::{describe, run_in};
+use common::describe;
 use serde_json::{Value, json};
 use webdriver::{Browser, poll};
 
@@ -29,19 +29,7 @@ const DEADLINE: Duration = Duration::from_secs(15);
 #[test]
 fn a_login_holds_on_every_instance_and_through_a_rolling_reload_in_a_real_browser() {
     let cluster = Cluster::start(2, "");
-    let out = run_in(
-        cluster.dir.path(),
-        &[
-            "--config",
-            "notes.toml",
-            "users",
-            "add",
-            "alice",
-            "--password-stdin",
-        ],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert!(out.status.success(), "{}", describe(&out));
+    add_user_in(cluster.dir.path(), "alice");
     let browser = Browser::start();
     let outcome = catch_unwind(AssertUnwindSafe(|| scenario(&browser, &cluster)));
     if let Err(payload) = outcome {

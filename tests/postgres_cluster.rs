@@ -12,8 +12,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::accounts::{
-    EVERYWHERE_WITHIN, PASSWORD as PASSWORD_OF_ALICE, holds_within, logged_in_as, logged_out,
-    login, needs_login, save_as, session_of,
+    EVERYWHERE_WITHIN, PASSWORD as PASSWORD_OF_ALICE, add_user_in, holds_within, logged_in_as,
+    logged_out, login, needs_login, save_as, session_of,
 };
 use common::cluster::{Cluster, Options, Writes, assert_all_present, free_ports};
 use common::postgres::{PASSWORD_USER, PgServer, database_of, fresh_database, sql};
@@ -211,19 +211,7 @@ fn logins_and_sessions_during_an_outage_are_503_not_logged_out() {
     let url = server.create_database();
     let cluster = start_cluster(&free_ports(1), &database_table(&url));
     let port = cluster.ports[0];
-    let out = common::run_in(
-        cluster.dir.path(),
-        &[
-            "--config",
-            "notes.toml",
-            "users",
-            "add",
-            "alice",
-            "--password-stdin",
-        ],
-        Some(&format!("{PASSWORD_OF_ALICE}\n")),
-    );
-    assert!(out.status.success(), "{}", common::describe(&out));
+    add_user_in(cluster.dir.path(), "alice");
     holds_within(EVERYWHERE_WITHIN, "the instance needs a login", || {
         needs_login(port)
     });

@@ -222,6 +222,20 @@ impl NewNote {
         self.stamp.unwrap_or_else(|| NoteStamp::first(now))
     }
 
+    /// The note as a store wrote it: under `key`, with `stamp`.
+    pub fn stored_as(&self, key: String, stamp: NoteStamp) -> Note {
+        Note {
+            key,
+            title: self.content.title().to_owned(),
+            body: self.content.body().to_owned(),
+            version: stamp.version,
+            created_at: stamp.created_at,
+            updated_at: stamp.updated_at,
+            created_by: self.created_by.clone(),
+            updated_by: self.updated_by.clone(),
+        }
+    }
+
     /// Validates user input; an empty or blank key means "generate one".
     pub fn parse(key: Option<&str>, title: &str, body: &str) -> Result<Self, ValidationError> {
         let key = match key {

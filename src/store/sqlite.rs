@@ -549,16 +549,7 @@ pub(super) fn insert_note(tx: &Connection, note: &NewNote, now: i64) -> Result<N
         stamp.version,
         now,
     )?;
-    Ok(Note {
-        key,
-        title: note.content.title().to_owned(),
-        body: note.content.body().to_owned(),
-        version: stamp.version,
-        created_at: stamp.created_at,
-        updated_at: stamp.updated_at,
-        created_by: note.created_by.clone(),
-        updated_by: note.updated_by.clone(),
-    })
+    Ok(note.stored_as(key, stamp))
 }
 
 /// Changes kept in the log: enough for any client that was away for a while to resume; one

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Response, post_form_with, request};
+use std::path::Path;
+
+use super::{Response, describe, post_form_with, request, run_in};
 
 /// The password every test user gets.
 pub const PASSWORD: &str = "correct horse battery";
@@ -11,6 +13,23 @@ pub const PASSWORD: &str = "correct horse battery";
 /// How long a logout, a revoked token or a new user may take to reach every instance (each
 /// remembers what the store said for half a second).
 pub const EVERYWHERE_WITHIN: Duration = Duration::from_millis(1500);
+
+/// Adds the user `name` with `PASSWORD` through the CLI, in a cluster's folder (its notes.toml).
+pub fn add_user_in(dir: &Path, name: &str) {
+    let out = run_in(
+        dir,
+        &[
+            "--config",
+            "notes.toml",
+            "users",
+            "add",
+            name,
+            "--password-stdin",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(out.status.success(), "users add {name}: {}", describe(&out));
+}
 
 /// `POST /users/login` with the book's fields.
 pub fn login(port: u16, name: &str, password: &str, next: &str) -> Response {

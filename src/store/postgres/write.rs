@@ -4,8 +4,12 @@
 //! their ids (see `publish.rs`). A single create is one statement, one round trip.
 //! Statements are prepared once per connection (`prepare_cached`).
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+
 use deadpool_postgres::{Client, GenericClient, Transaction};
 use tokio_postgres::Statement;
+use tokio_postgres::types::ToSql;
 
 use super::Failure;
 use super::notes::note_from_row;
@@ -103,76 +107,100 @@ pub(super) async fn insert_batch(
     notes: &[&NewNote],
     now: i64,
 ) -> Result<Vec<Placed>, Failure> {
-    let proposed: Vec<std::borrow::Cow<'_, str>> = notes
+    let proposed = proposed_keys(notes);
+    let mut sent: Vec<usize> = (0..notes.len()).collect();
+    sent.sort_by(|&a, &b| proposed[a].cmp(&proposed[b]).then(a.cmp(&b)));
+    // The first to propose each key is sent; the others are placed below.
+    sent.dedup_by(|later, first| proposed[*later] == proposed[*first]);
+    let columns = Columns::of(notes, &proposed, &sent, now);
+    let stmt = prepare_batch(client).await?;
+    let mut params = columns.params();
+    params.push(&now);
+    let inserted = inserted_keys(client.query(&stmt, &params).await?);
+    let mut stamp_of = vec![None; notes.len()];
+    for (position, &i) in sent.iter().enumerate() {
+        if inserted.contains(columns.keys[position]) {
+            stamp_of[i] = Some(columns.stamps[position]);
+        }
+    }
+    Ok(notes
+        .iter()
+        .zip(&proposed)
+        .zip(stamp_of)
+        .map(|((note, key), stamp)| match (stamp, &note.key) {
+            (Some(stamp), _) => Placed::Inserted(note.stored_as(key.to_string(), stamp)),
+            (None, Some(_)) => Placed::KeyTaken(key.to_string()),
+            (None, None) => Placed::SlugTaken,
+        })
+        .collect())
+}
+
+/// Each note's key: its own, or its title's slug when it has none.
+fn proposed_keys<'a>(notes: &[&'a NewNote]) -> Vec<Cow<'a, str>> {
+    notes
         .iter()
         .map(|n| match &n.key {
             Some(key) => key.as_str().into(),
             None => slug_from_title(n.content.title()).into(),
         })
-        .collect();
-    let mut sent: Vec<usize> = (0..notes.len()).collect();
-    sent.sort_by(|&a, &b| proposed[a].cmp(&proposed[b]).then(a.cmp(&b)));
-    // The first to propose each key is sent; the others are placed below.
-    sent.dedup_by(|later, first| proposed[*later] == proposed[*first]);
-    let stamps: Vec<NoteStamp> = sent.iter().map(|&i| notes[i].stamp_or_first(now)).collect();
-    let keys: Vec<&str> = sent.iter().map(|&i| proposed[i].as_ref()).collect();
-    let titles: Vec<&str> = sent.iter().map(|&i| notes[i].content.title()).collect();
-    let bodies: Vec<&str> = sent.iter().map(|&i| notes[i].content.body()).collect();
-    let author = |f: fn(&NewNote) -> &Option<String>| -> Vec<Option<&str>> {
-        sent.iter().map(|&i| f(notes[i]).as_deref()).collect()
-    };
-    let (created_by, updated_by) = (author(|n| &n.created_by), author(|n| &n.updated_by));
-    let stamp = |f: fn(&NoteStamp) -> i64| -> Vec<i64> { stamps.iter().map(f).collect() };
-    let (versions, created, updated) = (
-        stamp(|s| s.version),
-        stamp(|s| s.created_at),
-        stamp(|s| s.updated_at),
-    );
-    let stmt = prepare_batch(client).await?;
-    let inserted: std::collections::HashSet<String> = client
-        .query(
-            &stmt,
-            &[
-                &keys,
-                &titles,
-                &bodies,
-                &versions,
-                &created,
-                &updated,
-                &created_by,
-                &updated_by,
-                &now,
-            ],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let mut stamp_of = vec![None; notes.len()];
-    for (position, &i) in sent.iter().enumerate() {
-        if inserted.contains(keys[position]) {
-            stamp_of[i] = Some(stamps[position]);
+        .collect()
+}
+
+/// The keys a batch's statement answered with: the notes it inserted.
+fn inserted_keys(rows: Vec<tokio_postgres::Row>) -> HashSet<String> {
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+/// The notes `sent` (by position in the batch) as the columns of an `unnest`, in the order of
+/// `sent`, with the stamps they are stored with.
+struct Columns<'a> {
+    keys: Vec<&'a str>,
+    titles: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+    versions: Vec<i64>,
+    created: Vec<i64>,
+    updated: Vec<i64>,
+    created_by: Vec<Option<&'a str>>,
+    updated_by: Vec<Option<&'a str>>,
+    stamps: Vec<NoteStamp>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(notes: &[&'a NewNote], proposed: &'a [Cow<'a, str>], sent: &[usize], now: i64) -> Self {
+        let stamps: Vec<NoteStamp> = sent.iter().map(|&i| notes[i].stamp_or_first(now)).collect();
+        let stamp = |f: fn(&NoteStamp) -> i64| -> Vec<i64> { stamps.iter().map(f).collect() };
+        Self {
+            keys: sent.iter().map(|&i| proposed[i].as_ref()).collect(),
+            titles: sent.iter().map(|&i| notes[i].content.title()).collect(),
+            bodies: sent.iter().map(|&i| notes[i].content.body()).collect(),
+            versions: stamp(|s| s.version),
+            created: stamp(|s| s.created_at),
+            updated: stamp(|s| s.updated_at),
+            created_by: sent
+                .iter()
+                .map(|&i| notes[i].created_by.as_deref())
+                .collect(),
+            updated_by: sent
+                .iter()
+                .map(|&i| notes[i].updated_by.as_deref())
+                .collect(),
+            stamps,
         }
     }
-    Ok(notes
-        .iter()
-        .zip(proposed)
-        .zip(stamp_of)
-        .map(|((note, key), stamp)| match (stamp, &note.key) {
-            (Some(stamp), _) => Placed::Inserted(Note {
-                key: key.into_owned(),
-                title: note.content.title().to_owned(),
-                body: note.content.body().to_owned(),
-                version: stamp.version,
-                created_at: stamp.created_at,
-                updated_at: stamp.updated_at,
-                created_by: note.created_by.clone(),
-                updated_by: note.updated_by.clone(),
-            }),
-            (None, Some(_)) => Placed::KeyTaken(key.into_owned()),
-            (None, None) => Placed::SlugTaken,
-        })
-        .collect())
+
+    /// Parameters $1 to $8 of both batch statements.
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.keys,
+            &self.titles,
+            &self.bodies,
+            &self.versions,
+            &self.created,
+            &self.updated,
+            &self.created_by,
+            &self.updated_by,
+        ]
+    }
 }
 
 /// Prepares `insert_batch`'s statement on `client` (once: it is cached), so that a statement
@@ -214,38 +242,14 @@ async fn insert_many(
     notes: &[NewNote],
     now: i64,
 ) -> Result<Vec<Result<Note, StoreError>>, Failure> {
-    let proposed: Vec<std::borrow::Cow<'_, str>> = notes
-        .iter()
-        .map(|n| match &n.key {
-            Some(key) => key.as_str().into(),
-            None => slug_from_title(n.content.title()).into(),
-        })
-        .collect();
-    // The notes to send: the first to propose each key.
-    let mut seen = std::collections::HashSet::new();
+    let notes: Vec<&NewNote> = notes.iter().collect();
+    let proposed = proposed_keys(&notes);
+    // The notes to send, in the batch's order: the first to propose each key.
+    let mut seen = HashSet::new();
     let sent: Vec<usize> = (0..notes.len())
         .filter(|&i| seen.insert(proposed[i].as_ref()))
         .collect();
-    let stamps: Vec<NoteStamp> = notes.iter().map(|n| n.stamp_or_first(now)).collect();
-    let column = |f: &dyn Fn(&NoteStamp) -> i64| -> Vec<i64> {
-        sent.iter().map(|&i| f(&stamps[i])).collect()
-    };
-    let keys: Vec<&str> = sent.iter().map(|&i| proposed[i].as_ref()).collect();
-    let titles: Vec<&str> = sent.iter().map(|&i| notes[i].content.title()).collect();
-    let bodies: Vec<&str> = sent.iter().map(|&i| notes[i].content.body()).collect();
-    let created_by: Vec<Option<&str>> = sent
-        .iter()
-        .map(|&i| notes[i].created_by.as_deref())
-        .collect();
-    let updated_by: Vec<Option<&str>> = sent
-        .iter()
-        .map(|&i| notes[i].updated_by.as_deref())
-        .collect();
-    let (versions, created, updated) = (
-        column(&|s| s.version),
-        column(&|s| s.created_at),
-        column(&|s| s.updated_at),
-    );
+    let columns = Columns::of(&notes, &proposed, &sent, now);
     let stmt = tx
         .prepare_cached(
             "INSERT INTO notes (key, title, body, version, created_at, updated_at, created_by,
@@ -255,40 +259,17 @@ async fn insert_many(
              ON CONFLICT (key) DO NOTHING RETURNING key",
         )
         .await?;
-    let inserted: std::collections::HashSet<String> = tx
-        .query(
-            &stmt,
-            &[
-                &keys,
-                &titles,
-                &bodies,
-                &versions,
-                &created,
-                &updated,
-                &created_by,
-                &updated_by,
-            ],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let mut sent = sent.into_iter().peekable();
+    let inserted = inserted_keys(tx.query(&stmt, &columns.params()).await?);
+    // Each sent note's place among the columns.
+    let mut sent = sent.into_iter().enumerate().peekable();
     let mut results = Vec::with_capacity(notes.len());
     for (i, note) in notes.iter().enumerate() {
-        let was_sent = sent.next_if_eq(&i).is_some();
+        let column = sent.next_if(|&(_, n)| n == i).map(|(position, _)| position);
         let key = proposed[i].as_ref();
-        let result = if was_sent && inserted.contains(key) {
-            Ok(Note {
-                key: key.to_owned(),
-                title: note.content.title().to_owned(),
-                body: note.content.body().to_owned(),
-                version: stamps[i].version,
-                created_at: stamps[i].created_at,
-                updated_at: stamps[i].updated_at,
-                created_by: note.created_by.clone(),
-                updated_by: note.updated_by.clone(),
-            })
+        let result = if let Some(position) = column
+            && inserted.contains(key)
+        {
+            Ok(note.stored_as(key.to_owned(), columns.stamps[position]))
         } else if note.key.is_some() {
             Err(StoreError::KeyExists(key.to_owned()))
         } else {
@@ -408,16 +389,7 @@ async fn insert(
             }
         }
     };
-    Ok(Note {
-        key,
-        title: title.to_owned(),
-        body: body.to_owned(),
-        version: stamp.version,
-        created_at: stamp.created_at,
-        updated_at: stamp.updated_at,
-        created_by: note.created_by.clone(),
-        updated_by: note.updated_by.clone(),
-    })
+    Ok(note.stored_as(key, stamp))
 }
 
 /// The note under `key`, locked until the transaction ends.
