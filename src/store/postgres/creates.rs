@@ -153,51 +153,35 @@ impl Lane {
     /// The batch's statement, followed on the same connection by a publishing step, sent
     /// together: one round trip. The step runs once the statement has committed (each is its
     /// own transaction), so it publishes the batch. A batch that lost a race committed
-    /// nothing and is tried again.
+    /// nothing and is tried again, with its step.
     async fn insert_and_publish(
         &self,
         notes: &[&NewNote],
         now: i64,
     ) -> Result<Vec<Placed>, Failure> {
-        let (placed, stepped) = within(self.deadline, async {
-            let conn = self.pool.get().await?;
-            // Prepared first: the step must not reach the server before the batch.
-            prepare_batch(&conn).await?;
-            Ok(futures_util::future::join(insert_batch(&conn, notes, now), step(&conn)).await)
-        })
-        .await?;
-        let placed = match placed {
-            Ok(placed) => placed,
-            Err(f) if f.is_retryable() => {
-                let placed = self.insert(notes, now).await?;
-                self.publisher.publish().await;
-                return Ok(placed);
-            }
-            Err(f) => return Err(f),
-        };
-        match stepped {
-            Ok((published, _last)) => self.publisher.published(published),
-            // Tried again (and told, if it fails again) by the publisher's own step.
-            Err(_) => self.publisher.publish().await,
-        }
-        Ok(placed)
-    }
-
-    /// The batch's statement, tried again when it lost a race (it committed nothing then).
-    async fn insert(&self, notes: &[&NewNote], now: i64) -> Result<Vec<Placed>, Failure> {
-        let mut attempt = 2;
+        let mut attempt = 1;
         loop {
-            let tried = within(self.deadline, async {
+            let (placed, stepped) = within(self.deadline, async {
                 let conn = self.pool.get().await?;
-                insert_batch(&conn, notes, now).await
+                // Prepared first: the step must not reach the server before the batch.
+                prepare_batch(&conn).await?;
+                Ok(futures_util::future::join(insert_batch(&conn, notes, now), step(&conn)).await)
             })
-            .await;
-            match tried {
+            .await?;
+            match placed {
+                Ok(placed) => {
+                    match stepped {
+                        Ok((published, _last)) => self.publisher.published(published),
+                        // Tried again (and told, if it fails again) by the publisher's own step.
+                        Err(_) => self.publisher.publish().await,
+                    }
+                    return Ok(placed);
+                }
                 Err(f) if f.is_retryable() && attempt < WRITE_ATTEMPTS => {
                     tokio::time::sleep(retry_pause(attempt)).await;
                     attempt += 1;
                 }
-                other => return other,
+                Err(f) => return Err(f),
             }
         }
     }
