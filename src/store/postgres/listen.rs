@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{CHANNEL, Failure};
+use super::{CHANNEL, Failure, within};
 
 /// How often an idle connection is checked with an empty query.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -153,9 +153,7 @@ impl Session {
                 .await?;
             Ok(session)
         };
-        tokio::time::timeout(connect_timeout * 2, attempt)
-            .await
-            .unwrap_or(Err(Failure::Timeout(connect_timeout * 2)))
+        within(connect_timeout * 2, attempt).await
     }
 
     /// Passes on what is heard until the connection is lost.

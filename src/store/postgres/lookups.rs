@@ -18,7 +18,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::notes::note_from_row_at;
-use super::{Failure, Failures};
+use super::{Failure, Failures, within};
 use crate::store::{Note, StoreError};
 
 /// Queries under way at once; requests arriving meanwhile wait for the next. One: with more,
@@ -90,9 +90,7 @@ async fn dispatch(
 
 async fn answer(batch: Vec<Request>, pool: &Pool, failures: &Failures, deadline: Duration) {
     let keys: Vec<&str> = batch.iter().filter_map(|r| r.key.as_deref()).collect();
-    let found = tokio::time::timeout(deadline, query(pool, &keys))
-        .await
-        .unwrap_or(Err(Failure::Timeout(deadline)));
+    let found = within(deadline, query(pool, &keys)).await;
     match found {
         Ok((notes, last_change_id)) => {
             for request in batch {

@@ -6,7 +6,7 @@ use deadpool_postgres::ClientWrapper;
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::Row;
 
-use super::Failure;
+use super::{Failure, within};
 use crate::store::{Change, ChangeKind, ListPosition, ListQuery, Note, NotePage, StoreError};
 use crate::timefmt::now_millis;
 
@@ -152,7 +152,7 @@ pub(super) async fn for_each(
     deadline: std::time::Duration,
     visit: &mut dyn FnMut(Note) -> Result<(), StoreError>,
 ) -> Result<u64, Failure> {
-    let tx = timed(deadline, async {
+    let tx = within(deadline, async {
         Ok(conn
             .build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
@@ -171,7 +171,7 @@ pub(super) async fn for_each(
     let portal = tx.bind(&stmt, &[]).await?;
     let mut visited = 0;
     loop {
-        let rows = timed(deadline, async {
+        let rows = within(deadline, async {
             Ok(tx.query_portal(&portal, EXPORT_BATCH).await?)
         })
         .await?;
@@ -185,15 +185,6 @@ pub(super) async fn for_each(
     }
     tx.commit().await?;
     Ok(visited)
-}
-
-async fn timed<T>(
-    deadline: std::time::Duration,
-    op: impl Future<Output = Result<T, Failure>>,
-) -> Result<T, Failure> {
-    tokio::time::timeout(deadline, op)
-        .await
-        .unwrap_or(Err(Failure::Timeout(deadline)))
 }
 
 pub(super) async fn changes_after(
