@@ -6,14 +6,14 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{cli, cli_with_stdin, describe, notesctl, run_in, stderr_of, stdout_of};
+use common::{
+    cli, cli_with_stdin, describe, notesctl, read_in_background, run_in, stderr_of, stdout_of,
+};
 
 #[test]
 fn completions_are_generated_for_every_shell_and_the_bash_one_parses() {
@@ -226,16 +226,8 @@ fn serve_on_a_terminal(dir: &Path, vars: &[(&str, &str)]) -> String {
     drop(cmd);
     // The parent's copy of the terminal side is closed by `Stdio`; reading the other side ends
     // when the child exits.
-    let mut screen = std::fs::File::from(pty.master);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = screen.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let screen = std::fs::File::from(pty.master);
+    let rx = read_in_background(screen);
     let deadline = Instant::now() + common::PROCESS_DEADLINE;
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("listening on") {

@@ -217,9 +217,7 @@ fn the_example_prometheus_configuration_is_valid() {
 #[test]
 fn top_on_a_terminal_quits_on_q_and_gives_the_terminal_back() {
     use nix::sys::termios::{LocalFlags, tcgetattr};
-    use std::io::Read;
     use std::os::fd::OwnedFd;
-    use std::sync::mpsc;
 
     let cluster = Cluster::start(2, "");
     let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
@@ -237,17 +235,9 @@ fn top_on_a_terminal_quits_on_q_and_gives_the_terminal_back() {
         .stderr(Stdio::from(terminal.try_clone().expect("dup")));
     let mut child = cmd.spawn().expect("run top");
     drop(cmd);
-    let mut screen = std::fs::File::from(pty.master);
+    let screen = std::fs::File::from(pty.master);
     let mut keys = screen.try_clone().expect("dup");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = screen.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = read_in_background(screen);
     let deadline = Instant::now() + PROCESS_DEADLINE;
     let mut seen = Vec::new();
     let shown = |seen: &[u8]| {

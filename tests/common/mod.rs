@@ -652,6 +652,21 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Reads `from` (a pseudo-terminal's other side, say) on a thread of its own until it ends or
+/// nobody listens, sending each chunk it read.
+pub fn read_in_background(mut from: std::fs::File) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 pub fn get(port: u16, path: &str) -> Response {
     request(port, "GET", path, &[], b"")
 }
