@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use r2d2::Pool;
+use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
@@ -40,8 +40,6 @@ pub struct SqliteStore {
     /// serving it, with no pool checkout and no hand-off to another thread. Threads beyond the
     /// count share them (they take turns on their mutexes).
     lookup_conns: Box<[Mutex<Option<Connection>>]>,
-    /// How the lookup connections are opened.
-    lookup_flags: OpenFlags,
     busy_timeout: Duration,
     /// The file opened: see `file_identity`.
     file: FileIdentity,
@@ -130,9 +128,20 @@ impl SqliteStore {
         migrate(&mut writer, &shown)?;
 
         let busy = options.busy_timeout;
+        let opened = FileIdentity::of(path).map_err(|e| open_error(e.to_string()))?;
         let manager = SqliteConnectionManager::file(path)
-            .with_flags(flags)
-            .with_init(move |c| init_reader(c, busy));
+            .with_flags(OPEN_EXISTING)
+            .with_init(move |c| {
+                // As for a lookup connection (see `on_lookup_conn`): never read another file
+                // through this one's WAL.
+                if let Some(problem) = opened.problem() {
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                        Some(problem),
+                    ));
+                }
+                init_reader(c, busy)
+            });
         let readers = Pool::builder()
             .max_size(options.readers.max(1))
             // Connections open on demand: an idle instance keeps one.
@@ -158,7 +167,6 @@ impl SqliteStore {
             lookup_conns: (0..options.lookup_connections.max(1))
                 .map(|_| Mutex::new(None))
                 .collect(),
-            lookup_flags: flags,
             busy_timeout: busy,
             file,
             write_trouble,
@@ -175,19 +183,13 @@ impl SqliteStore {
     /// what it wrote, even if some connection of the process were still open at exit (SQLite
     /// copies the WAL back when the last connection closes, and only then).
     pub fn settle(&self) -> Result<(), StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let conn = open_existing(&self.path)?;
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         Ok(())
     }
 
     pub fn checkpoint(&self) -> Result<bool, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let conn = open_existing(&self.path)?;
         conn.busy_handler(Some(busy_wait))?;
         Ok(truncate_wal(&conn, Duration::from_secs(1))?)
     }
@@ -202,7 +204,7 @@ impl SqliteStore {
         let conn = match &mut *conn {
             Some(conn) => conn,
             empty => {
-                let conn = Connection::open_with_flags(&self.path, self.lookup_flags)?;
+                let conn = open_existing(&self.path)?;
                 // A connection opened after the file at the path was replaced would read the
                 // new file through the old file's WAL beside it (pages of one database over
                 // another: "no such table", or wrong notes). Checked after opening, so a
@@ -215,6 +217,18 @@ impl SqliteStore {
             }
         };
         read(conn)
+    }
+
+    /// A reader from the pool. With none idle the pool opens one, and would retry for its whole
+    /// timeout if the file were gone: so that case is answered at once.
+    fn reader(&self) -> Result<PooledConnection<SqliteConnectionManager>, StoreError> {
+        if let Some(conn) = self.readers.try_get() {
+            return Ok(conn);
+        }
+        if let Some(problem) = self.file.problem() {
+            return Err(StoreError::FileGone(problem));
+        }
+        Ok(self.readers.get()?)
     }
 
     #[cfg(test)]
@@ -253,6 +267,17 @@ impl SqliteStore {
             search.taken(taken);
         }
     }
+}
+
+/// How every connection but the writer's first opens the file: never creating it. A connection
+/// opened after `notes.db` was moved away would otherwise create an empty database in its
+/// place, which the next restart would take for the real one (and report every note gone).
+const OPEN_EXISTING: OpenFlags =
+    OpenFlags::SQLITE_OPEN_READ_WRITE.union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
+
+/// A connection to the existing file at `path` (see `OPEN_EXISTING`).
+fn open_existing(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(path, OPEN_EXISTING)
 }
 
 /// Opens `path`, creating it owner-only (0600) if it is missing; an existing file is left as
@@ -647,7 +672,7 @@ fn find_existing(conn: &Connection, key: &str) -> Result<Note, StoreError> {
 /// which run on an async worker and which on the blocking pool.
 impl SqliteStore {
     pub fn list(&self, query: ListQuery) -> Result<NotePage, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         // One read transaction: the count and the page come from the same snapshot.
         in_read_transaction(&conn, || {
             let (total, as_of_change): (i64, i64) = conn
@@ -766,7 +791,7 @@ impl SqliteStore {
         &self,
         visit: &mut dyn FnMut(Note) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         in_read_transaction(&conn, || {
             let mut stmt =
                 conn.prepare_cached(&format!("SELECT {NOTE_COLUMNS} FROM notes ORDER BY id"))?;
@@ -781,7 +806,7 @@ impl SqliteStore {
     }
 
     pub fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
             "SELECT id, kind, key, title, version, at FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
@@ -790,24 +815,21 @@ impl SqliteStore {
     }
 
     pub fn last_change_id(&self) -> Result<i64, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         Ok(conn
             .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM changes")?
             .query_row([], |r| r.get(0))?)
     }
 
     pub fn oldest_change_id(&self) -> Result<i64, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         Ok(conn
             .prepare_cached("SELECT COALESCE(MIN(id), 0) FROM changes")?
             .query_row([], |r| r.get(0))?)
     }
 
     pub fn change_watcher(&self) -> Result<DataVersionWatcher, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let conn = open_existing(&self.path)?;
         conn.pragma_update(None, "query_only", true)?;
         let mut watcher = DataVersionWatcher { conn, last: None };
         watcher.changed()?; // the baseline
@@ -829,7 +851,7 @@ impl SqliteStore {
         if disk_is_full(&self.path) {
             return Err(StoreError::DiskFull);
         }
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         conn.prepare_cached("SELECT note_count FROM note_stats WHERE id = 1")?
             .query_row([], |r| r.get::<_, i64>(0))?;
         Ok(())
@@ -959,5 +981,38 @@ mod tests {
         assert!(store.lookup_conns[0].is_poisoned());
         assert_eq!(store.get("a").unwrap().title, "A");
         assert!(!store.lookup_conns[0].is_poisoned());
+    }
+
+    /// After `notes.db` was moved away, a reader or lookup connection opened anew answers that
+    /// the file is gone, at once, and never creates an empty database in its place.
+    #[test]
+    fn new_connections_after_the_file_moved_away_create_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_lookup_connections(dir.path(), 1);
+        store
+            .create(NewNote::parse(Some("a"), "A", "b").unwrap())
+            .unwrap();
+        let db = dir.path().join("notes.db");
+        std::fs::rename(&db, dir.path().join("aside.db")).unwrap();
+        // The pool's one idle reader is busy, so a list needs a new one.
+        let held = store.reader().unwrap();
+        let started = Instant::now();
+        match store.last_change_id() {
+            Err(StoreError::FileGone(why)) => assert!(why.contains("deleted or moved"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "answered at once"
+        );
+        drop(held);
+        // A thread's first lookup opens its lookup connection.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| assert!(store.get("a").is_err()))
+                .join()
+                .unwrap();
+        });
+        assert!(!db.exists(), "no empty database was created at the path");
     }
 }

@@ -5,9 +5,9 @@
 //! notes' group-committing writer. The reads every logged-in request makes (`session_user`,
 //! `token_user`) run on the calling thread's lookup connection, as a note page's read does.
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{SqliteStore, set_busy_wait};
+use super::{SqliteStore, open_existing, set_busy_wait};
 use crate::store::{StoreError, Token, User, UserName};
 use crate::timefmt::now_millis;
 
@@ -60,7 +60,7 @@ impl SqliteStore {
     }
 
     pub fn users_exist(&self) -> Result<bool, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         Ok(conn
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM users)")?
             .query_row([], |r| r.get(0))?)
@@ -151,7 +151,7 @@ impl SqliteStore {
     /// `name`'s tokens by label (`NoSuchUser` if there is no such user): one statement, whose
     /// outer join tells a user without tokens (one row of NULLs) from no user (no row).
     pub fn tokens(&self, name: &UserName) -> Result<Vec<Token>, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
             "SELECT t.label, t.created_at, t.last_used_at
              FROM users u LEFT JOIN api_tokens t ON t.user_name = u.name
@@ -245,7 +245,7 @@ impl SqliteStore {
         scope: &str,
         since: i64,
     ) -> Result<(u32, Option<i64>), StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         let (count, oldest): (i64, Option<i64>) = conn
             .prepare_cached(
                 "SELECT COUNT(*), MIN(at) FROM login_failures WHERE scope = ?1 AND at >= ?2",
@@ -262,7 +262,7 @@ impl SqliteStore {
     }
 
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
             "SELECT name, created_at, password_changed_at FROM users ORDER BY name",
         )?;
@@ -280,7 +280,7 @@ impl SqliteStore {
 
     /// The stored hash of `name`'s password, for checking a login (`None`: no such user).
     pub fn password_hash(&self, name: &UserName) -> Result<Option<String>, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         let hash = conn
             .prepare_cached("SELECT password_hash FROM users WHERE name = ?1")?
             .query_row([name.as_str()], |r| r.get(0))
@@ -296,10 +296,7 @@ impl SqliteStore {
         if let Some(gone) = self.file_problem() {
             return Err(StoreError::FileGone(gone));
         }
-        let mut conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let mut conn = open_existing(&self.path)?;
         set_busy_wait(&conn, self.busy_timeout)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let answer = change(&tx)?;
