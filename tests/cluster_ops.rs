@@ -80,7 +80,20 @@ fn logs_shows_recent_lines_and_follows_new_ones() {
     assert!(out.status.success(), "{}", describe(&out));
     let recent = stdout_of(&out);
     assert_eq!(recent.lines().count(), 3, "{recent}");
-    assert!(recent.contains("instance(s) ready"), "{recent}");
+    // The instances' first lines may still be arriving, so the three are checked against the
+    // whole log read after them: consecutive lines of it, and not its first ones.
+    let out = cluster.ctl(&["logs", "-n", "1000"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let all = stdout_of(&out);
+    assert!(all.contains(&recent), "{recent}\nnot in\n{all}");
+    assert!(all.contains("instance(s) ready"), "{all}");
+    assert!(
+        all.lines()
+            .next()
+            .is_some_and(|first| first.contains("starting")),
+        "{all}"
+    );
+    assert!(!recent.contains("starting"), "{recent}");
 
     // `logs -f PORT` from another process sees that instance's new lines.
     let mut follower = common::notesctl(cluster.dir.path())
