@@ -87,6 +87,8 @@ pub struct Cluster {
     pub done: bool,
     /// The supervisor's standard output, when the test reads it itself.
     pub stdout: Option<std::process::ChildStdout>,
+    /// The threads copying its output into `log`.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Cluster {
@@ -132,18 +134,24 @@ impl Cluster {
         let pid = child.id();
         let prefix = format!("[cluster {pid}]");
         let stdout = child.stdout.take().expect("piped");
+        let mut readers = Vec::new();
         let stdout = if options.unread_stdout {
             Some(stdout)
         } else {
-            super::forward(stdout, prefix.clone(), Arc::clone(&log), tx.clone());
+            readers.push(super::forward(
+                stdout,
+                prefix.clone(),
+                Arc::clone(&log),
+                tx.clone(),
+            ));
             None
         };
-        super::forward(
+        readers.push(super::forward(
             child.stderr.take().expect("piped"),
             prefix,
             Arc::clone(&log),
             tx,
-        );
+        ));
         let cluster = Cluster {
             child,
             dir,
@@ -151,6 +159,7 @@ impl Cluster {
             log,
             done: false,
             stdout,
+            readers,
         };
         (cluster, rx)
     }
@@ -307,14 +316,22 @@ impl Cluster {
         }
     }
 
+    /// Waits for the supervisor to exit, then for its last lines to reach `output`: the
+    /// threads copying them may still be reading when the exit status is in.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let status = wait_until(&mut self.child, Instant::now() + PROCESS_DEADLINE);
         self.done = true;
-        status.unwrap_or_else(|| {
+        let status = status.unwrap_or_else(|| {
             let _ = self.child.kill();
             let _ = self.child.wait();
             panic!("the supervisor did not exit in time:\n{}", self.output())
-        })
+        });
+        // A pipe stays open while a process that inherited it lives on; never wait past that.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        status
     }
 }
 
