@@ -110,21 +110,13 @@ fn alone_on_the_instance(port: u16) -> TcpStream {
     }
 }
 
-/// One answer with a `content-length` read from a keep-alive connection: its body.
+/// One answer read from a keep-alive connection (as far as `parse_response` needs): its body.
 fn read_one_answer(stream: &mut TcpStream) -> String {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no content-length in {head}"));
-            if raw.len() >= end + 4 + length {
-                return String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).into_owned();
-            }
+        if let Some(answer) = common::parse_response(&raw) {
+            return answer.body;
         }
         let n = stream.read(&mut buf).expect("read an answer");
         assert!(n > 0, "closed before the answer ended");

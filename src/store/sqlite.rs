@@ -128,7 +128,8 @@ impl SqliteStore {
         migrate(&mut writer, &shown)?;
 
         let busy = options.busy_timeout;
-        let opened = FileIdentity::of(path).map_err(|e| open_error(e.to_string()))?;
+        let file = FileIdentity::of(path).map_err(|e| open_error(e.to_string()))?;
+        let opened = file.clone();
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OPEN_EXISTING)
             .with_init(move |c| {
@@ -151,7 +152,6 @@ impl SqliteStore {
             .test_on_check_out(false)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
-        let file = FileIdentity::of(path).map_err(|e| open_error(e.to_string()))?;
         let write_trouble = Arc::new(Mutex::new(None));
         let writer = Writer::start(
             writer,
@@ -994,7 +994,7 @@ mod tests {
             .unwrap();
         let db = dir.path().join("notes.db");
         std::fs::rename(&db, dir.path().join("aside.db")).unwrap();
-        // The pool's one idle reader is busy, so a list needs a new one.
+        // The pool's one idle reader is busy, so a read needs a new one.
         let held = store.reader().unwrap();
         let started = Instant::now();
         match store.last_change_id() {
